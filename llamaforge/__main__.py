@@ -1,0 +1,5 @@
+import sys
+
+from llamaforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""The ``llamaforge`` command: one entry point, one sub-command per job.
+
+Each sub-command lives next to the code it drives; this file only maps names
+to ``module:configure`` functions and imports the chosen one, so ``llamaforge
+carbon`` does not pay for importing the trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from llamaforge.errors import LlamaforgeError
+
+# name -> ("module:function that adds arguments and sets `run`", one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("llamaforge.demo:configure", "tiny end-to-end run on real local text (make demo)"),
+    "train-tokenizer": (
+        "llamaforge.tokenizer.cli:configure_train",
+        "train a SentencePiece BPE tokenizer (split digits, byte fallback)",
+    ),
+    "train": ("llamaforge.train.cli:configure_train", "pretrain a model from a TOML config"),
+    "eval-loss": (
+        "llamaforge.train.cli:configure_eval_loss",
+        "loss and perplexity of a checkpoint on token data",
+    ),
+    "generate": ("llamaforge.inference.cli:configure", "stream a completion from a checkpoint"),
+    "convert": (
+        "llamaforge.formats.cli:configure",
+        "convert checkpoints between native, Hugging Face and Meta layouts",
+    ),
+    "carbon": ("llamaforge.train.carbon:configure", "energy and CO2 of a training run (§2.5)"),
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llamaforge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (target, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module_name, function = target.split(":")
+            getattr(importlib.import_module(module_name), function)(sub_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    try:
+        result = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except LlamaforgeError as error:
+        print(f"llamaforge {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The LLaMA decoder-only transformer and its initialisation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from llamaforge.model.config import ModelConfig
+from llamaforge.model.layers import LayerKVCache, RMSNorm, TransformerBlock, rotary_tables
+
+
+class KVCache(nn.Module):
+    """Keys/values of every layer plus the number of positions already filled.
+
+    All sequences of a batch share the fill position: prompts of different
+    lengths are left-padded and the padding is masked out, so one write index
+    serves the whole batch.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        batch: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        if max_len > cfg.max_seq_len:
+            raise ValueError(
+                f"KV cache length {max_len} exceeds model.max_seq_len {cfg.max_seq_len}"
+            )
+        self.layers = nn.ModuleList(
+            LayerKVCache(batch, cfg.n_heads, max_len, cfg.head_dim, dtype, device)
+            for _ in range(cfg.n_layers)
+        )
+        self.filled = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.layers[0].k.shape[2]
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.init_weights()
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits of shape (batch, seq, vocab).
+
+        Training passes only ``tokens``. Incremental decoding passes a
+        ``cache`` (advanced by ``seq`` positions here), per-sequence rotary
+        ``positions`` (batch, seq) and a boolean ``mask`` (batch, 1, seq,
+        cache.filled + seq) with True where attention is allowed.
+        """
+        _, seq = tokens.shape
+        start = cache.filled if cache is not None else 0
+        if start + seq > self.config.max_seq_len:
+            raise ValueError(
+                f"sequence of {start + seq} positions is longer than model.max_seq_len "
+                f"{self.config.max_seq_len}"
+            )
+        if positions is None:
+            positions = torch.arange(start, start + seq, device=tokens.device).unsqueeze(0)
+        if mask is None and start > 0 and seq > 1:
+            # Chunked prefill: causal within the chunk, full view of the cache.
+            mask = torch.ones(seq, start + seq, dtype=torch.bool, device=tokens.device).tril(start)
+        cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta)
+        h = self.tok_embeddings(tokens)
+        for i, layer in enumerate(self.layers):
+            layer_cache = cache.layers[i] if cache is not None else None
+            h = layer(h, cos, sin, mask, layer_cache, start)
+        if cache is not None:
+            cache.filled = start + seq
+        return self.output(self.norm(h))
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialise every parameter.
+
+        The paper does not state its initialisation. We use the practice of
+        GPT-2 and Megatron that LLaMA-style training code has converged on:
+        every matrix ~ N(0, init_std = 0.02) and, with ``depth_scaled_init``,
+        the two matrices that write into the residual stream (``wo``, ``w2``)
+        get std 0.02 / sqrt(2 * n_layers). Each of the 2L residual branches
+        then adds variance O(1/L), so the residual stream keeps the same scale
+        at initialisation whether the model has 2 layers or 80 (65B) and the
+        early loss spikes of deep pre-norm models are damped. RMSNorm gains
+        start at 1. Called again after materialising a meta-device model.
+        """
+        cfg = self.config
+        std = cfg.init_std
+        out_std = std / math.sqrt(2 * cfg.n_layers) if cfg.depth_scaled_init else std
+        nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=std)
+        nn.init.normal_(self.output.weight, mean=0.0, std=std)
+        for layer in self.layers:
+            for lin in (
+                layer.attention.wq,
+                layer.attention.wk,
+                layer.attention.wv,
+                layer.feed_forward.w1,
+                layer.feed_forward.w3,
+            ):
+                nn.init.normal_(lin.weight, mean=0.0, std=std)
+            for lin in (layer.attention.wo, layer.feed_forward.w2):
+                nn.init.normal_(lin.weight, mean=0.0, std=out_std)
+            layer.attention_norm.reset_parameters()
+            layer.ffn_norm.reset_parameters()
+        self.norm.reset_parameters()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(
+        self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
+        param = self.output.weight
+        return KVCache(
+            self.config,
+            batch,
+            max_len or self.config.max_seq_len,
+            dtype or param.dtype,
+            param.device,
+        )
+
+
+def build_model(
+    cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Transformer:
+    """Build a model; on ``meta`` it allocates nothing (shape/param-count checks)."""
+    with torch.device(device):
+        model = Transformer(cfg)
+    return model.to(dtype=dtype) if dtype != torch.float32 else model
