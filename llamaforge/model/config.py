@@ -49,7 +49,7 @@ class ModelConfig:
                 f"model.dim ({self.dim}) must be divisible by model.n_heads ({self.n_heads})"
             )
         if self.head_dim % 2:
-            raise ConfigError(f"head dimension dim/n_heads = {self.head_dim} must be even for RoPE")
+            raise ConfigError(f"model.dim / model.n_heads = {self.head_dim} must be even for RoPE")
         if self.norm_eps <= 0 or self.init_std <= 0 or self.rope_theta <= 0:
             raise ConfigError("model.norm_eps, model.init_std and model.rope_theta must be > 0")
 
