@@ -1,0 +1,477 @@
+"""Training checkpoints that resume exactly and survive a crash at any moment.
+
+A checkpoint is ``DIR/step_00000100/``, a superset of the native model folder
+(``model.safetensors`` + ``config.json`` [+ ``tokenizer.model``]) so the native
+loader, ``generate`` and ``eval-loss`` read it directly. Resuming also needs
+``optimizer.pt`` (AdamW moments), ``state.json`` (step, tokens, loader and
+schedule state: whatever the trainer passes) and ``rng.pt`` (python, numpy,
+torch CPU and CUDA generators, so dropout-free training still draws the same
+data-order and init randomness after a restart). ``manifest.json``, written
+last, holds the size and sha256 of every other file: its presence marks the
+checkpoint complete and its checksums catch truncation and bit rot.
+
+Atomicity: everything is written into ``DIR/.tmp-step_00000100-<random>/``,
+fsynced, then renamed with ``os.replace`` (atomic on POSIX and NTFS), so a
+crash leaves either no new checkpoint or a complete one; leftover ``.tmp-*``
+folders are deleted by the next :meth:`CheckpointManager.save`. Deletions
+(pruning, replacing a folder of the same step) also rename to ``.tmp-*``
+first, so a crash mid-delete never leaves a half-deleted ``step_*`` folder.
+
+The class keeps a strict save/load boundary (one folder in, one folder out)
+so the scale-out work can swap the single-file writers for
+``torch.distributed.checkpoint`` shards and per-rank ``rng_rank{N}.pt`` files
+behind the same API, the manifest and atomic rename staying as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from llamaforge.errors import CheckpointError, ConfigError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REQUIRED_FILES = ("model.safetensors", "config.json", "optimizer.pt", "state.json", "rng.pt")
+_STEP_RE = re.compile(r"^step_(\d+)$")
+# Name fragments added by wrappers: torch.compile (``_orig_mod.``), activation
+# checkpointing (``_checkpoint_wrapped_module.``) and DDP (a leading ``module.``).
+_WRAPPER_FRAGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.")
+# Optimizer state entries that are element-wise over their parameter (Adam,
+# AdamW, SGD): a shape mismatch there means param groups were built differently.
+_ELEMENTWISE_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
+_PROGRESS_BYTES = 512 * 2**20  # hash with a progress bar above this size
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped or partially restored; training goes on."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def plain_name(name: str) -> str:
+    """Meta-style parameter name with wrapper prefixes removed."""
+    for fragment in _WRAPPER_FRAGMENTS:
+        name = name.replace(fragment, "")
+    return name.removeprefix("module.")
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file, or a directory entry on POSIX (Windows cannot open directories)."""
+    if path.is_dir() and os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with (
+        open(path, "rb") as file,
+        tqdm(
+            total=size,
+            unit="B",
+            unit_scale=True,
+            desc=f"sha256 {path.name}",
+            disable=size < _PROGRESS_BYTES,
+            leave=False,
+        ) as bar,
+    ):
+        while chunk := file.read(2**22):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _as_dict(config: Any, field: str) -> dict[str, Any]:
+    if hasattr(config, "to_dict"):
+        return dict(config.to_dict())
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(f"{field} must be a dict or dataclass, got {type(config).__name__}")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    def default(obj: Any) -> Any:
+        if isinstance(obj, os.PathLike):
+            return os.fspath(obj)
+        raise TypeError(f"{path.name}: {type(obj).__name__} value {obj!r} is not JSON-serialisable")
+
+    path.write_text(json.dumps(data, indent=2, default=default) + "\n", encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: cannot be read as JSON ({error})") from error
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Raise CheckpointError describing the first problem, or return if complete and intact.
+
+    Checks the manifest, that every required file is listed, and the size then
+    sha256 of each listed file. Files not in the manifest (notes a user added)
+    are allowed. Hashing reads the whole folder once, which is cheap next to
+    the training time it protects.
+    """
+    folder = Path(path)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(
+            f"{manifest_path} is missing: the checkpoint is incomplete (the save was "
+            "interrupted or the folder was copied partially); use an earlier checkpoint"
+        )
+    manifest = _read_json(manifest_path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise CheckpointError(
+            f"{manifest_path} has no 'files' table; it is not a llamaforge manifest"
+        )
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise CheckpointError(f"{manifest_path} does not list required file {name}")
+    for name, entry in files.items():
+        if Path(name).name != name or name in (".", "..", MANIFEST):
+            raise CheckpointError(f"{manifest_path} lists an invalid file name {name!r}")
+        file = folder / name
+        entry = entry if isinstance(entry, dict) else {}
+        if not file.is_file():
+            raise CheckpointError(f"{file} is listed in the manifest but missing")
+        size = file.stat().st_size
+        if size != entry.get("size"):
+            raise CheckpointError(
+                f"{file} has {size} bytes, the manifest says {entry.get('size')} (truncated?)"
+            )
+        if _sha256(file) != entry.get("sha256"):
+            raise CheckpointError(f"{file} does not match its sha256 in the manifest (corrupted)")
+
+
+def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """``step_*`` folders, newest first (numeric order, so step 10^8 sorts right)."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for child in directory.iterdir():
+        match = _STEP_RE.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found, reverse=True)
+
+
+def latest_valid(directory: str | os.PathLike) -> Path | None:
+    """Newest checkpoint that verifies; each newer broken one is skipped with a warning.
+
+    Folders without a manifest are also warned about: they are never produced
+    by :class:`CheckpointManager` and usually mean a partial copy.
+    """
+    for _, path in _checkpoints(Path(directory)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as error:
+            warnings.warn(f"skipping checkpoint {path}: {error}", CheckpointWarning, stacklevel=2)
+            continue
+        return path
+    return None
+
+
+def _rng_state() -> dict[str, Any]:
+    # Stored as tuples/ints/tensors only, so rng.pt loads with weights_only=True
+    # (no pickled code runs when reading a checkpoint from elsewhere).
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], source: Path) -> None:
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": np_state["bit_generator"],
+            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+            "has_gauss": np_state["has_gauss"],
+            "gauss": np_state["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count != len(cuda):
+            warnings.warn(
+                f"{source}: saved {len(cuda)} CUDA RNG state(s) but {count} device(s) are "
+                "visible; restoring only the common ones, GPU randomness will differ",
+                CheckpointWarning,
+                stacklevel=3,
+            )
+        for index in range(min(count, len(cuda))):
+            torch.cuda.set_rng_state(cuda[index], index)
+
+
+class CheckpointManager:
+    """Saves, prunes, finds and restores the checkpoints of one run directory.
+
+    ``keep_last`` K keeps the K newest checkpoints (by step) and always the one
+    just written; 0 keeps everything (torchtitan's ``keep_latest_k`` convention).
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep_last: int = 3) -> None:
+        if not isinstance(keep_last, int) or keep_last < 0:
+            raise ConfigError(
+                f"checkpoint keep_last must be an integer >= 0 (0 keeps all), got {keep_last!r}"
+            )
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        model_config: dict,
+        train_config: dict,
+        state: dict,
+        tokenizer_path: str | os.PathLike | None = None,
+    ) -> Path:
+        """Write ``step_{step:08d}`` atomically and return its path.
+
+        ``state`` must be JSON-serialisable (tuples come back as lists); its
+        ``step`` key is set to ``step``. Saving a step that already exists
+        replaces that folder. Model and optimizer tensors are copied to CPU.
+        """
+        if not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        if "step" in state and state["step"] != step:
+            raise ValueError(f"state['step'] = {state['step']!r} disagrees with step = {step}")
+        tokenizer = Path(tokenizer_path) if tokenizer_path is not None else None
+        if tokenizer is not None and not tokenizer.is_file():
+            raise ConfigError(f"tokenizer file {tokenizer} does not exist; pass the .model path")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
+        name = step_dir_name(step)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.directory))
+        final, replaced = self.directory / name, None
+        try:
+            self._write_files(
+                tmp, step, model, optimizer, model_config, train_config, state, tokenizer
+            )
+            # Same step saved again: move the old folder aside just before the
+            # rename, so the window without a step_N folder is two renames long.
+            replaced = self._move_aside(final) if final.exists() else None
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if replaced is not None and not final.exists():
+                os.replace(replaced / name, final)  # put the old one back
+            raise
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+        _fsync_path(self.directory)
+        self._prune(final, step)
+        return final
+
+    def latest(self) -> Path | None:
+        """Newest valid checkpoint (see :func:`latest_valid`), or None to start fresh."""
+        return latest_valid(self.directory)
+
+    def load(
+        self,
+        path: str | os.PathLike,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        *,
+        verify: bool = True,
+    ) -> dict[str, Any]:
+        """Restore model, optimizer and RNG states in place; return ``state.json``.
+
+        Everything is read and checked before anything is modified, so a
+        mismatch leaves the model and optimizer untouched. ``optimizer=None``
+        loads weights and RNG only (evaluation, or a deliberate optimizer
+        reset). Weights are cast to the model's dtype and device.
+        ``verify=False`` skips the checksum pass when :meth:`latest` just did it.
+        """
+        folder = Path(path)
+        if verify:
+            verify_checkpoint(folder)
+        weights_file = folder / "model.safetensors"
+        try:
+            saved = load_file(weights_file)
+        except (OSError, SafetensorError) as error:
+            raise CheckpointError(f"{weights_file}: cannot be read ({error})") from error
+        current = model.state_dict()
+        actual = {plain_name(key): key for key in current}
+        missing = sorted(set(actual) - set(saved))
+        unexpected = sorted(set(saved) - set(actual))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{weights_file} does not fit this model: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}; build the model from the checkpoint's config.json"
+            )
+        for key, tensor in saved.items():
+            want = current[actual[key]].shape
+            if tensor.shape != want:
+                raise CheckpointError(
+                    f"{weights_file}: {key} has shape {tuple(tensor.shape)} but the model "
+                    f"expects {tuple(want)}; build the model from the checkpoint's config.json"
+                )
+        optim_state = None
+        if optimizer is not None:
+            optim_state = self._read_optimizer(folder / "optimizer.pt", optimizer)
+        rng_file = folder / "rng.pt"
+        try:
+            rng = torch.load(rng_file, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CheckpointError(f"{rng_file}: cannot be read ({error})") from error
+        state = _read_json(folder / "state.json")
+        model.load_state_dict({actual[key]: tensor for key, tensor in saved.items()})
+        if optimizer is not None:
+            optimizer.load_state_dict(optim_state)
+        _set_rng_state(rng, rng_file)
+        return state
+
+    # -- internals -------------------------------------------------------------------
+
+    def _write_files(
+        self,
+        tmp: Path,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        model_config: Any,
+        train_config: Any,
+        state: dict,
+        tokenizer: Path | None,
+    ) -> None:
+        weights: dict[str, torch.Tensor] = {}
+        for key, tensor in model.state_dict().items():
+            plain = plain_name(key)
+            if plain in weights:
+                raise ValueError(f"parameters {key!r} and another both map to {plain!r}")
+            weights[plain] = tensor.detach().to("cpu").contiguous()
+        save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+        _write_json(
+            tmp / "config.json",
+            {
+                "format": "llamaforge",
+                "format_version": FORMAT_VERSION,
+                "model": _as_dict(model_config, "model_config"),
+                "train": _as_dict(train_config, "train_config"),
+            },
+        )
+        if tokenizer is not None:
+            shutil.copyfile(tokenizer, tmp / "tokenizer.model")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _write_json(tmp / "state.json", {**state, "step": step})
+        torch.save(_rng_state(), tmp / "rng.pt")
+        files = {}
+        for file in sorted(tmp.iterdir()):
+            _fsync_path(file)
+            files[file.name] = {"size": file.stat().st_size, "sha256": _sha256(file)}
+        manifest = {
+            "format": "llamaforge-checkpoint",
+            "format_version": FORMAT_VERSION,
+            "step": step,
+            "files": files,
+        }
+        _write_json(tmp / MANIFEST, manifest)
+        _fsync_path(tmp / MANIFEST)
+        _fsync_path(tmp)
+
+    def _read_optimizer(self, file: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        try:
+            saved = torch.load(file, map_location="cpu", weights_only=True)
+            groups = saved["param_groups"]
+            saved_state = saved["state"]
+        except Exception as error:
+            raise CheckpointError(
+                f"{file}: cannot be read as an optimizer state ({error})"
+            ) from error
+        if len(groups) != len(optimizer.param_groups):
+            raise CheckpointError(
+                f"{file} has {len(groups)} parameter group(s), the optimizer has "
+                f"{len(optimizer.param_groups)}; the optimizer must be built as in the saved run"
+            )
+        for index, (old, new) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
+            if len(old["params"]) != len(new["params"]):
+                raise CheckpointError(
+                    f"{file}: parameter group {index} has {len(old['params'])} parameters, "
+                    f"the optimizer has {len(new['params'])}"
+                )
+            for param_id, param in zip(old["params"], new["params"], strict=True):
+                for key, value in saved_state.get(param_id, {}).items():
+                    if (
+                        key in _ELEMENTWISE_STATE
+                        and isinstance(value, torch.Tensor)
+                        and value.shape != param.shape
+                    ):
+                        raise CheckpointError(
+                            f"{file}: group {index} state {key!r} has shape "
+                            f"{tuple(value.shape)} but its parameter has {tuple(param.shape)}"
+                        )
+        return saved
+
+    def _move_aside(self, path: Path) -> Path:
+        """Rename out of the ``step_*`` namespace, so a crash mid-delete leaves only a temp."""
+        doomed = Path(tempfile.mkdtemp(prefix=f".tmp-delete-{path.name}-", dir=self.directory))
+        os.replace(path, doomed / path.name)
+        return doomed
+
+    def _remove_stale_temporaries(self) -> None:
+        # Single writer per run directory: any .tmp-* here is a crashed save.
+        for child in self.directory.glob(".tmp-*"):
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+
+    def _prune(self, just_written: Path, step: int) -> None:
+        complete = [(s, p) for s, p in _checkpoints(self.directory) if (p / MANIFEST).is_file()]
+        newer = [p.name for s, p in complete if s > step]
+        if newer:
+            warnings.warn(
+                f"{self.directory} holds checkpoints newer than {just_written.name} ({newer}), "
+                "probably from an abandoned run; latest() will prefer them, delete them if not",
+                CheckpointWarning,
+                stacklevel=3,
+            )
+        if self.keep_last == 0:
+            return
+        for _, path in complete[self.keep_last :]:
+            if path != just_written:
+                shutil.rmtree(self._move_aside(path), ignore_errors=True)

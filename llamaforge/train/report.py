@@ -1,0 +1,125 @@
+"""The training report: a loss curve like the paper's Figure 1 and a summary table.
+
+It is built only from files a run leaves behind (``metrics.jsonl`` and the
+summary the trainer writes), so it can be regenerated for any run, including
+one that was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class Curve:
+    tokens: list[float]
+    values: list[float]
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Rows of a metrics.jsonl; for a step logged twice (a resumed run), the last wins."""
+    rows: dict[tuple[int, str], dict] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill mid-write
+            rows[(int(row.get("step", -1)), row.get("split", "train"))] = row
+    return [rows[key] for key in sorted(rows)]
+
+
+def curve(rows: Sequence[dict], key: str, split: str = "train") -> Curve:
+    points = [
+        (float(r["tokens"]), float(r[key]))
+        for r in rows
+        if r.get("split", "train") == split and key in r and math.isfinite(float(r[key]))
+    ]
+    return Curve([p[0] for p in points], [p[1] for p in points])
+
+
+def plot_loss(rows: Sequence[dict], out_png: str | os.PathLike, title: str) -> Path:
+    train, val = curve(rows, "loss", "train"), curve(rows, "loss", "val")
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    if train.tokens:
+        ax.plot(train.tokens, train.values, label="training loss", linewidth=1.2)
+    if val.tokens:
+        ax.plot(val.tokens, val.values, "o-", label="validation loss", linewidth=1.5)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out_png = Path(out_png)
+    tmp = out_png.with_name(f".{out_png.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png
+
+
+def _table(rows: Sequence[tuple[str, str]]) -> str:
+    lines = ["| metric | value |", "| --- | --- |"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    summary: dict,
+    samples: Sequence[tuple[str, str]] = (),
+    title: str = "llamaforge training run",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write ``run_dir/report.md`` and ``run_dir/loss.png``; return the report path."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    plot_loss(rows, run_dir / "loss.png", title)
+
+    def fmt(key: str, spec: str = ".4f", scale: float = 1.0) -> str:
+        value = summary.get(key)
+        return "n/a" if value is None else format(float(value) * scale, spec)
+
+    table = _table(
+        [
+            ("parameters", f"{summary.get('params', 0):,}"),
+            ("steps / tokens", f"{summary.get('steps', 0):,} / {summary.get('tokens', 0):,}"),
+            ("final training loss", fmt("train_loss")),
+            ("final training perplexity", fmt("train_ppl", ".2f")),
+            ("final validation loss", fmt("val_loss")),
+            ("final validation perplexity", fmt("val_ppl", ".2f")),
+            ("initial validation loss", fmt("initial_val_loss")),
+            ("throughput (tokens/s)", fmt("tokens_per_s", ",.0f")),
+            ("model FLOPs utilisation", fmt("mfu", ".2%")),
+            ("wall time (s)", fmt("wall_time_s", ".1f")),
+            ("device", str(summary.get("device", "n/a"))),
+            ("energy (Wh)", fmt("energy_wh", ".3f")),
+            ("emissions (gCO2eq)", fmt("tco2eq", ".4f", 1e6)),
+        ]
+    )
+    parts = [f"# {title}", "", "![loss against training tokens](loss.png)", "", table, ""]
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    if samples:
+        parts += ["## Samples (greedy, from the final model)", ""]
+        for prompt, completion in samples:
+            parts += [f"**Prompt:** `{prompt}`", "", "```text", prompt + completion, "```", ""]
+    report = run_dir / "report.md"
+    tmp = report.with_name(".report.md.tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, report)
+    return report

@@ -1,0 +1,104 @@
+"""One optimizer step with gradient accumulation, and held-out loss.
+
+Kept apart from the trainer's bookkeeping so the benchmark, the tests and the
+distributed trainer run exactly the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast over float32 master weights (the paper trains in bf16), or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in float32 (bf16 logits lose too much in log-softmax)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean over the accumulated micro-batches
+    grad_norm: float  # before clipping
+    skipped: bool  # non-finite loss or gradient: no update was applied
+    tokens: int
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    accumulation_steps: int,
+    grad_clip: float,
+    precision: str = "fp32",
+    clip_fn: Callable[..., torch.Tensor] = nn.utils.clip_grad_norm_,
+) -> StepResult:
+    """Accumulate ``accumulation_steps`` micro-batches, clip, and step unless non-finite.
+
+    Each micro-batch loss is divided by the number of micro-batches, so the
+    accumulated gradient equals that of one big batch of the same tokens
+    (all micro-batches hold the same number of tokens). A non-finite loss or
+    gradient norm skips the update entirely and zeroes the gradients: the
+    weights stay those of the last good step.
+    """
+    device = next(model.parameters()).device
+    total_loss = torch.zeros((), device=device)
+    tokens = 0
+    for index, (inputs, targets) in enumerate(micro_batches):
+        if index >= accumulation_steps:
+            break
+        inputs, targets = (
+            inputs.to(device, non_blocking=True),
+            targets.to(device, non_blocking=True),
+        )
+        with autocast_context(device, precision):
+            logits = model(inputs)
+        loss = lm_loss(logits, targets) / accumulation_steps
+        loss.backward()
+        total_loss += loss.detach()
+        tokens += targets.numel()
+    grad_norm = clip_fn(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    loss_value, norm_value = float(total_loss), float(grad_norm)
+    skipped = not (math.isfinite(loss_value) and math.isfinite(norm_value))
+    if not skipped:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss=loss_value, grad_norm=norm_value, skipped=skipped, tokens=tokens)
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    precision: str = "fp32",
+    max_batches: int | None = None,
+) -> tuple[float, int]:
+    """Token-weighted mean loss over ``batches`` and the number of tokens scored."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for index, (inputs, targets) in enumerate(batches):
+        if max_batches is not None and index >= max_batches:
+            break
+        inputs, targets = inputs.to(device), targets.to(device)
+        with autocast_context(device, precision):
+            logits = model(inputs)
+        total += float(lm_loss(logits, targets)) * targets.numel()
+        count += targets.numel()
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate_loss received no batches")
+    return total / count, count
