@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llamaforge.tokenizer.cli:configure_train",
         "train a SentencePiece BPE tokenizer (split digits, byte fallback)",
     ),
+    "tokenize": (
+        "llamaforge.data.cli:configure_tokenize",
+        "tokenize JSONL/txt documents into a memory-mapped token folder",
+    ),
     "train": ("llamaforge.train.cli:configure_train", "pretrain a model from a TOML config"),
     "eval-loss": (
         "llamaforge.train.cli:configure_eval_loss",

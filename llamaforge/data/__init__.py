@@ -1,0 +1,29 @@
+"""Data: documents -> token shards on disk -> packed, mixed, resumable batches.
+
+``shards`` tokenizes documents once into memory-mapped token folders;
+``loader`` turns several folders into the trainer's batch stream with the
+paper's mixture weights (Table 1).
+"""
+
+from llamaforge.data.documents import read_documents
+from llamaforge.data.loader import FeistelPermutation, TokenLoader
+from llamaforge.data.shards import (
+    ShardInfo,
+    ShardWriter,
+    TokenIndex,
+    TokenShards,
+    token_dtype,
+    tokenize_to_shards,
+)
+
+__all__ = [
+    "FeistelPermutation",
+    "ShardInfo",
+    "ShardWriter",
+    "TokenIndex",
+    "TokenLoader",
+    "TokenShards",
+    "read_documents",
+    "token_dtype",
+    "tokenize_to_shards",
+]

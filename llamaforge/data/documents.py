@@ -1,0 +1,96 @@
+"""Documents from JSONL (plain, .gz, .zst) and text files, for tokenization.
+
+A folder is searched recursively in sorted order so the document order, and
+hence the token stream, is reproducible. A ``.txt`` file is one document; a
+JSONL line is one document (its ``"text"`` field).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from llamaforge.errors import DataError
+
+
+def read_documents(
+    paths: str | Path | Iterable[str | Path], *, errors: str = "raise"
+) -> Iterator[str]:
+    """Yield documents from ``.jsonl`` (``{"text": ...}`` per line; ``.gz``/``.zst`` too) and ``.txt``.
+
+    A ``.txt`` file is one document. Directories are searched recursively, in
+    sorted order, so the stream (and the shards) are reproducible. A bad JSONL
+    line (invalid JSON, invalid UTF-8, no string ``"text"``) raises a
+    :class:`DataError` naming file and line by default: our own pipeline wrote
+    these files, so a bad line means corruption and silently changing the
+    mixture would be worse. ``errors="skip"`` skips such lines and warns once
+    per file with the count, for messy third-party dumps. Blank lines are ignored.
+    """
+    if errors not in ("raise", "skip"):
+        raise DataError(f"errors must be 'raise' or 'skip', got {errors!r}")
+    for path in _expand(paths):
+        if path.name.endswith(".txt"):
+            try:
+                yield path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path} is not UTF-8 text ({error})") from error
+        else:
+            yield from _read_jsonl(path, errors)
+
+
+_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".txt")
+
+
+def _expand(paths: str | Path | Iterable[str | Path]) -> Iterator[Path]:
+    for entry in [paths] if isinstance(paths, str | os.PathLike) else paths:
+        path = Path(entry)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.name.endswith(_SUFFIXES))
+        elif not path.is_file():
+            raise DataError(f"{path} does not exist")
+        elif not path.name.endswith(_SUFFIXES):
+            raise DataError(f"{path}: unsupported file type; use one of {', '.join(_SUFFIXES)}")
+        else:
+            yield path
+
+
+def _open_binary(path: Path) -> Any:
+    if path.name.endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rb")
+    if path.name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError as error:
+            raise DataError(f"{path}: reading .zst needs `pip install zstandard`") from error
+        return zstandard.open(path, "rb")
+    return open(path, "rb")
+
+
+def _read_jsonl(path: Path, errors: str) -> Iterator[str]:
+    skipped, first = 0, 0
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+                text = record.get("text") if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise ValueError('no string "text" field')
+            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError too
+                if errors == "raise":
+                    raise DataError(
+                        f"{path}:{lineno}: bad JSONL line ({error}); fix it or skip "
+                        "bad lines (errors='skip')"
+                    ) from error
+                skipped, first = skipped + 1, first or lineno
+                continue
+            yield text
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} bad lines (first: line {first})", stacklevel=2)
