@@ -194,19 +194,11 @@ def test_read_documents_formats_order_and_bad_lines(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_tokenizer(tmp_path_factory):
-    Tokenizer = getattr(pytest.importorskip("llamaforge.tokenizer"), "Tokenizer", None)
-    if Tokenizer is None:
-        pytest.skip("llamaforge.tokenizer.Tokenizer is not available")
-    spm = pytest.importorskip("sentencepiece")
+    from llamaforge.tokenizer import train_tokenizer
+
     folder = tmp_path_factory.mktemp("spm")
-    text = folder / "train.txt"
-    text.write_text("\n".join(f"line {i} of the tiny corpus, number {i * 7}" for i in range(300)))
-    spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(folder / "tok"), vocab_size=80, model_type="bpe",
-        byte_fallback=True, bos_id=1, eos_id=2, unk_id=0, pad_id=-1, num_threads=1,
-        minloglevel=2,
-    )  # fmt: skip
-    return Tokenizer(str(folder / "tok.model"))
+    lines = [f"line {i} of the tiny corpus, number {i * 7}" for i in range(300)]
+    return train_tokenizer(folder / "tok.model", texts=lines, vocab_size=320, progress=False)
 
 
 def test_with_the_real_tokenizer(tmp_path, real_tokenizer):
