@@ -1,0 +1,114 @@
+"""Model folders on disk: the native format and Hugging Face / Meta interop.
+
+Every conversion goes through an in-memory :class:`~llamaforge.model.Transformer`,
+so N formats need N readers and N writers instead of N^2 converters, and
+each reader validates names and shapes against the model it builds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.huggingface import from_hf, to_hf
+from llamaforge.formats.meta import from_meta, to_meta
+from llamaforge.formats.native import (
+    load_native,
+    load_pretrained,
+    read_json,
+    read_model_config,
+    save_native,
+    save_pretrained,
+)
+from llamaforge.model import Transformer
+
+FORMATS = ("native", "hf", "meta")
+
+
+def detect_format(directory: str | os.PathLike) -> str:
+    """``native``, ``hf`` or ``meta``, from the files present (config.json's keys decide)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} does not exist or is not a folder")
+    config = folder / "config.json"
+    if config.is_file():
+        data = read_json(config)
+        if isinstance(data, dict) and data.get("format") == "llamaforge":
+            return "native"
+        if isinstance(data, dict) and ("model_type" in data or "architectures" in data):
+            return "hf"
+    if (folder / "params.json").is_file() and any(folder.glob("consolidated.*.pth")):
+        return "meta"
+    found = sorted(p.name for p in folder.iterdir())[:10]
+    raise CheckpointError(
+        f"{folder}: cannot tell the checkpoint format from its files {found}; expected "
+        "config.json (llamaforge or Hugging Face) or params.json + consolidated.NN.pth; "
+        "pass --from"
+    )
+
+
+def load_any(
+    directory: str | os.PathLike,
+    fmt: str = "auto",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> tuple[Transformer, Path | None]:
+    """Model and tokenizer path from a folder of any format; ``dtype=None`` keeps the stored one."""
+    fmt = detect_format(directory) if fmt == "auto" else fmt
+    readers = {"native": load_native, "hf": from_hf, "meta": from_meta}
+    if fmt not in readers:
+        raise ConfigError(f"unknown format {fmt!r}; choose one of {FORMATS} or 'auto'")
+    return readers[fmt](directory, device=device, dtype=dtype)
+
+
+def save_any(
+    model: Transformer,
+    directory: str | os.PathLike,
+    fmt: str,
+    tokenizer_path: str | os.PathLike | None = None,
+    dtype: torch.dtype | None = None,
+    shards: int = 1,
+) -> Path:
+    """Write ``model`` as ``fmt``; ``dtype`` casts the written copy, the model is not modified."""
+    if fmt == "native":
+        if shards != 1:
+            raise ConfigError("the native format is a single model.safetensors; drop --shards")
+        return save_native(model, directory, tokenizer_path=tokenizer_path, dtype=dtype)
+    writers = {"hf": to_hf, "meta": to_meta}
+    if fmt not in writers:
+        raise ConfigError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    return writers[fmt](model, directory, tokenizer_path=tokenizer_path, dtype=dtype, shards=shards)
+
+
+def convert(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    src_format: str = "auto",
+    dst_format: str = "native",
+    dtype: torch.dtype | None = None,
+    shards: int = 1,
+) -> Path:
+    """Convert a model folder; ``dtype=None`` keeps the source dtype (no fp16 -> fp32 -> fp16)."""
+    if dst_format not in FORMATS:
+        raise ConfigError(f"unknown format {dst_format!r}; choose one of {FORMATS}")
+    model, tokenizer = load_any(src, src_format, dtype=dtype)
+    return save_any(model, dst, dst_format, tokenizer_path=tokenizer, dtype=dtype, shards=shards)
+
+
+__all__ = [
+    "FORMATS",
+    "convert",
+    "detect_format",
+    "from_hf",
+    "from_meta",
+    "load_any",
+    "load_pretrained",
+    "read_model_config",
+    "save_any",
+    "save_pretrained",
+    "to_hf",
+    "to_meta",
+]

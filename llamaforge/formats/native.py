@@ -1,0 +1,298 @@
+"""The native model folder: ``model.safetensors`` + ``config.json`` [+ ``tokenizer.model``].
+
+It is what the trainer's checkpoints contain (they add optimizer and RNG
+files next to it), what ``generate`` and ``eval-loss`` read, and the hub of
+every conversion: Hugging Face and Meta folders are converted through a
+:class:`Transformer`. Weights use Meta's parameter names and our half-split
+rotary layout (see ``llamaforge.model.layers.rotary_tables``).
+
+Safetensors rather than pickles: loading runs no code, and the header lists
+every name, dtype and shape, so a truncated or mismatched file is caught
+before any tensor is used.
+
+The helpers here (atomic folder writes, state-dict validation, tokenizer
+copying) are shared by the other formats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.model import ModelConfig, Transformer, build_model
+
+if TYPE_CHECKING:
+    from llamaforge.tokenizer import Tokenizer
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.model"
+# Files whose presence marks a folder as a model folder we may replace wholesale.
+_MODEL_MARKERS = (CONFIG_NAME, WEIGHTS_NAME, "params.json", "model.safetensors.index.json")
+# Added to parameter names by torch.compile, activation checkpointing and DDP.
+_WRAPPER_FRAGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.")
+
+
+def _fsync(path: Path) -> None:
+    if path.is_dir() and os.name != "posix":
+        return  # Windows cannot open a directory to flush it
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_folder(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``directory``; on success it becomes ``directory``.
+
+    If the body raises, the temporary folder is deleted and ``directory`` is
+    untouched. An existing ``directory`` is first moved into a hidden
+    ``.NAME.old-*`` sibling and deleted only after the rename succeeded, so a
+    crash between the two renames leaves the old folder recoverable there,
+    never a half-written one. A non-empty folder that is not a model folder
+    (no config/weights) is refused rather than replaced: ``convert x ~/``
+    must not delete a home directory.
+    """
+    final = Path(os.path.abspath(directory))  # "." or "out/" need a real name and parent
+    if final.exists():
+        if not final.is_dir():
+            raise CheckpointError(f"{final} exists and is not a folder; choose another output path")
+        entries = {p.name for p in final.iterdir()}
+        if entries and not entries.intersection(_MODEL_MARKERS):
+            raise CheckpointError(
+                f"{final} is a non-empty folder that does not look like a model folder; "
+                "refusing to replace it, choose a new or empty output folder"
+            )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    aside: Path | None = None
+    try:
+        yield tmp
+        for child in tmp.iterdir():
+            _fsync(child)
+        if final.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.replace(final, aside / final.name)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if aside is not None:
+                os.replace(aside / final.name, final)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if aside is not None and final.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync(final.parent)
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: cannot be read as JSON ({error})") from error
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def read_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(path, device=str(torch.device(device)))
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(
+            f"{path}: cannot be read as safetensors ({error}); the file is truncated or "
+            "corrupt, copy or export it again"
+        ) from error
+
+
+def plain_state_dict(
+    model: torch.nn.Module, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """CPU, contiguous weights under Meta-style names (wrapper prefixes removed)."""
+    weights: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        name = key
+        for fragment in _WRAPPER_FRAGMENTS:
+            name = name.replace(fragment, "")
+        name = name.removeprefix("module.")
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        weights[name] = tensor.contiguous()
+    return weights
+
+
+def model_from_state_dict(
+    cfg: ModelConfig,
+    state: Mapping[str, torch.Tensor],
+    source: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = torch.float32,
+) -> Transformer:
+    """Build the model on the meta device and adopt ``state``'s tensors (``assign=True``).
+
+    Nothing is allocated twice: the meta model has no storage and the loaded
+    tensors become the parameters (after a cast or move only when needed).
+    Names and shapes are checked first so the error names ``source`` and the
+    offending tensor instead of torch's generic message. ``dtype=None`` keeps
+    the stored dtype (conversions use it to avoid a round trip through fp32).
+    """
+    model = build_model(cfg, device="meta")
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: weights do not match the config (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}); the config and weights come from different models"
+        )
+    for name, want in expected.items():
+        if tuple(state[name].shape) != want:
+            raise CheckpointError(
+                f"{source}: {name} has shape {tuple(state[name].shape)} but the config implies "
+                f"{want}; the config and weights come from different models"
+            )
+    target = torch.device(device)
+    converted = {
+        name: tensor.to(device=target, dtype=dtype if tensor.is_floating_point() else None)
+        for name, tensor in state.items()
+    }
+    model.load_state_dict(converted, strict=True, assign=True)
+    return model
+
+
+def copy_tokenizer(tokenizer_path: str | os.PathLike | None, folder: Path) -> Path | None:
+    if tokenizer_path is None:
+        return None
+    source = Path(tokenizer_path)
+    if not source.is_file():
+        raise CheckpointError(
+            f"tokenizer file {source} does not exist; pass a SentencePiece .model"
+        )
+    target = folder / TOKENIZER_NAME
+    shutil.copyfile(source, target)
+    return target
+
+
+def save_pretrained(
+    model: Transformer,
+    directory: str | os.PathLike,
+    tokenizer_path: str | os.PathLike | None = None,
+    extra_config: dict | None = None,
+) -> Path:
+    """Write ``directory`` atomically (see :func:`atomic_folder`) and return it.
+
+    Weights are saved in the model's own dtype. ``extra_config`` adds
+    top-level keys to ``config.json`` (the trainer adds ``"train"``); it may
+    not override ``format``, ``format_version`` or ``model``.
+    """
+    return save_native(model, directory, tokenizer_path, extra_config)
+
+
+def save_native(
+    model: Transformer,
+    directory: str | os.PathLike,
+    tokenizer_path: str | os.PathLike | None = None,
+    extra_config: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """:func:`save_pretrained` with an optional cast of the saved weights (model untouched)."""
+    extra = dict(extra_config or {})
+    reserved = sorted({"format", "format_version", "model"} & set(extra))
+    if reserved:
+        raise ConfigError(f"extra_config may not set the reserved config.json key(s) {reserved}")
+    config = {"format": "llamaforge", "format_version": FORMAT_VERSION}
+    config["model"] = model.config.to_dict()
+    config.update(extra)
+    json.dumps(config)  # fail before writing anything if extra_config is not JSON
+    with atomic_folder(directory) as tmp:
+        save_file(plain_state_dict(model, dtype), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        write_json(tmp / CONFIG_NAME, config)
+        copy_tokenizer(tokenizer_path, tmp)
+    return Path(directory)
+
+
+def read_model_config(directory: str | os.PathLike) -> ModelConfig:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is missing: {directory} is not a llamaforge model folder "
+            "(Hugging Face or Meta checkpoints: run `llamaforge convert` first)"
+        )
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != "llamaforge":
+        is_hf = isinstance(data, dict) and "model_type" in data
+        hint = " (it looks like a Hugging Face config)" if is_hf else ""
+        raise CheckpointError(
+            f"{path} is not a llamaforge config{hint}; convert the folder with "
+            "`llamaforge convert SRC DST --to native`"
+        )
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {version!r} is not supported (this llamaforge reads up "
+            f"to {FORMAT_VERSION}); upgrade llamaforge"
+        )
+    if not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{path} has no 'model' table")
+    try:
+        return ModelConfig.from_dict(data["model"], source=str(path))
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"{path}: invalid model config ({error})") from error
+
+
+def load_native(
+    directory: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = torch.float32,
+) -> tuple[Transformer, Path | None]:
+    """Model and the path of the folder's ``tokenizer.model`` (None if absent), no Tokenizer."""
+    folder = Path(directory)
+    cfg = read_model_config(folder)
+    weights_path = folder / WEIGHTS_NAME
+    state = read_safetensors(weights_path, device=device)
+    model = model_from_state_dict(cfg, state, weights_path, device=device, dtype=dtype)
+    tokenizer = folder / TOKENIZER_NAME
+    return model, tokenizer if tokenizer.is_file() else None
+
+
+def load_pretrained(
+    directory: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = torch.float32,
+) -> tuple[Transformer, Tokenizer | None]:
+    """Load a native folder (or a training checkpoint) in one call.
+
+    Returns the model (float32 by default, ``dtype=None`` keeps the stored
+    dtype) and the folder's tokenizer, or None when it has no
+    ``tokenizer.model``. Unknown top-level config keys are ignored.
+    """
+    model, tokenizer_path = load_native(directory, device=device, dtype=dtype)
+    if tokenizer_path is None:
+        return model, None
+    from llamaforge.tokenizer import Tokenizer
+
+    return model, Tokenizer(tokenizer_path)
