@@ -320,3 +320,27 @@ class TokenLoader:
             )
         self.batches = int(state["batches"])
         self.cursors = [int(c) for c in state["cursors"]]
+
+
+def sequential_batches(
+    folder: str | Path, seq_len: int, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every window of a token folder once, in order (for scoring a whole corpus).
+
+    Unlike :class:`TokenLoader` there is no split, shuffle or mixture: the
+    perplexity of a held-out folder should cover all of it exactly once. The
+    last batch may be smaller; a tail shorter than one window is left out.
+    """
+    shards = TokenShards(folder)
+    n_windows = (len(shards) - 1) // seq_len
+    if n_windows < 1:
+        raise DataError(
+            f"{folder} has {len(shards)} tokens, fewer than one window of {seq_len + 1}"
+        )
+    for first in range(0, n_windows, batch_size):
+        rows = [
+            np.asarray(shards.read(w * seq_len, seq_len + 1), dtype=np.int64)
+            for w in range(first, min(first + batch_size, n_windows))
+        ]
+        block = torch.from_numpy(np.stack(rows))
+        yield block[:, :-1], block[:, 1:]

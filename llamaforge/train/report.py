@@ -117,9 +117,62 @@ def write_report(
     if samples:
         parts += ["## Samples (greedy, from the final model)", ""]
         for prompt, completion in samples:
-            parts += [f"**Prompt:** `{prompt}`", "", "```text", prompt + completion, "```", ""]
+            parts += [f"**Prompt:** {prompt!r}", "", "```text", prompt + completion, "```", ""]
     report = run_dir / "report.md"
     tmp = report.with_name(".report.md.tmp")
     tmp.write_text("\n".join(parts), encoding="utf-8")
     os.replace(tmp, report)
     return report
+
+
+# Power drawn per device when the config gives none: the paper's 400 W for an
+# A100 (§2.5), and for a CPU a typical desktop/laptop package power under full
+# load. Both are assumptions, printed in the report; set log.device_power_w.
+GPU_POWER_W = 400.0
+CPU_POWER_W = 65.0
+
+
+def sample_completions(
+    model, tokenizer_path: str | os.PathLike, prompts: Sequence[str], max_new_tokens: int = 48
+) -> list[tuple[str, str]]:
+    """Greedy completions of ``prompts`` (the report's samples)."""
+    from llamaforge.inference.generate import generate
+    from llamaforge.inference.sampling import SamplingConfig
+    from llamaforge.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(tokenizer_path)
+    cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    was_training = model.training
+    model.eval()
+    completions = generate(model, tokenizer, list(prompts), cfg)
+    model.train(was_training)
+    return list(zip(prompts, completions, strict=True))
+
+
+def write_run_report(cfg, result, model, prompts: Sequence[str] = (), title: str = "") -> Path:
+    """Report of a finished run: summary figures, carbon estimate and samples."""
+    from llamaforge.train.carbon import estimate_carbon
+
+    power = cfg.log.device_power_w or (GPU_POWER_W if "cuda" in result.device else CPU_POWER_W)
+    device_hours = result.wall_time_s * result.n_devices / 3600.0
+    carbon = estimate_carbon(device_hours, power)
+    summary = {
+        **result.to_dict(), "energy_wh": carbon.energy_wh, "tco2eq": carbon.tco2eq,
+        "device_hours": device_hours, "power_w": power,
+    }  # fmt: skip
+    tokenizer = cfg.data.tokenizer
+    samples = sample_completions(model, tokenizer, prompts) if prompts and tokenizer else []
+    notes = [
+        f"Energy = {device_hours:.5f} device-hours x {power:.0f} W x PUE 1.1; "
+        "tCO2eq = MWh x 0.385 (paper §2.5).",
+        f"MFU is against a peak of {result.peak_flops / 1e9:,.1f} GFLOP/s per device "
+        "(log.peak_flops_per_device, or detected: data-sheet peak on GPUs, measured "
+        "large-matmul throughput on CPUs).",
+    ]
+    return write_report(
+        cfg.train.run_dir,
+        summary,
+        samples,
+        title or f"Training report: {cfg.train.run_dir}",
+        notes,
+    )

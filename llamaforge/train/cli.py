@@ -1,0 +1,70 @@
+"""``llamaforge train`` and ``llamaforge eval-loss``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+DEFAULT_PROMPTS = ("The", "def ", "import numpy as np\n", "In this paper, we")
+
+
+def configure_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="TOML config, e.g. configs/tiny-1m.toml")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="section.field=value",
+        help="override any config field, e.g. optim.lr=1e-3 train.max_steps=50",
+    )  # fmt: skip
+    parser.add_argument("--resume", help="'auto' (default from the config), 'never' or a folder")
+    parser.add_argument("--no-report", action="store_true", help="skip report.md at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from llamaforge.train.config import load_train_config
+    from llamaforge.train.report import write_run_report
+    from llamaforge.train.trainer import Trainer
+
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append(f"checkpoint.resume={args.resume!r}")
+    cfg = load_train_config(args.config, overrides)
+    trainer = Trainer(cfg, progress=not args.quiet)
+    result = trainer.run()
+    print(
+        f"{result.stopped_by}: step {result.steps}/{cfg.max_steps}, {result.tokens:,} tokens, "
+        f"train loss {result.train_loss:.4f}"
+        + (f", val loss {result.val_loss:.4f}" if result.val_loss is not None else "")
+    )
+    if result.stopped_by == "finished" and not args.no_report:
+        report = write_run_report(cfg, result, trainer.model, DEFAULT_PROMPTS)
+        print(f"report: {report}")
+    return 0
+
+
+def configure_eval_loss(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint", type=Path, help="model folder (native or training checkpoint)"
+    )
+    parser.add_argument("data", type=Path, help="token folder written by `llamaforge tokenize`")
+    parser.add_argument("--seq-len", type=int, default=0, help="default: the model's max_seq_len")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-batches", type=int, default=0, help="0 = the whole folder")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.set_defaults(run=run_eval_loss)
+
+
+def run_eval_loss(args: argparse.Namespace) -> int:
+    from llamaforge.data.loader import sequential_batches
+    from llamaforge.formats.native import load_pretrained
+    from llamaforge.train.step import evaluate_loss
+
+    model, _ = load_pretrained(args.checkpoint)
+    seq_len = args.seq_len or model.config.max_seq_len
+    batches = sequential_batches(args.data, seq_len, args.batch_size)
+    loss, tokens = evaluate_loss(
+        model, batches, args.precision, max_batches=args.max_batches or None
+    )
+    print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50.0)):.3f}  ({tokens:,} tokens)")
+    return 0
