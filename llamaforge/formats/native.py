@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.model import ModelConfig, Transformer, build_model
+from llamaforge.model.naming import plain_name
 
 if TYPE_CHECKING:
     from llamaforge.tokenizer import Tokenizer
@@ -41,8 +42,6 @@ WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.model"
 # Files whose presence marks a folder as a model folder we may replace wholesale.
 _MODEL_MARKERS = (CONFIG_NAME, WEIGHTS_NAME, "params.json", "model.safetensors.index.json")
-# Added to parameter names by torch.compile, activation checkpointing and DDP.
-_WRAPPER_FRAGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.")
 
 
 def _fsync(path: Path) -> None:
@@ -134,10 +133,7 @@ def plain_state_dict(
     """CPU, contiguous weights under Meta-style names (wrapper prefixes removed)."""
     weights: dict[str, torch.Tensor] = {}
     for key, tensor in model.state_dict().items():
-        name = key
-        for fragment in _WRAPPER_FRAGMENTS:
-            name = name.replace(fragment, "")
-        name = name.removeprefix("module.")
+        name = plain_name(key)
         tensor = tensor.detach().to("cpu")
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)

@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import tempfile
@@ -38,40 +37,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.model.naming import plain_name
+from llamaforge.train.rng import CheckpointWarning, capture_rng_state, restore_rng_state
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.safetensors", "config.json", "optimizer.pt", "state.json", "rng.pt")
 _STEP_RE = re.compile(r"^step_(\d+)$")
-# Name fragments added by wrappers: torch.compile (``_orig_mod.``), activation
-# checkpointing (``_checkpoint_wrapped_module.``) and DDP (a leading ``module.``).
-_WRAPPER_FRAGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.")
 # Optimizer state entries that are element-wise over their parameter (Adam,
 # AdamW, SGD): a shape mismatch there means param groups were built differently.
 _ELEMENTWISE_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
 _PROGRESS_BYTES = 512 * 2**20  # hash with a progress bar above this size
 
 
-class CheckpointWarning(UserWarning):
-    """A checkpoint was skipped or partially restored; training goes on."""
-
-
 def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def plain_name(name: str) -> str:
-    """Meta-style parameter name with wrapper prefixes removed."""
-    for fragment in _WRAPPER_FRAGMENTS:
-        name = name.replace(fragment, "")
-    return name.removeprefix("module.")
 
 
 def _fsync_path(path: Path) -> None:
@@ -199,52 +185,6 @@ def latest_valid(directory: str | os.PathLike) -> Path | None:
     return None
 
 
-def _rng_state() -> dict[str, Any]:
-    # Stored as tuples/ints/tensors only, so rng.pt loads with weights_only=True
-    # (no pickled code runs when reading a checkpoint from elsewhere).
-    np_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], source: Path) -> None:
-    random.setstate(state["python"])
-    np_state = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": np_state["bit_generator"],
-            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
-            "has_gauss": np_state["has_gauss"],
-            "gauss": np_state["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda:
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count != len(cuda):
-            warnings.warn(
-                f"{source}: saved {len(cuda)} CUDA RNG state(s) but {count} device(s) are "
-                "visible; restoring only the common ones, GPU randomness will differ",
-                CheckpointWarning,
-                stacklevel=3,
-            )
-        for index in range(min(count, len(cuda))):
-            torch.cuda.set_rng_state(cuda[index], index)
-
-
 class CheckpointManager:
     """Saves, prunes, finds and restores the checkpoints of one run directory.
 
@@ -364,7 +304,7 @@ class CheckpointManager:
         model.load_state_dict({actual[key]: tensor for key, tensor in saved.items()})
         if optimizer is not None:
             optimizer.load_state_dict(optim_state)
-        _set_rng_state(rng, rng_file)
+        restore_rng_state(rng, rng_file)
         return state
 
     # -- internals -------------------------------------------------------------------
@@ -400,7 +340,7 @@ class CheckpointManager:
             shutil.copyfile(tokenizer, tmp / "tokenizer.model")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         _write_json(tmp / "state.json", {**state, "step": step})
-        torch.save(_rng_state(), tmp / "rng.pt")
+        torch.save(capture_rng_state(), tmp / "rng.pt")
         files = {}
         for file in sorted(tmp.iterdir()):
             _fsync_path(file)

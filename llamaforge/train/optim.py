@@ -23,16 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from llamaforge.model.naming import plain_name
 from llamaforge.train.config import OptimConfig
-
-# Name fragments added by torch.compile, activation checkpointing and DDP.
-_WRAPPER_FRAGMENTS = ("_orig_mod.", "_checkpoint_wrapped_module.")
-
-
-def _plain(name: str) -> str:
-    for fragment in _WRAPPER_FRAGMENTS:
-        name = name.replace(fragment, "")
-    return name.removeprefix("module.")
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
@@ -61,7 +53,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
             group = groups["decay" if decay else "no_decay"]
             group["params"].append(param)
             full = f"{module_name}.{param_name}" if module_name else param_name
-            group["param_names"].append(_plain(full))
+            group["param_names"].append(plain_name(full))
     weight_decay = {"decay": cfg.weight_decay, "no_decay": 0.0}
     return [{**g, "weight_decay": weight_decay[name]} for name, g in groups.items() if g["params"]]
 
