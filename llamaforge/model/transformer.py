@@ -59,8 +59,9 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """Logits of shape (batch, seq, vocab).
+        """Logits of shape (batch, seq, vocab), or (batch, 1, vocab) with ``last_only``.
 
         Training passes only ``tokens``. Incremental decoding passes a
         ``cache`` (advanced by ``seq`` positions here), per-sequence rotary
@@ -86,6 +87,8 @@ class Transformer(nn.Module):
             h = layer(h, cos, sin, mask, layer_cache, start)
         if cache is not None:
             cache.filled = start + seq
+        if last_only:  # decoding needs the next-token distribution only
+            h = h[:, -1:]
         return self.output(self.norm(h))
 
     @torch.no_grad()

@@ -121,3 +121,10 @@ def test_bf16_autocast_forward_backward(model):
     loss = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_last_only_projects_just_the_final_position(model):
+    tokens = torch.randint(0, CFG.vocab_size, (2, 12))
+    last = model(tokens, last_only=True)
+    assert last.shape == (2, 1, CFG.vocab_size)
+    torch.testing.assert_close(last[:, 0], model(tokens)[:, -1])

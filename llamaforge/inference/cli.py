@@ -1,0 +1,121 @@
+"""``llamaforge generate CHECKPOINT --prompt TEXT``: stream completions to the terminal.
+
+Defaults match ``SamplingConfig`` (greedy), so two runs print the same text;
+pass ``--temperature 0.8 --top-p 0.95`` for the settings of Meta's example
+script. Several ``--prompt`` are completed one after the other, each streamed
+as it is generated, rather than batched: streaming interleaved sequences
+would be unreadable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.inference.generate import stream
+from llamaforge.inference.sampling import SamplingConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    r"""Turn ``\n``, ``\t`` and ``\\`` typed in a shell into the characters.
+
+    Stop strings are most often a newline, which a shell argument cannot
+    hold conveniently. Only these three escapes are decoded so that
+    non-ASCII text and other backslashes pass through unchanged.
+    """
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="native model folder")
+    parser.add_argument(
+        "--prompt", action="append", required=True, help="text to complete (repeatable)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass, 1 = off")
+    parser.add_argument("--top-k", type=int, default=0, help="keep the k likeliest, 0 = off")
+    parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    parser.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        help=r"stop before this text (repeatable; \n and \t are understood)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:0")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="auto: bfloat16 on a GPU that supports it, float32 otherwise",
+    )
+    parser.add_argument("--no-echo", action="store_true", help="do not print the prompt")
+    parser.set_defaults(run=run)
+
+
+def _device_and_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {device!r} is not a torch device: {error}") from None
+    if dtype != "auto":
+        return dev, DTYPES[dtype]
+    if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+        return dev, torch.bfloat16
+    return dev, torch.float32
+
+
+def run(args: argparse.Namespace) -> int:
+    from llamaforge.formats.native import load_pretrained
+
+    cfg = SamplingConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        stop=tuple(unescape(s) for s in args.stop),
+        seed=args.seed,
+    )
+    if not args.checkpoint.is_dir():
+        raise CheckpointError(
+            f"{args.checkpoint}: no such model folder; pass a folder written by "
+            "`llamaforge train` or `llamaforge convert`"
+        )
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    model, tokenizer = load_pretrained(args.checkpoint, device, dtype)
+    if tokenizer is None:
+        raise CheckpointError(
+            f"{args.checkpoint} has no tokenizer.model; copy the tokenizer the model was "
+            "trained with into the folder"
+        )
+    model.eval()
+    out = sys.stdout
+    for i, prompt in enumerate(args.prompt):
+        if i:
+            out.write("\n")
+        if not args.no_echo:
+            out.write(prompt)
+            out.flush()
+        for piece in stream(model, tokenizer, prompt, cfg):
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+    return 0
