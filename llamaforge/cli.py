@@ -38,21 +38,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser(command: str | None) -> argparse.ArgumentParser:
+def build_parser(
+    command: str | None,
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """The top-level parser and, when ``command`` is known, its sub-command parser."""
     parser = argparse.ArgumentParser(prog="llamaforge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = None
     for name, (target, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             module_name, function = target.split(":")
             getattr(importlib.import_module(module_name), function)(sub_parser)
-    return parser
+            chosen = sub_parser
+    return parser, chosen
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; a sub-command's options may come between its positionals.
+
+    ``llamaforge train CONFIG --quiet optim.lr=1e-3`` must work, but argparse
+    stops a ``nargs="*"`` positional at the first option. The top-level parser
+    cannot parse intermixed (it has sub-commands), so the sub-command's own
+    parser reads everything after the command name.
+    """
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser, chosen = build_parser(command if command in COMMANDS else None)
+    if chosen is None or argv[0] != command:
+        return parser.parse_args(argv)  # help, or an unknown command: argparse explains
+    args = chosen.parse_intermixed_args(argv[1:])
+    args.command = command
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    args = parse(argv)
     try:
         result = args.run(args)
     except KeyboardInterrupt:

@@ -29,10 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, default=DEMO_CONFIG, help="default: configs/demo.toml"
     )
     parser.add_argument(
-        "overrides", nargs="*", metavar="section.field=value",
+        "overrides", nargs="*", default=[], metavar="section.field=value",
         help="override config fields, e.g. train.max_steps=50",
     )  # fmt: skip
-    parser.add_argument("--corpus-mb", type=float, default=5.0, help="text to gather (MB)")
+    parser.add_argument("--corpus-mb", type=float, default=8.0, help="text to gather (MB)")
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first")
     parser.set_defaults(run=run)
 

@@ -12,7 +12,7 @@ DEFAULT_PROMPTS = ("The", "def ", "import numpy as np\n", "In this paper, we")
 def configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="TOML config, e.g. configs/tiny-1m.toml")
     parser.add_argument(
-        "overrides", nargs="*", metavar="section.field=value",
+        "overrides", nargs="*", default=[], metavar="section.field=value",
         help="override any config field, e.g. optim.lr=1e-3 train.max_steps=50",
     )  # fmt: skip
     parser.add_argument("--resume", help="'auto' (default from the config), 'never' or a folder")

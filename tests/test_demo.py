@@ -1,0 +1,84 @@
+"""``llamaforge demo`` end to end on a shrunken config, then once more to check it reuses."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from llamaforge.cli import main
+from llamaforge.demo import PROMPTS
+from llamaforge.train.report import read_metrics
+
+# Small enough for about 10 s on 2 busy cores; the recipe (optimizer, schedule,
+# data pipeline, report) is the demo's own.
+SHRINK = [
+    "train.max_steps=6", "train.val_every_steps=3", "checkpoint.every_steps=3",
+    "model.n_layers=1", "model.vocab_size=512", "data.seq_len=128", "data.micro_batch_size=8",
+    "data.batch_tokens=2048", "train.val_batches=2", "optim.warmup_steps=2",
+    "log.tensorboard=false",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine more make a tiny model far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def table_value(report: str, metric: str) -> float:
+    match = re.search(rf"^\| {re.escape(metric)} \| ([\d.,]+) \|$", report, re.MULTILINE)
+    assert match, f"no '{metric}' row in report.md"
+    return float(match[1].replace(",", ""))
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[int, bytes | None]]:
+    """mtime and (for small files) contents of what a second run must not redo."""
+    files = [run_dir / "tokenizer.model", run_dir / "metrics.jsonl"]
+    files += sorted((run_dir / "tokens").iterdir()) + sorted((run_dir / "checkpoints").rglob("*"))
+    return {
+        str(f.relative_to(run_dir)): (f.stat().st_mtime_ns, f.read_bytes() if f.suffix else None)
+        for f in files
+        if f.is_file()
+    }
+
+
+def test_demo_trains_reports_and_then_reuses_everything(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "demo"
+    args = ["demo", "--run-dir", str(run_dir), "--corpus-mb", "0.5", *SHRINK]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "training BPE" in out and "5/5 report" in out
+
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "| metric | value |" in report and "![loss against training tokens](loss.png)" in report
+    assert f"| steps / tokens | 6 / {6 * 2048:,} |" in report
+    initial = table_value(report, "initial validation loss")
+    final = table_value(report, "final validation loss")
+    assert final < initial - 0.1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["val_loss"] < summary["initial_val_loss"]
+    assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "## Samples" in report
+    for prompt in PROMPTS:
+        assert f"**Prompt:** {prompt!r}" in report
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if r["split"] == "val"] == [0, 3, 6]
+
+    before = snapshot(run_dir)
+    assert "checkpoints/step_00000006/model.safetensors" in before
+    (run_dir / "report.md").unlink()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer: reusing" in out and "training BPE" not in out
+    assert snapshot(run_dir) == before  # same tokens, no new step, metric row or checkpoint
+    assert (run_dir / "report.md").is_file()  # the report is written again
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["steps"], summary["stopped_by"]) == (6, "finished")
