@@ -31,15 +31,18 @@ def hf_twin(model):
     return twin.train()
 
 
-def time_it(fn, warmup: int, repeats: int) -> float:
+def time_pair(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``fn_a`` and ``fn_b``, run in turns so load spikes hit both."""
     for _ in range(warmup):
-        fn()
-    samples = []
+        fn_a()
+        fn_b()
+    samples_a, samples_b = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        for fn, samples in ((fn_a, samples_a), (fn_b, samples_b)):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples_a), statistics.median(samples_b)
 
 
 def main() -> None:
@@ -50,7 +53,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
 
@@ -101,8 +104,9 @@ def main() -> None:
     print(f"max |logits ours - transformers| = {diff:.2e}")
     print(f"{'pass':<18}{'llamaforge tok/s':>18}{'transformers tok/s':>20}{'ratio':>8}")
     for name, make in (("forward", forward), ("forward+backward", train_step)):
-        t_ours = time_it(make(ours, False), warmup=2, repeats=args.repeats)
-        t_hf = time_it(make(theirs, True), warmup=2, repeats=args.repeats)
+        t_ours, t_hf = time_pair(
+            make(ours, False), make(theirs, True), warmup=2, repeats=args.repeats
+        )
         print(
             f"{name:<18}{n_tokens / t_ours:>18,.0f}{n_tokens / t_hf:>20,.0f}{t_hf / t_ours:>8.2f}"
         )

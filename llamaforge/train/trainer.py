@@ -207,57 +207,58 @@ class Trainer:
                 logger.log(0, self._val_metrics(self.initial_val_loss), split="val")
         accumulation = cfg.accumulation_steps
         last_saved = self.step if resumed_from else -1
-        bar = tqdm(
+        with tqdm(
             total=self.max_steps, initial=self.step, disable=not self.progress,
             desc=f"train {self.params / 1e6:.1f}M", unit="step", dynamic_ncols=True,
-        )  # fmt: skip
-        self.model.train()
-        while self.step < self.max_steps and self._stop_signal is None:
-            start = time.perf_counter()
-            lr = apply_lr(self.optimizer, self.step, cfg.optim, self.max_steps)
-            batches = (self.loader.next_batch() for _ in range(accumulation))
-            result = train_step(
-                self.forward_model, self.optimizer, batches, accumulation, cfg.optim.grad_clip,
-                cfg.train.precision,
-            )  # fmt: skip
-            elapsed = time.perf_counter() - start
-            self.wall_time_s += elapsed
-            self.step += 1
-            self.tokens += result.tokens
-            if result.skipped:
-                self.skipped_steps += 1
-                self.consecutive_nonfinite += 1
-            else:
-                self.consecutive_nonfinite = 0
-                self.last_train_loss = result.loss
-            tokens_per_s = result.tokens / elapsed
-            metrics = {
-                "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
-                "tokens": self.tokens, "tokens_per_s": tokens_per_s,
-                "mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops),
-                "skipped_steps": self.skipped_steps,
-            }  # fmt: skip
-            if self.step % cfg.log.every_steps == 0 or self.step == self.max_steps:
-                logger.log(self.step, metrics)
-            bar.update(1)
-            bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tokens_per_s:,.0f}")
-            if self.consecutive_nonfinite >= cfg.train.max_nonfinite_steps:
-                path = self.save_checkpoint()
-                raise TrainingDiverged(
-                    f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss or "
-                    f"gradient (last at step {self.step}); every one was skipped, so {path} "
-                    "holds the last good weights. Lower optim.lr or check the data, then resume."
+        ) as bar:  # fmt: skip
+            self.model.train()
+            while self.step < self.max_steps and self._stop_signal is None:
+                start = time.perf_counter()
+                lr = apply_lr(self.optimizer, self.step, cfg.optim, self.max_steps)
+                batches = (self.loader.next_batch() for _ in range(accumulation))
+                result = train_step(
+                    self.forward_model, self.optimizer, batches, accumulation, cfg.optim.grad_clip,
+                    cfg.train.precision,
+                )  # fmt: skip
+                elapsed = time.perf_counter() - start
+                self.wall_time_s += elapsed
+                self.step += 1
+                self.tokens += result.tokens
+                if result.skipped:
+                    self.skipped_steps += 1
+                    self.consecutive_nonfinite += 1
+                else:
+                    self.consecutive_nonfinite = 0
+                    self.last_train_loss = result.loss
+                tokens_per_s = result.tokens / elapsed
+                metrics = {
+                    "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
+                    "tokens": self.tokens, "tokens_per_s": tokens_per_s,
+                    "mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops),
+                    "skipped_steps": self.skipped_steps,
+                }  # fmt: skip
+                if self.step % cfg.log.every_steps == 0 or self.step == self.max_steps:
+                    logger.log(self.step, metrics)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{result.loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tokens_per_s:,.0f}"
                 )
-            val_every = cfg.train.val_every_steps
-            if (val_every and self.step % val_every == 0) or self.step == self.max_steps:
-                self.last_val_loss = self.validate()
-                if self.last_val_loss is not None:
-                    logger.log(self.step, self._val_metrics(self.last_val_loss), split="val")
-            every = cfg.checkpoint.every_steps
-            if (every and self.step % every == 0) or self.step == self.max_steps:
-                self.save_checkpoint()
-                last_saved = self.step
-        bar.close()
+                if self.consecutive_nonfinite >= cfg.train.max_nonfinite_steps:
+                    path = self.save_checkpoint()
+                    raise TrainingDiverged(
+                        f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss or "
+                        f"gradient (last at step {self.step}); every one was skipped, so {path} "
+                        "holds the last good weights. Lower optim.lr or check the data, then resume."
+                    )
+                val_every = cfg.train.val_every_steps
+                if (val_every and self.step % val_every == 0) or self.step == self.max_steps:
+                    self.last_val_loss = self.validate()
+                    if self.last_val_loss is not None:
+                        logger.log(self.step, self._val_metrics(self.last_val_loss), split="val")
+                every = cfg.checkpoint.every_steps
+                if (every and self.step % every == 0) or self.step == self.max_steps:
+                    self.save_checkpoint()
+                    last_saved = self.step
         if self._stop_signal is not None and last_saved != self.step:
             path = self.save_checkpoint()
             tqdm.write(f"{self._stop_signal}: saved {path}; resume with the same command")
