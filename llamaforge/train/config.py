@@ -33,116 +33,11 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from llamaforge.errors import ConfigError
 from llamaforge.model.config import PRESETS, ModelConfig, get_preset
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is tuple:
-        return f"a list of {len(args)} numbers"
-    if origin is list:
-        return "a list of {path = ..., weight = ...} tables (or one path)"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(hint, str(hint))
-
-
-def _coerce(value: Any, hint: Any, name: str) -> Any:
-    """Check ``value`` against a type hint, converting only lossless cases."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    ok = False
-    if origin is Literal:
-        ok = value in args
-    elif origin is tuple and isinstance(value, list | tuple) and len(value) == len(args):
-        return tuple(
-            _coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    elif origin is list:
-        if isinstance(value, str):
-            value = [{"path": value}]
-        if isinstance(value, list | tuple):
-            return [_source(item, f"{name}[{i}]") for i, item in enumerate(value)]
-    elif hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int and not isinstance(value, bool):
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            value = int(value)
-        ok = isinstance(value, int)
-    elif hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        value, ok = float(value), math.isfinite(value)
-    elif hint is str:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ConfigError(
-            f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"
-        )
-    return value
-
-
-# Range rules, attached to fields as ``metadata={"rule": ...}`` by ``_f``.
-_RULES: dict[str, Any] = {
-    "> 0": lambda v: v > 0,
-    ">= 0": lambda v: v >= 0,
-    ">= 1": lambda v: v >= 1,
-    "in [0, 1)": lambda v: 0 <= v < 1,
-    "in [0, 1]": lambda v: 0 <= v <= 1,
-    "a non-empty string": bool,
-}
-
-
-def _f(default: Any, rule: str | None = None) -> Any:
-    return field(default=default, metadata={"rule": rule} if rule else {})
-
-
-def _require(ok: bool, name: str, rule: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{name} must be {rule}, got {value!r}")
-
-
-class _Section:
-    """Coerces every field to its annotated type and checks its range rule."""
-
-    _name: ClassVar[str]
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            name = f"{self._name}.{f.name}"
-            value = _coerce(getattr(self, f.name), hints[f.name], name)
-            setattr(self, f.name, value)
-            rule = f.metadata.get("rule")
-            if rule is None:
-                continue
-            items = list(enumerate(value)) if isinstance(value, tuple) else [(None, value)]
-            for i, item in items:  # a tuple's rule applies to each element
-                _require(_RULES[rule](item), name if i is None else f"{name}[{i}]", rule, item)
-
-
-@dataclass
-class DataSource:
-    """One token folder of the mixture; weights are relative (normalised by the loader)."""
-
-    path: str
-    weight: float = 1.0
-
-
-def _source(item: Any, name: str) -> DataSource:
-    if isinstance(item, DataSource):
-        item = dataclasses.asdict(item)
-    if not isinstance(item, Mapping) or "path" not in item:
-        raise ConfigError(f"{name} must be a table {{path = ..., weight = ...}}, got {item!r}")
-    unknown = sorted(set(item) - {"path", "weight"})
-    if unknown:
-        raise ConfigError(f"{name}: unknown field(s) {unknown}; allowed: path, weight")
-    path = _coerce(item["path"], str, f"{name}.path")
-    weight = _coerce(item.get("weight", 1.0), float, f"{name}.weight")
-    _require(bool(path), f"{name}.path", "a non-empty path", path)
-    _require(weight > 0, f"{name}.weight", "> 0", weight)
-    return DataSource(path, weight)
+from llamaforge.train.config_fields import DataSource, Section, coerce, field_with_rule
 
 
 @dataclass
@@ -158,7 +53,7 @@ class ModelSection:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.preset = _coerce(self.preset, str, "model.preset")
+        self.preset = coerce(self.preset, str, "model.preset")
         self.overrides = dict(self.overrides)
         if self.preset not in PRESETS:
             raise ConfigError(
@@ -170,7 +65,7 @@ class ModelSection:
                 raise ConfigError(
                     f"unknown field model.{key}; allowed: preset, {', '.join(sorted(hints))}"
                 )
-            self.overrides[key] = _coerce(value, hints[key], f"model.{key}")
+            self.overrides[key] = coerce(value, hints[key], f"model.{key}")
         self.build()
 
     def build(self) -> ModelConfig:
@@ -178,47 +73,55 @@ class ModelSection:
 
 
 @dataclass
-class OptimConfig(_Section):
+class OptimConfig(Section):
     """AdamW and its schedule (§2.2). See ``llamaforge.train.optim`` for the decay groups."""
 
     _name = "optim"
-    lr: float = _f(3e-4, "> 0")
-    betas: tuple[float, float] = _f((0.9, 0.95), "in [0, 1)")
-    eps: float = _f(1e-5, "> 0")
-    weight_decay: float = _f(0.1, ">= 0")
-    grad_clip: float = _f(1.0, ">= 0")  # max global L2 norm; 0 disables clipping
-    warmup_steps: int = _f(2000, ">= 0")
-    min_lr_ratio: float = _f(0.1, "in [0, 1]")  # the cosine ends at min_lr_ratio * lr
+    lr: float = field_with_rule(3e-4, "> 0")
+    betas: tuple[float, float] = field_with_rule((0.9, 0.95), "in [0, 1)")
+    eps: float = field_with_rule(1e-5, "> 0")
+    weight_decay: float = field_with_rule(0.1, ">= 0")
+    grad_clip: float = field_with_rule(1.0, ">= 0")  # max global L2 norm; 0 disables clipping
+    warmup_steps: int = field_with_rule(2000, ">= 0")
+    min_lr_ratio: float = field_with_rule(0.1, "in [0, 1]")  # the cosine ends at min_lr_ratio * lr
     decay_embeddings: bool = True
     decay_norms: bool = False
 
 
 @dataclass
-class DataConfig(_Section):
+class DataConfig(Section):
     _name = "data"
     sources: list[DataSource] = field(default_factory=list)
-    val_fraction: float = _f(0.01, "in [0, 1)")  # tail of each source held out
-    seq_len: int = _f(2048, "> 0")
-    batch_tokens: int = _f(4_194_304, "> 0")  # global batch in tokens (4M = 2**22, §2.2)
-    micro_batch_size: int = _f(1, "> 0")  # sequences per forward pass per data-parallel rank
-    seed: int = _f(0, ">= 0")  # data order and mixture draws
+    val_fraction: float = field_with_rule(0.01, "in [0, 1)")  # tail of each source held out
+    seq_len: int = field_with_rule(2048, "> 0")
+    batch_tokens: int = field_with_rule(
+        4_194_304, "> 0"
+    )  # global batch in tokens (4M = 2**22, §2.2)
+    micro_batch_size: int = field_with_rule(
+        1, "> 0"
+    )  # sequences per forward pass per data-parallel rank
+    seed: int = field_with_rule(0, ">= 0")  # data order and mixture draws
     tokenizer: str = ""  # path to the SentencePiece model
 
 
 @dataclass
-class TrainSection(_Section):
+class TrainSection(Section):
     _name = "train"
-    run_dir: str = _f("runs/llama", "a non-empty string")  # metrics.jsonl, TensorBoard, report
-    total_tokens: int = _f(1_000_000_000_000, ">= 0")
-    max_steps: int = _f(0, ">= 0")  # > 0 overrides total_tokens
+    run_dir: str = field_with_rule(
+        "runs/llama", "a non-empty string"
+    )  # metrics.jsonl, TensorBoard, report
+    total_tokens: int = field_with_rule(1_000_000_000_000, ">= 0")
+    max_steps: int = field_with_rule(0, ">= 0")  # > 0 overrides total_tokens
     precision: Literal["bf16", "fp32"] = "bf16"
     activation_checkpointing: Literal["none", "full", "selective"] = "none"
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = _f(0, ">= 0")  # model initialisation
-    max_nonfinite_steps: int = _f(5, "> 0")  # consecutive skipped (NaN/inf) steps tolerated
-    val_every_steps: int = _f(1000, ">= 0")  # 0 = only at the end
-    val_batches: int = _f(20, "> 0")
+    seed: int = field_with_rule(0, ">= 0")  # model initialisation
+    max_nonfinite_steps: int = field_with_rule(
+        5, "> 0"
+    )  # consecutive skipped (NaN/inf) steps tolerated
+    val_every_steps: int = field_with_rule(1000, ">= 0")  # 0 = only at the end
+    val_batches: int = field_with_rule(20, "> 0")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -227,35 +130,37 @@ class TrainSection(_Section):
 
 
 @dataclass
-class CheckpointConfig(_Section):
+class CheckpointConfig(Section):
     _name = "checkpoint"
     dir: str = ""  # "" = <train.run_dir>/checkpoints
-    every_steps: int = _f(1000, ">= 0")  # 0 = only at the end
-    keep_last: int = _f(3, ">= 0")  # 0 = keep all
+    every_steps: int = field_with_rule(1000, ">= 0")  # 0 = only at the end
+    keep_last: int = field_with_rule(3, ">= 0")  # 0 = keep all
     # "auto" (latest valid checkpoint if any), "never", or a checkpoint path
-    resume: str = _f("auto", "a non-empty string")
+    resume: str = field_with_rule("auto", "a non-empty string")
 
 
 @dataclass
-class LogConfig(_Section):
+class LogConfig(Section):
     _name = "log"
-    every_steps: int = _f(1, "> 0")  # JSONL/TensorBoard rows; the progress bar shows every step
+    every_steps: int = field_with_rule(
+        1, "> 0"
+    )  # JSONL/TensorBoard rows; the progress bar shows every step
     jsonl: bool = True
     tensorboard: bool = True
     # For MFU; 0 = detect (see llamaforge.train.metrics.detect_peak_flops).
-    peak_flops_per_device: float = _f(0.0, ">= 0")
+    peak_flops_per_device: float = field_with_rule(0.0, ">= 0")
     # For the report's energy estimate (paper §2.5); 0 = 400 W on GPU (the paper's
     # A100 figure), 65 W on CPU (see llamaforge.train.report).
-    device_power_w: float = _f(0.0, ">= 0")
+    device_power_w: float = field_with_rule(0.0, ">= 0")
 
 
 @dataclass
-class ParallelConfig(_Section):
+class ParallelConfig(Section):
     """Data- and tensor-parallel degrees; dp * tp == world size is checked at launch."""
 
     _name = "parallel"
-    dp: int = _f(1, ">= 1")
-    tp: int = _f(1, ">= 1")
+    dp: int = field_with_rule(1, ">= 1")
+    tp: int = field_with_rule(1, ">= 1")
 
 
 _SECTIONS: dict[str, type] = {
