@@ -247,3 +247,25 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_weights_saved(tmp_pat
                            poisoned.weights_before[1]["output.weight"])  # fmt: skip
     state = json.loads((checkpoint / "state.json").read_text())
     assert (state["step"], state["skipped_steps"], state["consecutive_nonfinite"]) == (8, 3, 3)
+
+
+def test_compiled_and_selectively_checkpointed_training_matches_eager(tmp_path):
+    """train.compile and selective checkpointing change speed and memory, never the curve."""
+    tokens = make_tokens(tmp_path / "tokens")
+    losses = {}
+    for name, train in {
+        "eager": {},
+        "compiled": {"compile": True, "activation_checkpointing": "selective"},
+    }.items():
+        run = tmp_path / name
+        config = write_config(
+            tmp_path / f"{name}.toml", tokens, run,
+            train={"max_steps": 3, "val_every_steps": 0, **train},
+            checkpoint={"every_steps": 0},
+        )  # fmt: skip
+        Trainer(load_train_config(config), progress=False).run()
+        losses[name] = [
+            r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["split"] == "train"
+        ]
+    assert len(losses["eager"]) == 3
+    np.testing.assert_allclose(losses["compiled"], losses["eager"], rtol=1e-4)
