@@ -10,25 +10,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
+from common import hf_twin
 
 from llamaforge.model import ModelConfig, build_model
-
-
-def hf_twin(model):
-    """A transformers LlamaForCausalLM holding exactly our weights (via our HF export)."""
-    from transformers import LlamaForCausalLM
-
-    from llamaforge.formats.huggingface import to_hf
-
-    with tempfile.TemporaryDirectory() as folder:
-        to_hf(model, folder)
-        twin = LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
-    return twin.train()
 
 
 def time_pair(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
@@ -66,7 +54,7 @@ def main() -> None:
         max_seq_len=max(args.seq, 256),
     )
     ours = build_model(cfg)
-    theirs = hf_twin(ours)
+    theirs = hf_twin(ours).train()
     tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
     autocast_dtype = getattr(torch, args.dtype)
 

@@ -16,61 +16,10 @@ import statistics
 import time
 
 import torch
+from common import hf_twin
 
 from llamaforge.inference import SamplingConfig, generate_ids
-from llamaforge.model import ModelConfig, Transformer, build_model
-
-
-def hf_twin(model: Transformer):
-    """A transformers LlamaForCausalLM holding exactly our weights.
-
-    Both use the half-split rotary layout, so only the names differ.
-    """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = model.config
-    hf_cfg = LlamaConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.dim,
-        intermediate_size=cfg.ffn_hidden_dim,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.max_seq_len,
-        rms_norm_eps=cfg.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    hf_cfg._attn_implementation = "sdpa"
-    names = {
-        "tok_embeddings.weight": "model.embed_tokens.weight",
-        "norm.weight": "model.norm.weight",
-    }
-    names["output.weight"] = "lm_head.weight"
-    per_layer = {
-        "attention.wq": "self_attn.q_proj",
-        "attention.wk": "self_attn.k_proj",
-        "attention.wv": "self_attn.v_proj",
-        "attention.wo": "self_attn.o_proj",
-        "feed_forward.w1": "mlp.gate_proj",
-        "feed_forward.w3": "mlp.up_proj",
-        "feed_forward.w2": "mlp.down_proj",
-        "attention_norm": "input_layernorm",
-        "ffn_norm": "post_attention_layernorm",
-    }
-    for i in range(cfg.n_layers):
-        for ours, theirs in per_layer.items():
-            names[f"layers.{i}.{ours}.weight"] = f"model.layers.{i}.{theirs}.weight"
-    state = {names[k]: v for k, v in model.state_dict().items()}
-    twin = LlamaForCausalLM(hf_cfg).eval()
-    missing, unexpected = twin.load_state_dict(state, strict=False)
-    missing = [k for k in missing if "rotary_emb" not in k]
-    if missing or unexpected:
-        raise RuntimeError(f"weight mapping mismatch: missing {missing}, unexpected {unexpected}")
-    return twin
+from llamaforge.model import ModelConfig, build_model
 
 
 def time_alternating(fns: dict, repeats: int) -> tuple[dict, dict, dict]:

@@ -32,13 +32,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from common import hf_twin
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -90,23 +90,9 @@ class LogitsOnly(nn.Module):
         return self.hf(input_ids=tokens, use_cache=False).logits
 
 
-def hf_twin(model: nn.Module) -> nn.Module:
-    """A transformers ``LlamaForCausalLM`` with exactly our weights (via our HF export).
-
-    ``attn_implementation="sdpa"`` pins the same attention kernel we call, so
-    the comparison measures the surrounding code, not a kernel choice.
-    """
-    from transformers import LlamaForCausalLM
-
-    from llamaforge.formats.huggingface import to_hf
-
-    with tempfile.TemporaryDirectory() as folder:
-        to_hf(model, folder)
-        twin = LlamaForCausalLM.from_pretrained(
-            folder, dtype=torch.float32, attn_implementation="sdpa"
-        )
-    device = next(model.parameters()).device
-    return LogitsOnly(twin.to(device)).train()
+def hf_logits_twin(model: nn.Module) -> nn.Module:
+    """The transformers twin, returning plain logits to our loss."""
+    return LogitsOnly(hf_twin(model)).train()
 
 
 def timed_steps(
@@ -148,7 +134,7 @@ def compare(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     cfg = model_config(args)
     ours = build_model(cfg, device=args.device)
-    theirs = hf_twin(ours)
+    theirs = hf_logits_twin(ours)
     batch = random_batch(cfg, args.batch, args.seq, args.device)
     optim_cfg = OptimConfig()
     steps = [
