@@ -1,0 +1,5 @@
+"""The seven pretraining sources of paper Table 1, each behind the :class:`Source` contract."""
+
+from llamaforge.data.sources.base import Document, FilterReport, Source
+
+__all__ = ["Document", "FilterReport", "Source"]

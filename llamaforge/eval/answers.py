@@ -1,0 +1,107 @@
+"""Answer post-processing for generative tasks: exact match (§3.3-3.4) and maj1@k (§3.5).
+
+``normalize_answer`` is the SQuAD/TriviaQA official normalisation (lowercase,
+drop punctuation, drop the articles a/an/the, collapse whitespace), so exact
+match numbers are comparable with published ones. The paper decodes greedily
+and stops at the first newline; :func:`first_line` applies that cut to an
+uncut generation (literally: a generation starting with a newline yields "").
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+from llamaforge.errors import ConfigError, DataError
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+# A number with thousands separators first (so "1,234" stays whole), else a plain one.
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
+_ANSWER_MARKERS = (re.compile(r"####"), re.compile(r"answer is", re.IGNORECASE))
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lowercase, strip punctuation and articles, collapse whitespace."""
+    text = text.lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def first_line(text: str) -> str:
+    """The generation up to (not including) its first newline."""
+    return text.split("\n", 1)[0]
+
+
+def exact_match(prediction: str, gold_answers: Sequence[str]) -> bool:
+    """Whether the normalised prediction equals any normalised gold alias (TriviaQA has many)."""
+    if isinstance(gold_answers, str):
+        gold_answers = [gold_answers]
+    pred = normalize_answer(prediction)
+    return any(pred == normalize_answer(g) for g in gold_answers)
+
+
+def extract_number(text: str) -> str | None:
+    """The final numeric answer of a GSM8k/MATH-style solution, canonicalised; None if none.
+
+    Looks after the last ``####`` (GSM8k's reference format), else after the
+    last "answer is", else takes the last number in the text. Thousands
+    separators are removed and trailing decimal zeros dropped ("1,234.50" ->
+    "1234.5", "12.0" -> "12"), so string equality compares values.
+    """
+    for marker in _ANSWER_MARKERS:
+        hits = list(marker.finditer(text))
+        if hits:
+            found = _NUMBER.search(text, hits[-1].end())
+            if found:
+                return _canonical(found.group())
+    numbers = _NUMBER.findall(text)
+    return _canonical(numbers[-1]) if numbers else None
+
+
+def _canonical(number: str) -> str:
+    number = number.replace(",", "")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    if number in ("-0", ""):
+        number = "0"
+    return number
+
+
+def majority_vote(answers: Sequence[str | None]) -> str | None:
+    """Most frequent answer; ties go to the one that appeared first among the samples.
+
+    ``None`` entries (no answer could be extracted) abstain; all-``None``
+    returns ``None``. Answers are compared as given, so normalise them first
+    (e.g. with :func:`extract_number`).
+    """
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return None
+    # Counter.most_common orders equal counts by first insertion, i.e. first occurrence.
+    return votes.most_common(1)[0][0]
+
+
+def maj_at_k(
+    samples_per_problem: Sequence[Sequence[str | None]], golds: Sequence[str], k: int
+) -> float:
+    """maj1@k: fraction of problems whose majority answer over their first ``k`` samples is gold.
+
+    The first ``k`` samples are used (they are i.i.d., so any fixed subset is
+    an unbiased draw); answers are compared with the gold by string equality
+    after stripping whitespace, so pass canonical forms (``extract_number``).
+    """
+    if len(samples_per_problem) != len(golds):
+        raise DataError(f"{len(samples_per_problem)} problems but {len(golds)} gold answers")
+    if not golds:
+        raise DataError("maj_at_k got no problems")
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    correct = 0
+    for p, (samples, gold) in enumerate(zip(samples_per_problem, golds, strict=True)):
+        if len(samples) < k:
+            raise DataError(f"problem {p} has {len(samples)} samples, fewer than k={k}")
+        vote = majority_vote(samples[:k])
+        correct += vote is not None and vote.strip() == gold.strip()
+    return correct / len(golds)

@@ -1,0 +1,157 @@
+"""Multiple-choice scoring by completion likelihood (paper §3, "Zero-shot" / "Few-shot").
+
+The paper picks the completion with the highest likelihood "normalized by
+the number of characters in the completion", except for OpenBookQA and BoolQ
+where it follows Brown et al. (2020) and divides by the likelihood of the
+completion given ``"Answer:"`` as context:
+``log P(completion | context) - log P(completion | "Answer:")``. The three
+``method`` values are:
+
+* ``"raw"``: sum of log-probs (lm-eval's ``acc``);
+* ``"chars"``: sum / ``len(choice)`` in characters of the choice string as
+  given, leading space included (lm-eval's ``acc_norm``);
+* ``"answer"``: the unconditional normalisation above (lm-eval's ``acc_mutual_info``).
+
+Ties go to the lowest choice index (``max`` over the list), so a model that
+scores everything equally is not credited by chance ordering. Every request of
+every example goes through one :func:`loglikelihood` call, so batching and
+shared-input reuse work across the whole task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import nn
+
+from llamaforge.errors import ConfigError, DataError
+from llamaforge.eval.likelihood import loglikelihood
+
+Method = Literal["raw", "chars", "answer"]
+METHODS: tuple[str, ...] = ("raw", "chars", "answer")
+UNCONDITIONAL_CONTEXT = "Answer:"
+
+
+@dataclass
+class MCExample:
+    """One question: ``context`` (prompt), candidate ``choices`` and the index of the right one."""
+
+    context: str
+    choices: Sequence[str]
+    gold: int
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def _normalise(
+    method: str, choices: Sequence[str], conditional: list[float], unconditional: list[float]
+) -> list[float]:
+    if method == "raw":
+        return conditional
+    if method == "chars":
+        if any(len(c) == 0 for c in choices):
+            raise DataError("an empty choice cannot be normalised by its number of characters")
+        return [lp / len(c) for lp, c in zip(conditional, choices, strict=True)]
+    return [lp - u for lp, u in zip(conditional, unconditional, strict=True)]
+
+
+def _argmax(scores: Sequence[float]) -> int:
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def score_choices(
+    model: nn.Module,
+    tokenizer: Any,
+    context: str,
+    choices: Sequence[str],
+    method: Method = "chars",
+    *,
+    batch_size: int = 16,
+) -> list[float]:
+    """Score of each choice as a completion of ``context`` under ``method`` (higher is better)."""
+    _check_method(method)
+    requests = [(context, c) for c in choices]
+    if method == "answer":
+        requests += [(UNCONDITIONAL_CONTEXT, c) for c in choices]
+    logprobs = [lp for lp, _ in loglikelihood(model, tokenizer, requests, batch_size=batch_size)]
+    n = len(choices)
+    return _normalise(method, choices, logprobs[:n], logprobs[n:])
+
+
+def evaluate_multiple_choice(
+    model: nn.Module,
+    tokenizer: Any,
+    examples: Iterable[MCExample],
+    method: Method = "chars",
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Accuracy under ``method`` (``acc``) and unnormalised (``acc_raw``) over ``examples``.
+
+    Returns ``{"acc", "acc_raw", "n"}``; ``n`` is the number of examples.
+    """
+    _check_method(method)
+    examples = list(examples)
+    if not examples:
+        raise DataError("evaluate_multiple_choice got no examples")
+    requests: list[tuple[str, str]] = []
+    for k, ex in enumerate(examples):
+        if len(ex.choices) < 1 or not 0 <= ex.gold < len(ex.choices):
+            raise DataError(
+                f"example {k}: gold index {ex.gold} is not one of its {len(ex.choices)} choices"
+            )
+        requests += [(ex.context, c) for c in ex.choices]
+        if method == "answer":
+            requests += [(UNCONDITIONAL_CONTEXT, c) for c in ex.choices]
+    results = loglikelihood(model, tokenizer, requests, batch_size=batch_size, progress=progress)
+    correct = correct_raw = 0
+    pos = 0
+    for ex in examples:
+        n = len(ex.choices)
+        conditional = [lp for lp, _ in results[pos : pos + n]]
+        pos += n
+        unconditional: list[float] = []
+        if method == "answer":
+            unconditional = [lp for lp, _ in results[pos : pos + n]]
+            pos += n
+        scores = _normalise(method, ex.choices, conditional, unconditional)
+        correct += _argmax(scores) == ex.gold
+        correct_raw += _argmax(conditional) == ex.gold
+    return {
+        "acc": correct / len(examples),
+        "acc_raw": correct_raw / len(examples),
+        "n": len(examples),
+    }
+
+
+def winogrande_split(sentence: str, option: str) -> tuple[str, str]:
+    """``(sentence up to the blank + option, " " + rest)``: lm-eval's partial-scoring split."""
+    if sentence.count("_") != 1:
+        raise DataError(f"a WinoGrande sentence needs exactly one '_' blank, got {sentence!r}")
+    blank = sentence.index("_")
+    return sentence[:blank] + option, " " + sentence[blank + 1 :].strip()
+
+
+def winogrande_partial(
+    model: nn.Module,
+    tokenizer: Any,
+    sentence: str,
+    options: Sequence[str],
+    *,
+    batch_size: int = 16,
+) -> list[float]:
+    """``log P(suffix | prefix with option)`` for each option ("partial scoring").
+
+    WinoGrande options fill a blank, so the part *after* the blank is the same
+    for every option and only it is scored; its log-probability is comparable
+    across options without normalisation (Trinh & Le 2018, used by GPT-3 and
+    LLaMA).
+    """
+    requests = [winogrande_split(sentence, o) for o in options]
+    return [lp for lp, _ in loglikelihood(model, tokenizer, requests, batch_size=batch_size)]

@@ -1,0 +1,164 @@
+"""The contract every benchmark implements, and where its documents come from.
+
+A task is one benchmark of the paper (§3-§5): it knows its dataset (the
+Hugging Face id and splits the paper's numbers are reported on), turns raw
+records *in that dataset's own schema* into prompts, and scores them with the
+paper's rule. Benchmarks cannot be downloaded at run time here, so the
+documents come from, in order:
+
+1. ``DATA_DIR/<task name>/<split>.jsonl`` when the user gives a data folder
+   (one JSON object per line, exactly the fields of the Hugging Face dataset);
+2. otherwise ``datasets.load_dataset(hf_path, hf_name, split=...)``, which
+   uses the user's local Hugging Face cache (and the network where there is one).
+
+Tests write small JSONL files in the real schemas and go through path 1.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from llamaforge.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a task's documents live: a Hugging Face dataset id and its splits.
+
+    ``fewshot_split`` is where k-shot examples are drawn from (None: the task
+    has no few-shot pool and k must be 0).
+    """
+
+    hf_path: str
+    hf_name: str | None = None
+    split: str = "validation"
+    fewshot_split: str | None = "train"
+
+
+@dataclass
+class EvalContext:
+    """What every task needs to run: the model, its tokenizer and run options."""
+
+    model: nn.Module
+    tokenizer: Any
+    batch_size: int = 8
+    max_seq_len: int | None = None
+    progress: bool = True
+    seed: int = 1234
+
+
+class Task(ABC):
+    """One benchmark. Subclasses set the class attributes and implement :meth:`evaluate`."""
+
+    name: ClassVar[str]
+    dataset: ClassVar[DatasetSpec]
+    default_shots: ClassVar[int] = 0
+    # The paper table the task is reported in, e.g. "Table 3 (common sense reasoning)";
+    # the Markdown report groups tasks by it.
+    table: ClassVar[str] = "Other"
+
+    @abstractmethod
+    def evaluate(
+        self, ctx: EvalContext, docs: list[dict], fewshot_docs: list[dict], shots: int
+    ) -> dict[str, float]:
+        """Score ``docs`` (``shots`` examples drawn from ``fewshot_docs``); return metric -> value."""
+
+
+TASKS: dict[str, type[Task]] = {}
+
+# Modules under llamaforge/eval/tasks/ that register tasks when imported.
+BUILTIN_TASK_MODULES = (
+    "commonsense",  # BoolQ, PIQA, SIQA, HellaSwag, WinoGrande, ARC-e/c, OpenBookQA (Table 3)
+    "reading",  # RACE-middle/high (Table 6)
+    "mmlu",  # MMLU 5-shot (Table 9)
+    "closed_book",  # NaturalQuestions, TriviaQA (Tables 4-5)
+    "math_reasoning",  # GSM8k, MATH with maj1@k (Table 7)
+    "code",  # HumanEval, MBPP pass@k (Table 8)
+    "responsible",  # CrowS-Pairs, WinoGender, TruthfulQA, RealToxicityPrompts (Tables 11-14)
+)
+
+
+def load_builtin_tasks() -> None:
+    """Import the built-in task modules so their ``@register_task`` classes are known."""
+    import importlib
+
+    for module in BUILTIN_TASK_MODULES:
+        importlib.import_module(f"llamaforge.eval.tasks.{module}")
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available by its ``name`` to the runner and CLI."""
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        raise ValueError(f"two tasks are registered as {cls.name!r}")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> Task:
+    """An instance of the registered task ``name``; unknown names list the known ones."""
+    if name not in TASKS:
+        load_builtin_tasks()
+    if name not in TASKS:
+        known = ", ".join(sorted(TASKS)) or "(none registered)"
+        raise ConfigError(f"unknown task {name!r}; known tasks: {known}")
+    return TASKS[name]()
+
+
+def load_docs(
+    task: Task, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+) -> list[dict]:
+    """The raw records of ``task``'s ``split``: local JSONL first, else Hugging Face ``datasets``."""
+    if data_dir is not None:
+        path = Path(data_dir) / task.name / f"{split}.jsonl"
+        if not path.is_file():
+            raise DataError(
+                f"{path} does not exist: put the {task.dataset.hf_path} {split!r} split there as "
+                "JSONL (one record per line, the dataset's own fields), or drop --data-dir to "
+                "read it through Hugging Face datasets"
+            )
+        return _read_jsonl(path, limit)
+    try:
+        import datasets
+    except ImportError as error:
+        raise ConfigError(
+            f"task {task.name}: reading {task.dataset.hf_path} needs `pip install datasets`, "
+            "or pass --data-dir with local JSONL files"
+        ) from error
+    try:
+        rows = datasets.load_dataset(task.dataset.hf_path, task.dataset.hf_name, split=split)
+    except Exception as error:  # offline, unknown dataset, ...: say what to do instead
+        raise DataError(
+            f"task {task.name}: could not load {task.dataset.hf_path}"
+            f"{'/' + task.dataset.hf_name if task.dataset.hf_name else ''} split {split!r} "
+            f"({type(error).__name__}: {error}); pass --data-dir with "
+            f"<dir>/{task.name}/{split}.jsonl instead"
+        ) from error
+    if limit is not None:
+        rows = rows.select(range(min(limit, len(rows))))
+    return [dict(row) for row in rows]
+
+
+def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
+    docs: list[dict] = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if limit is not None and len(docs) >= limit:
+                break
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except ValueError as error:
+                raise DataError(f"{path}:{lineno}: not a JSON line ({error})") from error
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
+                )
+            docs.append(record)
+    return docs
