@@ -24,7 +24,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llamaforge.data.cli:configure_tokenize",
         "tokenize JSONL/txt documents into a memory-mapped token folder",
     ),
+    "data": (
+        "llamaforge.data.build_cli:configure_data",
+        "build the pretraining mixture from raw dumps (data build CONFIG.toml)",
+    ),
     "train": ("llamaforge.train.cli:configure_train", "pretrain a model from a TOML config"),
+    "eval": (
+        "llamaforge.eval.cli:configure_eval",
+        "zero/few-shot benchmarks of the paper on a checkpoint",
+    ),
     "eval-loss": (
         "llamaforge.train.cli:configure_eval_loss",
         "loss and perplexity of a checkpoint on token data",

@@ -1,5 +1,5 @@
 """The seven pretraining sources of paper Table 1, each behind the :class:`Source` contract."""
 
-from llamaforge.data.sources.base import Document, FilterReport, Source
+from llamaforge.data.sources.base import Document, FilterReport, Source, config_from_table
 
-__all__ = ["Document", "FilterReport", "Source"]
+__all__ = ["Document", "FilterReport", "Source", "config_from_table"]

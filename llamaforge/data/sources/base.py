@@ -25,9 +25,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from llamaforge.errors import ConfigError
+
+ConfigT = TypeVar("ConfigT")
 
 
 @dataclass
@@ -139,3 +143,23 @@ class Source(Protocol):
     def global_filter(self, docs: Iterable[Document], report: FilterReport) -> Iterator[Document]:
         """Source-wide dedup over every kept document; sources without one pass ``docs`` through."""
         ...
+
+
+def config_from_table(cls: type[ConfigT], table: dict[str, Any], section: str) -> ConfigT:
+    """Build a source's config dataclass from its TOML table, naming bad fields.
+
+    Unknown keys are errors rather than ignored, so a typo such as
+    ``min_word`` for ``min_words`` cannot silently fall back to a default.
+    Type and range checks belong in the dataclass's ``__post_init__``
+    (raise :class:`ConfigError` naming ``[section].field``).
+    """
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"[{section}]: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    try:
+        return cls(**table)
+    except TypeError as error:  # a required field is missing
+        raise ConfigError(f"[{section}]: {error}") from error
