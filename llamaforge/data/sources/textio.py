@@ -1,0 +1,128 @@
+"""Reading raw dumps defensively: compression by suffix, bounded lines, UTF-8 checks.
+
+Real dumps contain truncated archives, binary files, invalid UTF-8 and
+single "lines" of hundreds of megabytes. A source must count such input and
+go on, never crash or hold a 100 MB line in memory, so these helpers report
+problems as values (or :class:`BadInput`) that the source records in its
+:class:`~llamaforge.data.sources.base.FilterReport`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+# Errors a truncated or corrupt compressed stream raises while being read.
+STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, lzma.LZMAError, ValueError)
+try:  # zstandard reports corruption with its own error class
+    import zstandard
+
+    STREAM_ERRORS = (*STREAM_ERRORS, zstandard.ZstdError)
+except ImportError:  # pragma: no cover - zstandard is a declared dependency of the data extra
+    zstandard = None  # type: ignore[assignment]
+
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+
+class BadInput(Exception):
+    """Input that cannot be read as its format; ``reason`` is the report key."""
+
+    def __init__(self, reason: str, where: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason
+        self.where = where
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading bytes, decompressing by suffix (.gz .bz2 .xz .zst)."""
+    name = path.name
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if name.endswith(".xz"):
+        return lzma.open(path, "rb")
+    if name.endswith(".zst"):
+        if zstandard is None:
+            raise BadInput("zstd_unavailable", str(path))
+        return zstandard.open(path, "rb")
+    return open(path, "rb")
+
+
+def strip_compression_suffix(name: str) -> str:
+    """``"x.jsonl.gz"`` -> ``"x.jsonl"``: lets a source match on the inner format."""
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def iter_lines(
+    stream: IO[bytes], where: str, max_line_bytes: int = 8 << 20, chunk_bytes: int = 1 << 20
+) -> Iterator[bytes | BadInput]:
+    """Lines of ``stream`` (without the newline), reading at most ``chunk_bytes`` at a time.
+
+    A line longer than ``max_line_bytes`` is skipped without being held in
+    memory and yields ``BadInput("line_too_long", "where:line")`` instead; a
+    stream that breaks off (truncated archive) yields ``BadInput("truncated")``
+    and ends. The caller decides what to count; lines before the fault are kept.
+    """
+    pending = bytearray()
+    skipping = False
+    lineno = 1
+    while True:
+        try:
+            chunk = stream.read(chunk_bytes)
+        except STREAM_ERRORS as error:
+            yield BadInput(f"truncated ({type(error).__name__})", f"{where}:{lineno}")
+            return
+        if not chunk:
+            break
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                if not skipping:
+                    pending += chunk[start:]
+                    if len(pending) > max_line_bytes:
+                        pending.clear()
+                        skipping = True
+                break
+            if skipping:
+                yield BadInput("line_too_long", f"{where}:{lineno}")
+                skipping = False
+            else:
+                pending += chunk[start:end]
+                if len(pending) > max_line_bytes:
+                    yield BadInput("line_too_long", f"{where}:{lineno}")
+                else:
+                    yield bytes(pending)
+                pending.clear()
+            lineno += 1
+            start = end + 1
+    if skipping:
+        yield BadInput("line_too_long", f"{where}:{lineno}")
+    elif pending:
+        yield bytes(pending)
+
+
+def decode_utf8(data: bytes) -> str | None:
+    """Strict UTF-8 decoding; None for invalid bytes (the caller counts them)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def looks_binary(sample: bytes) -> bool:
+    """True for data that is not text: NUL bytes, or mostly control bytes (git's heuristic plus)."""
+    if not sample:
+        return False
+    if b"\x00" in sample:
+        return True
+    control = sum(1 for byte in sample if byte < 32 and byte not in (9, 10, 12, 13))
+    return control / len(sample) > 0.3
