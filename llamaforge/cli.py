@@ -74,7 +74,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser, chosen = build_parser(command if command in COMMANDS else None)
     if chosen is None or argv[0] != command:
         return parser.parse_args(argv)  # help, or an unknown command: argparse explains
-    args = chosen.parse_intermixed_args(argv[1:])
+    if chosen._subparsers is not None:  # nested commands (``data build``): argparse cannot intermix
+        args = chosen.parse_args(argv[1:])
+    else:
+        args = chosen.parse_intermixed_args(argv[1:])
     args.command = command
     return args
 

@@ -74,9 +74,13 @@ def iter_lines(
     pending = bytearray()
     skipping = False
     lineno = 1
+    # read1 returns what one underlying read decompressed, so a stream cut off
+    # later still delivers every complete line before the cut; read(n) would
+    # raise and throw away up to n bytes already decompressed.
+    read = getattr(stream, "read1", stream.read)
     while True:
         try:
-            chunk = stream.read(chunk_bytes)
+            chunk = read(chunk_bytes)
         except STREAM_ERRORS as error:
             yield BadInput(f"truncated ({type(error).__name__})", f"{where}:{lineno}")
             return

@@ -1,0 +1,250 @@
+"""The build's units of work: one input file, and one source's global filter + tokens.
+
+Both are plain top-level functions of picklable arguments so the same code
+runs in-process, in a ``ProcessPoolExecutor`` or on a Dask worker. Each one
+leaves either finished output or nothing a re-run could mistake for it:
+
+* **per file** -> ``OUT/<source>/filtered/<key>.jsonl.zst`` (one
+  ``Document.to_json()`` per line) and ``<key>.report.json``. Both are
+  written to hidden temp names and renamed, the report last: a file with a
+  report is finished; data without a report is redone.
+* **per source** -> ``OUT/<source>/final/`` (shards cut at ``shard_docs`` /
+  ``shard_bytes``, then ``report.json``) is built in ``.final.tmp/`` and
+  renamed when complete. Its report lists the per-file keys it consumed; if
+  that set changes (an input was added) the final shards and tokens are
+  rebuilt, so new input is never silently left out.
+* **tokens** -> ``OUT/<source>/tokens/`` via :func:`tokenize_to_shards`, which
+  is restartable on its own.
+
+Kept counts in the reports are what the pipeline wrote (whether or not a
+source also calls ``report.keep``), so they always match the output files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from llamaforge.data.shards import INDEX_NAME, TokenIndex, atomic_write_text, tokenize_to_shards
+from llamaforge.data.sources.base import Document, FilterReport, Source
+from llamaforge.data.sources.textio import strip_compression_suffix
+
+FILTERED, FINAL, TOKENS = "filtered", "final", "tokens"
+REPORT_NAME = "report.json"
+
+
+def input_keys(paths: list[tuple[Path, Path]]) -> dict[str, Path]:
+    """Unique output names for ``(root, input)`` pairs: the path under its root, flattened.
+
+    Two sites' ``Posts.xml`` must not collide, so folders become ``__``; a
+    clash left after that (the same name under two roots) gets a path hash.
+    """
+    import hashlib
+
+    names: dict[str, list[Path]] = {}
+    for root, path in paths:
+        relative = path.relative_to(root) if path != root else Path(path.name)
+        name = strip_compression_suffix("__".join(relative.parts))
+        names.setdefault(name, []).append(path)
+    keys: dict[str, Path] = {}
+    for name, group in names.items():
+        for path in group:
+            digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+            keys[name if len(group) == 1 else f"{name}-{digest}"] = path
+    return dict(sorted(keys.items()))
+
+
+def _open_zst_writer(path: Path) -> io.TextIOWrapper:
+    raw = open(path, "wb")  # noqa: SIM115 (closed with the wrapper)
+    stream = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=True)
+    return io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
+
+
+def _close_synced(writer: io.TextIOWrapper, path: Path) -> None:
+    writer.close()
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def read_jsonl_zst(path: Path) -> Iterator[Document]:
+    with zstandard.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield Document.from_json(json.loads(line))
+
+
+def is_file_done(out_dir: Path, key: str) -> bool:
+    return (out_dir / f"{key}.report.json").is_file()
+
+
+def load_file_report(out_dir: Path, key: str) -> dict[str, Any]:
+    return json.loads((out_dir / f"{key}.report.json").read_text(encoding="utf-8"))
+
+
+def process_file(source: Source, path: Path, out_dir: Path, key: str) -> dict[str, Any]:
+    """Stage 1 on one input file: ``source.process`` -> filtered JSONL.zst + report JSON."""
+    start = time.process_time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data, tmp = out_dir / f"{key}.jsonl.zst", out_dir / f".{key}.jsonl.zst.tmp"
+    report, docs, nbytes = FilterReport(), 0, 0
+    try:
+        writer = _open_zst_writer(tmp)
+        with writer:
+            for doc in source.process(path, report):
+                doc.meta.setdefault("input", str(path))
+                writer.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
+                docs, nbytes = docs + 1, nbytes + len(doc.text.encode("utf-8", "replace"))
+        _close_synced(writer, tmp)
+        os.replace(tmp, data)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report.kept_docs, report.kept_bytes = docs, nbytes
+    record = {
+        "input": str(path),
+        "input_bytes": path.stat().st_size,
+        "cpu_seconds": time.process_time() - start,
+        "report": report.to_json(),
+    }
+    atomic_write_text(out_dir / f"{key}.report.json", json.dumps(record, indent=1) + "\n")
+    return record
+
+
+class _ShardSink:
+    """Writes documents into ``part-NNNNN.jsonl.zst`` files cut by documents or bytes."""
+
+    def __init__(self, folder: Path, shard_docs: int, shard_bytes: int) -> None:
+        self.folder, self.shard_docs, self.shard_bytes = folder, shard_docs, shard_bytes
+        self.shards: list[dict[str, Any]] = []
+        self._writer: io.TextIOWrapper | None = None
+        self._docs = self._bytes = 0
+
+    def add(self, doc: Document) -> int:
+        if self._writer is None:
+            name = f"part-{len(self.shards):05d}.jsonl.zst"
+            self._writer = _open_zst_writer(self.folder / name)
+            self.shards.append({"file": name, "docs": 0, "bytes": 0})
+        size = len(doc.text.encode("utf-8", "replace"))
+        self._writer.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
+        self._docs, self._bytes = self._docs + 1, self._bytes + size
+        if (self.shard_docs and self._docs >= self.shard_docs) or (
+            self.shard_bytes and self._bytes >= self.shard_bytes
+        ):
+            self.close()
+        return size
+
+    def close(self) -> None:
+        if self._writer is not None:
+            _close_synced(self._writer, self.folder / self.shards[-1]["file"])
+            self.shards[-1].update(docs=self._docs, bytes=self._bytes)
+            self._writer, self._docs, self._bytes = None, 0, 0
+
+
+def global_filter_source(
+    source: Source, source_dir: Path, keys: list[str], shard_docs: int, shard_bytes: int
+) -> dict[str, Any]:
+    """Stage 2: ``source.global_filter`` over every filtered doc -> ``final/`` shards + report."""
+    final, tmp = source_dir / FINAL, source_dir / ".final.tmp"
+    if (final / REPORT_NAME).is_file():
+        record = json.loads((final / REPORT_NAME).read_text(encoding="utf-8"))
+        if record.get("inputs") == keys:
+            return record
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    start = time.process_time()
+    filtered = source_dir / FILTERED
+    docs = (d for key in keys for d in read_jsonl_zst(filtered / f"{key}.jsonl.zst"))
+    report, sink, kept, kept_bytes = FilterReport(), _ShardSink(tmp, shard_docs, shard_bytes), 0, 0
+    for doc in source.global_filter(docs, report):
+        kept, kept_bytes = kept + 1, kept_bytes + sink.add(doc)
+    sink.close()
+    report.kept_docs, report.kept_bytes = kept, kept_bytes
+    record = {
+        "inputs": keys,
+        "shards": sink.shards,
+        "cpu_seconds": time.process_time() - start,
+        "report": report.to_json(),
+    }
+    atomic_write_text(tmp / REPORT_NAME, json.dumps(record, indent=1) + "\n")
+    shutil.rmtree(source_dir / TOKENS, ignore_errors=True)  # made from the old final shards
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return record
+
+
+def shuffled_documents(final: Path, seed: int, buffer: int) -> Iterator[str]:
+    """Texts of ``final/`` in a seeded order: shards permuted, then a bounded shuffle buffer.
+
+    The loader validates on each source's *tail*; shuffling here keeps that
+    tail from being one input file, in bounded memory (``buffer`` documents).
+    """
+    record = json.loads((final / REPORT_NAME).read_text(encoding="utf-8"))
+    files = [final / s["file"] for s in record["shards"]]
+    rng = random.Random(seed)
+    rng.shuffle(files)
+    texts: Iterable[str] = (d.text for f in files for d in read_jsonl_zst(f))
+    if buffer <= 1:
+        yield from texts
+        return
+    pool: list[str] = []
+    for text in texts:
+        if len(pool) < buffer:
+            pool.append(text)
+            continue
+        i = rng.randrange(buffer)
+        yield pool[i]
+        pool[i] = text
+    rng.shuffle(pool)
+    yield from pool
+
+
+def tokenize_source(
+    source_dir: Path, tokenizer_path: Path, shard_tokens: int, seed: int, buffer: int
+) -> dict[str, Any]:
+    """Stage 3: ``final/`` -> ``tokens/`` (skipped when already finished with this tokenizer)."""
+    from llamaforge.data.cli import load_tokenizer
+
+    final, tokens = source_dir / FINAL, source_dir / TOKENS
+    start = time.process_time()
+    tokenizer = load_tokenizer(tokenizer_path)
+    index: TokenIndex = tokenize_to_shards(
+        shuffled_documents(final, seed, buffer),
+        tokenizer,
+        tokens,
+        shard_tokens=shard_tokens,
+        progress=False,
+    )
+    assert (tokens / INDEX_NAME).is_file()
+    return {
+        "path": str(tokens.resolve()),
+        "tokens": index.n_tokens,
+        "docs": index.n_docs,
+        "cpu_seconds": time.process_time() - start,
+    }
+
+
+def finish_source(
+    source: Source,
+    source_dir: Path,
+    keys: list[str],
+    shard_docs: int,
+    shard_bytes: int,
+    tokenizer_path: Path | None,
+    shard_tokens: int,
+    seed: int,
+    buffer: int,
+) -> dict[str, Any]:
+    """Stages 2 and 3 for one source, as one task (they run back to back on one worker)."""
+    final = global_filter_source(source, source_dir, keys, shard_docs, shard_bytes)
+    result: dict[str, Any] = {"final": final}
+    if tokenizer_path is not None and result["final"]["report"]["kept_docs"] > 0:
+        result["tokens"] = tokenize_source(source_dir, tokenizer_path, shard_tokens, seed, buffer)
+    return result
