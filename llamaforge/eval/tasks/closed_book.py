@@ -1,1 +1,165 @@
-"""Placeholder: tasks are being written (see BUILTIN_TASK_MODULES in base.py)."""
+"""Closed-book question answering: NaturalQuestions and TriviaQA (paper §3.3, Tables 4-5).
+
+Prompt: the paper's format (its Appendix A figure), not lm-eval's::
+
+    Answer these questions:
+    Q: <shot question>?
+    A: <shot answer>
+    ...
+    Q: <question>?
+    A:
+
+A question that does not end with "?" gets one (NQ-open questions never
+have it; lm-eval adds it too). The completion is decoded greedily, cut at the
+first newline, and scored by exact match against any gold alias after
+:func:`~llamaforge.eval.answers.normalize_answer` (the SQuAD/TriviaQA
+normalisation: lowercase, no punctuation, no articles, single spaces).
+
+Shots: the paper reports 0, 1, 5 and 64; the default is 0 (``--shots``
+chooses). Examples are drawn at random from the training split per question
+(seeded with ``EvalContext.seed``; lm-eval's sampler). When the prompt with
+all shots would not leave room for the answer in the context (64 shots do
+not fit a 2048-token window for some questions), shots are dropped from the
+end until it fits; the mean number actually used is reported as
+``shots_used`` (not a column of the Markdown report, which shows exact match).
+
+Data: NaturalQuestions is NQ-open (``google-research-datasets/nq_open``,
+formerly ``nq_open``; {question, answer: [aliases]}), validation split (3,610
+questions; the test set has no public answers). TriviaQA is
+``mandarjoshi/trivia_qa`` ``rc.nocontext`` validation split, which is the
+*filtered* dev set the paper reports on (the "rc" subset keeps questions whose
+evidence documents contain the answer; "unfiltered" is the other one); gold
+answers are ``answer.aliases`` plus ``answer.value``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import ClassVar
+
+from llamaforge.errors import DataError
+from llamaforge.eval.answers import exact_match, first_line
+from llamaforge.eval.generation import (
+    context_length,
+    draw_shots,
+    fit_shots,
+    generate_completions,
+    prompt_token_budget,
+)
+from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, register_task
+from llamaforge.inference import SamplingConfig
+
+INSTRUCTION = "Answer these questions:"
+# Answers are a few words; the newline stop usually ends generation much earlier.
+MAX_NEW_TOKENS = 32
+
+
+class ClosedBookQA(Task):
+    """Shared prompt, generation and scoring; subclasses say where question and answers are."""
+
+    default_shots: ClassVar[int] = 0
+    title: ClassVar[str]
+
+    def question(self, doc: dict) -> str:
+        text = str(_field(doc, "question", self.name)).strip()
+        return text if text.endswith("?") else text + "?"
+
+    def gold_answers(self, doc: dict) -> list[str]:
+        raise NotImplementedError
+
+    def shot_answer(self, doc: dict) -> str:
+        """The answer written after a few-shot example's question."""
+        return self.gold_answers(doc)[0]
+
+    def prompt(self, doc: dict, examples: list[dict]) -> str:
+        lines = [INSTRUCTION]
+        for example in examples:
+            lines += [f"Q: {self.question(example)}", f"A: {self.shot_answer(example)}"]
+        lines += [f"Q: {self.question(doc)}", "A:"]
+        return "\n".join(lines)
+
+    def score(self, docs: list[dict], predictions: list[str]) -> float:
+        """Exact match of each prediction's first line against the document's gold answers."""
+        hits = [
+            exact_match(first_line(prediction).strip(), self.gold_answers(doc))
+            for doc, prediction in zip(docs, predictions, strict=True)
+        ]
+        return sum(hits) / len(hits)
+
+    def evaluate(
+        self, ctx: EvalContext, docs: list[dict], fewshot_docs: list[dict], shots: int
+    ) -> dict[str, float]:
+        if not docs:
+            raise DataError(f"task {self.name}: no documents to evaluate")
+        cfg = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=("\n",))
+        budget = prompt_token_budget(context_length(ctx.model, ctx.max_seq_len), MAX_NEW_TOKENS)
+        rng = random.Random(ctx.seed)
+        prompts, used = [], []
+        for doc in docs:
+            examples = draw_shots(fewshot_docs, shots, rng, exclude=doc)
+            prompt, k = fit_shots(
+                ctx.tokenizer, lambda k, d=doc, e=examples: self.prompt(d, e[:k]), shots, budget
+            )
+            prompts.append(prompt)
+            used.append(k)
+        completions = generate_completions(
+            ctx.model,
+            ctx.tokenizer,
+            prompts,
+            cfg,
+            batch_size=ctx.batch_size,
+            max_seq_len=ctx.max_seq_len,
+            progress=ctx.progress,
+        )
+        return {
+            "exact_match": self.score(docs, [c[0] for c in completions]),
+            "shots_used": sum(used) / len(used),
+        }
+
+
+def _field(doc: dict, name: str, task: str):
+    if name not in doc:
+        raise DataError(
+            f"task {task}: a document has no {name!r} field (fields: {sorted(doc)}); "
+            "is the file in the dataset's own schema?"
+        )
+    return doc[name]
+
+
+@register_task
+class NaturalQuestions(ClosedBookQA):
+    """NQ-open: ``answer`` is the list of accepted answers."""
+
+    name = "nq_open"
+    title = "NaturalQuestions"
+    table = "Table 4: NaturalQuestions"
+    report_columns = (("exact_match", title),)
+    dataset = DatasetSpec("google-research-datasets/nq_open", None, "validation", "train")
+
+    def gold_answers(self, doc: dict) -> list[str]:
+        answers = _field(doc, "answer", self.name)
+        if isinstance(answers, str):
+            answers = [answers]
+        if not answers:
+            raise DataError(f"task {self.name}: question {doc.get('question')!r} has no answers")
+        return [str(a) for a in answers]
+
+
+@register_task
+class TriviaQA(ClosedBookQA):
+    """TriviaQA rc.nocontext: ``answer`` holds ``value`` and its ``aliases``."""
+
+    name = "triviaqa"
+    title = "TriviaQA"
+    table = "Table 5: TriviaQA"
+    report_columns = (("exact_match", title),)
+    dataset = DatasetSpec("mandarjoshi/trivia_qa", "rc.nocontext", "validation", "train")
+
+    def gold_answers(self, doc: dict) -> list[str]:
+        answer = _field(doc, "answer", self.name)
+        if not isinstance(answer, dict) or "value" not in answer:
+            raise DataError(
+                f"task {self.name}: 'answer' must be an object with 'value' and 'aliases' "
+                f"(the rc.nocontext schema), got {answer!r}"
+            )
+        return [str(answer["value"]), *(str(a) for a in answer.get("aliases", []))]

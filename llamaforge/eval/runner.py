@@ -1,0 +1,158 @@
+"""Run a list of benchmarks on one model and keep everything needed to trust the numbers.
+
+The result is plain JSON: per task its metrics, how many documents were
+scored, the shots, the split and dataset, and the paper table it belongs to;
+plus the run itself (model config, checkpoint, versions, date, seed, limit),
+since a number without its protocol cannot be compared with the paper's.
+
+Task names may be given one by one, as ``"all"`` (every registered task), or
+as a group: the name of a module in ``llamaforge/eval/tasks/`` (``commonsense``,
+``reading``, ``mmlu``, ``closed_book``, ``math_reasoning``, ``code``,
+``responsible``) stands for the tasks it defines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import llamaforge
+from llamaforge.errors import ConfigError
+from llamaforge.eval.report import atomic_write_text
+from llamaforge.eval.tasks.base import (
+    BUILTIN_TASK_MODULES,
+    TASKS,
+    EvalContext,
+    get_task,
+    load_builtin_tasks,
+    load_docs,
+)
+
+
+def task_groups() -> dict[str, list[str]]:
+    """Group name -> its task names, in registration order; ``all`` is every task."""
+    load_builtin_tasks()
+    groups: dict[str, list[str]] = {"all": list(TASKS)}
+    for module in BUILTIN_TASK_MODULES:
+        suffix = f".tasks.{module}"
+        groups[module] = [name for name, cls in TASKS.items() if cls.__module__.endswith(suffix)]
+    return groups
+
+
+def resolve_task_names(names: str | Iterable[str]) -> list[str]:
+    """Expand ``"boolq,commonsense"`` (or a list) into task names, without duplicates."""
+    if isinstance(names, str):
+        names = names.split(",")
+    wanted = [n.strip() for n in names if n.strip()]
+    if not wanted:
+        raise ConfigError("no task given; pass --tasks NAME[,NAME...] (or 'all')")
+    groups = task_groups()
+    resolved: list[str] = []
+    for name in wanted:
+        for task in groups.get(name, [name]):
+            get_task(task)  # unknown names fail here, listing the known ones
+            if task not in resolved:
+                resolved.append(task)
+    return resolved
+
+
+def model_metadata(model: nn.Module) -> dict[str, Any]:
+    """The model's config as JSON-able fields, and its parameter count."""
+    config = getattr(model, "config", None)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        fields = dataclasses.asdict(config)
+    else:
+        fields = dict(vars(config)) if config is not None else {}
+    fields = {k: v for k, v in fields.items() if isinstance(v, str | int | float | bool | None)}
+    fields["parameters"] = sum(p.numel() for p in model.parameters())
+    param = next(model.parameters(), None)
+    fields["dtype"] = str(param.dtype).removeprefix("torch.") if param is not None else None
+    return fields
+
+
+def evaluate_tasks(
+    model: nn.Module,
+    tokenizer: Any,
+    task_names: str | Sequence[str],
+    *,
+    shots: int | None = None,
+    limit: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    seed: int = 1234,
+    max_seq_len: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on each task; ``shots=None`` uses each task's paper default.
+
+    ``limit`` scores only the first ``limit`` documents of each task (a quick
+    check, not a number comparable with the paper's); the few-shot split is
+    always read whole.
+    """
+    if shots is not None and shots < 0:
+        raise ConfigError(f"--shots must be >= 0, got {shots}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    names = resolve_task_names(task_names)
+    ctx = EvalContext(model, tokenizer, batch_size, max_seq_len, progress, seed)
+    results: dict[str, Any] = {}
+    for name in names:
+        task = get_task(name)
+        k = task.default_shots if shots is None else shots
+        spec = task.dataset
+        if k and spec.fewshot_split is None:
+            raise ConfigError(f"task {name} has no few-shot split; run it with --shots 0")
+        started = time.perf_counter()
+        docs = load_docs(task, spec.split, data_dir=data_dir, limit=limit)
+        fewshot = load_docs(task, spec.fewshot_split, data_dir=data_dir) if k else []
+        if progress:
+            tqdm.write(f"{name}: {len(docs)} documents, {k}-shot", file=sys.stderr)
+        metrics = task.evaluate(ctx, docs, fewshot, k)
+        entry: dict[str, Any] = {
+            "metrics": metrics,
+            "n": int(metrics.get("n", len(docs))),
+            "shots": k,
+            "split": spec.split,
+            "fewshot_split": spec.fewshot_split if k else None,
+            "dataset": spec.hf_path + (f"/{spec.hf_name}" if spec.hf_name else ""),
+            "title": getattr(task, "title", name),
+            "table": task.table,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        columns = getattr(task, "report_columns", None)
+        if columns:
+            entry["columns"] = [list(c) for c in columns]
+        results[name] = entry
+    return {
+        "results": results,
+        "config": {
+            "model": model_metadata(model),
+            "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "tasks": names,
+            "shots": shots,
+            "limit": limit,
+            "data_dir": str(data_dir) if data_dir is not None else None,
+            "batch_size": batch_size,
+            "seed": seed,
+            "llamaforge_version": llamaforge.__version__,
+            "torch_version": torch.__version__,
+            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def write_results(results: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``results`` as JSON atomically (temp file in the same folder, then rename)."""
+    return atomic_write_text(path, json.dumps(results, indent=2) + "\n")

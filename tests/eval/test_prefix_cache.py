@@ -1,0 +1,100 @@
+"""Prefix sharing (KV cache over a shared context) must give the uncached numbers."""
+
+import pytest
+import torch
+
+from llamaforge.errors import ConfigError
+from llamaforge.eval.likelihood import (
+    loglikelihood,
+    score_token_sequences,
+    supports_prefix_cache,
+)
+from llamaforge.model import ModelConfig, Transformer
+from tests.eval.test_likelihood import real_tokenizer  # noqa: F401  (module fixture)
+from tests.eval.toy import TOK, ToyModel
+
+
+def tiny_model(vocab_size, max_seq_len=32):
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        vocab_size=vocab_size,
+        max_seq_len=max_seq_len,
+        multiple_of=16,
+    )
+    return Transformer(cfg)
+
+
+def count_rows(model):
+    """Record (batch, seq) of every forward call."""
+    shapes = []
+    model.register_forward_hook(
+        lambda mod, args, kwargs, out: shapes.append(tuple(args[0].shape)), with_kwargs=True
+    )
+    return shapes
+
+
+def test_shared_prefix_equals_uncached_on_random_token_items():
+    model = tiny_model(vocab_size=50, max_seq_len=24)
+    gen = torch.Generator().manual_seed(3)
+
+    def rand(n):
+        return torch.randint(0, 50, (n,), generator=gen).tolist()
+
+    contexts = [rand(n) for n in (3, 9, 17, 20, 1)]
+    items = []
+    for ctx in contexts:
+        for n_cont in (1, 2, 4, 3):
+            items.append(((ctx + rand(n_cont))[-25:], n_cont))
+    items.append((rand(25), 4))  # a full window (25 tokens = max_seq_len + 1)
+    items.append((contexts[1] + [7], 0))  # nothing to score
+    for batch_size in (1, 3, 16):
+        cached = score_token_sequences(model, items, max_seq_len=24, batch_size=batch_size)
+        plain = score_token_sequences(
+            model, items, max_seq_len=24, batch_size=batch_size, prefix_sharing=False
+        )
+        for (lp_c, g_c), (lp_p, g_p) in zip(cached, plain, strict=True):
+            assert lp_c == pytest.approx(lp_p, abs=1e-5)
+            assert g_c == g_p
+    assert cached[-1] == (0.0, True)
+
+
+def test_text_requests_match_with_truncation_and_varied_lengths(real_tokenizer):  # noqa: F811
+    model = tiny_model(real_tokenizer.vocab_size, max_seq_len=24)
+    passage = "the answer to question 12 is the 84 cats on a mat. the answer to question 5 is"
+    requests = []
+    for ctx in (passage, "the answer to question 3 is", "question 7", passage + " the 35"):
+        for cont in (" the 21 cats", " 35", " cats on a mat and the 9 cats on a mat", " mat"):
+            requests.append((ctx, cont))
+    requests.append(("", "cats on a mat"))  # empty context: nothing to share
+    assert len(real_tokenizer.encode(passage + " the 21 cats")) > 25  # truncation happens
+    plain = loglikelihood(model, real_tokenizer, requests, batch_size=4, prefix_sharing=False)
+    for batch_size in (2, 5, 32):
+        cached = loglikelihood(model, real_tokenizer, requests, batch_size=batch_size)
+        assert [lp for lp, _ in cached] == pytest.approx([lp for lp, _ in plain], abs=1e-5)
+        assert [g for _, g in cached] == [g for _, g in plain]
+    assert model.training
+
+
+def test_the_context_runs_once_per_group():
+    model = tiny_model(vocab_size=TOK.vocab_size, max_seq_len=64)
+    shapes = count_rows(model)
+    context = "A long passage that four endings share. It goes on"
+    requests = [(context, f" ending {c}{'!' * k}") for k, c in enumerate("ABCD")]
+    loglikelihood(model, TOK, requests, batch_size=8)
+    prefix_len = len(TOK.encode(context)) - 1
+    assert shapes[0] == (1, prefix_len)  # one prefix pass, batch of one context
+    assert shapes[1] == (4, len(" ending D!!!"))  # the four continuations (+ last context token)
+    assert len(shapes) == 2
+
+
+def test_models_without_a_cache_take_the_plain_path():
+    toy = ToyModel()
+    assert not supports_prefix_cache(toy)
+    assert supports_prefix_cache(tiny_model(vocab_size=10))
+    requests = [("shared context", " a"), ("shared context", " bb")]
+    assert len(loglikelihood(toy, TOK, requests)) == 2
+    with pytest.raises(ConfigError, match="prefix_sharing"):
+        loglikelihood(toy, TOK, requests, prefix_sharing=True)
