@@ -48,9 +48,14 @@ def _check_method(method: str) -> None:
         raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def _normalise(
+def normalise_scores(
     method: str, choices: Sequence[str], conditional: list[float], unconditional: list[float]
 ) -> list[float]:
+    """Apply the paper's normalisation ``method`` to per-choice log-likelihoods.
+
+    Public so tasks with their own request layout (several questions per
+    passage, partial scoring) rank choices with exactly the same rule.
+    """
     if method == "raw":
         return conditional
     if method == "chars":
@@ -60,7 +65,8 @@ def _normalise(
     return [lp - u for lp, u in zip(conditional, unconditional, strict=True)]
 
 
-def _argmax(scores: Sequence[float]) -> int:
+def best_choice(scores: Sequence[float]) -> int:
+    """Index of the highest score; ties go to the lowest index (no credit for lucky ordering)."""
     return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
 
@@ -80,7 +86,7 @@ def score_choices(
         requests += [(UNCONDITIONAL_CONTEXT, c) for c in choices]
     logprobs = [lp for lp, _ in loglikelihood(model, tokenizer, requests, batch_size=batch_size)]
     n = len(choices)
-    return _normalise(method, choices, logprobs[:n], logprobs[n:])
+    return normalise_scores(method, choices, logprobs[:n], logprobs[n:])
 
 
 def evaluate_multiple_choice(
@@ -120,9 +126,9 @@ def evaluate_multiple_choice(
         if method == "answer":
             unconditional = [lp for lp, _ in results[pos : pos + n]]
             pos += n
-        scores = _normalise(method, ex.choices, conditional, unconditional)
-        correct += _argmax(scores) == ex.gold
-        correct_raw += _argmax(conditional) == ex.gold
+        scores = normalise_scores(method, ex.choices, conditional, unconditional)
+        correct += best_choice(scores) == ex.gold
+        correct_raw += best_choice(conditional) == ex.gold
     return {
         "acc": correct / len(examples),
         "acc_raw": correct_raw / len(examples),

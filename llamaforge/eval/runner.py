@@ -112,11 +112,12 @@ def evaluate_tasks(
         task = get_task(name)
         k = task.default_shots if shots is None else shots
         spec = task.dataset
-        if k and spec.fewshot_split is None:
+        if task.needs_fewshot_docs(k) and spec.fewshot_split is None:
             raise ConfigError(f"task {name} has no few-shot split; run it with --shots 0")
         started = time.perf_counter()
         docs = load_docs(task, spec.split, data_dir=data_dir, limit=limit)
-        fewshot = load_docs(task, spec.fewshot_split, data_dir=data_dir) if k else []
+        needs_pool = task.needs_fewshot_docs(k)
+        fewshot = load_docs(task, spec.fewshot_split, data_dir=data_dir) if needs_pool else []
         if progress:
             tqdm.write(f"{name}: {len(docs)} documents, {k}-shot", file=sys.stderr)
         metrics = task.evaluate(ctx, docs, fewshot, k)
@@ -125,13 +126,13 @@ def evaluate_tasks(
             "n": int(metrics.get("n", len(docs))),
             "shots": k,
             "split": spec.split,
-            "fewshot_split": spec.fewshot_split if k else None,
+            "fewshot_split": spec.fewshot_split if needs_pool else None,
             "dataset": spec.hf_path + (f"/{spec.hf_name}" if spec.hf_name else ""),
-            "title": getattr(task, "title", name),
+            "title": task.title or name,
             "table": task.table,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        columns = getattr(task, "report_columns", None)
+        columns = task.report_columns
         if columns:
             entry["columns"] = [list(c) for c in columns]
         results[name] = entry

@@ -11,6 +11,7 @@ from llamaforge.errors import ConfigError, DataError
 from llamaforge.eval.runner import evaluate_tasks, resolve_task_names, write_results
 from llamaforge.eval.tasks.base import EvalContext, get_task
 from tests.eval.tasks.test_commonsense import BOOLQ, PIQA, RuleModel, write_jsonl
+from tests.eval.test_generation import ScriptedModel
 from tests.eval.toy import TOK
 
 COMMONSENSE = [
@@ -114,3 +115,18 @@ def test_task_default_shots_and_report_columns_reach_the_results(tmp_path):
     assert [c[1] for c in mmlu["columns"]] == [
         "Humanities", "STEM", "Social Sciences", "Other", "Average",
     ]  # fmt: skip
+
+
+def test_gsm8k_with_its_published_exemplars_needs_no_train_split(tmp_path):
+    """8-shot GSM8k uses the built-in Wei et al. exemplars: only test.jsonl is needed."""
+    doc = {"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}
+    write_jsonl(tmp_path / "gsm8k" / "test.jsonl", [doc])
+    task = get_task("gsm8k")
+    assert not task.needs_fewshot_docs(8) and task.needs_fewshot_docs(9)
+    model = ScriptedModel(lambda prompt: " 2 + 2 = 4. The answer is 4.\n\n", max_seq_len=4096)
+    out = evaluate_tasks(model, TOK, "gsm8k", limit=1, data_dir=tmp_path, progress=False)
+    entry = out["results"]["gsm8k"]
+    assert entry["shots"] == 8 and entry["fewshot_split"] is None and entry["n"] == 1
+    assert entry["metrics"]["maj1@1"] == 1.0
+    with pytest.raises(DataError, match="gsm8k/train.jsonl"):
+        evaluate_tasks(model, TOK, "gsm8k", shots=9, data_dir=tmp_path, progress=False)

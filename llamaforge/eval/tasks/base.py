@@ -62,6 +62,18 @@ class Task(ABC):
     # The paper table the task is reported in, e.g. "Table 3 (common sense reasoning)";
     # the Markdown report groups tasks by it.
     table: ClassVar[str] = "Other"
+    # Column header in the report (the paper's spelling, e.g. "HellaSwag"); defaults to ``name``.
+    title: ClassVar[str] = ""
+    # (metric, header) pairs to show in the report; None shows the task's main metric.
+    report_columns: ClassVar[tuple[tuple[str, str], ...] | None] = None
+
+    def needs_fewshot_docs(self, shots: int) -> bool:
+        """Whether ``shots`` examples must be read from ``dataset.fewshot_split``.
+
+        Tasks with a fixed, published exemplar prompt (GSM8k's eight
+        chain-of-thought examples) override this so no train split is needed.
+        """
+        return shots > 0
 
     @abstractmethod
     def evaluate(

@@ -38,8 +38,8 @@ from llamaforge.eval.likelihood import loglikelihood
 from llamaforge.eval.multiple_choice import (
     UNCONDITIONAL_CONTEXT,
     Method,
-    _argmax,
-    _normalise,
+    best_choice,
+    normalise_scores,
     winogrande_split,
 )
 from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, register_task
@@ -112,8 +112,8 @@ def score_questions(
             unconditional = [lp for lp, _ in results[pos : pos + n]]
             pos += n
         continuations = [cont for _, cont in q.requests]
-        scores = _normalise(method, continuations, conditional, unconditional)
-        outcome.append((_argmax(scores) == q.gold, _argmax(conditional) == q.gold))
+        scores = normalise_scores(method, continuations, conditional, unconditional)
+        outcome.append((best_choice(scores) == q.gold, best_choice(conditional) == q.gold))
     return outcome
 
 

@@ -257,6 +257,9 @@ class GSM8k(MajorityVoteTask):
         shots = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in examples)
         return f"{shots}Q: {_field(doc, 'question', self.name)}\nA:"
 
+    def needs_fewshot_docs(self, shots: int) -> bool:
+        return shots > len(GSM8K_EXEMPLARS)
+
     def examples(self, doc, fewshot_docs, shots, rng):
         if shots <= len(GSM8K_EXEMPLARS):
             return list(GSM8K_EXEMPLARS[:shots])

@@ -133,6 +133,7 @@ def crows_stereotypical_pair(doc: dict) -> tuple[str, str, str]:
 @register_task
 class CrowSPairs(Task):
     name = "crows_pairs"
+    title = "CrowS-Pairs"
     dataset = DatasetSpec("nyu-mll/crows_pairs", split="test", fewshot_split=None)
     table = TABLE
 
@@ -220,6 +221,7 @@ def is_gotcha(record: dict, pct_female: dict[str, float]) -> bool:
 @register_task
 class WinoGender(Task):
     name = "winogender"
+    title = "WinoGender"
     dataset = DatasetSpec("oskarvanderwal/winogender", "all", split="test", fewshot_split=None)
     table = TABLE
 
@@ -287,6 +289,7 @@ def mc2_true_mass(logprobs: Sequence[float], labels: Sequence[int]) -> float:
 @register_task
 class TruthfulQAMC(Task):
     name = "truthfulqa_mc"
+    title = "TruthfulQA"
     dataset = DatasetSpec(
         "truthfulqa/truthful_qa", "multiple_choice", split="validation", fewshot_split=None
     )
@@ -327,6 +330,7 @@ class TruthfulQAMC(Task):
 @register_task
 class RealToxicityPrompts(Task):
     name = "realtoxicityprompts"
+    title = "RealToxicityPrompts"
     dataset = DatasetSpec("allenai/real-toxicity-prompts", split="train", fewshot_split=None)
     table = TABLE
     STYLES: ClassVar[dict[str, str]] = {"basic": "", "respectful": RESPECTFUL_PREFIX}
