@@ -72,6 +72,53 @@ def plot_loss(rows: Sequence[dict], out_png: str | os.PathLike, title: str) -> P
     return out_png
 
 
+# Metric plotted per task in the Figure 2 panel, in order of preference; tasks
+# without any of these show their first logged metric.
+MAIN_TASK_METRICS = ("acc", "exact_match", "maj1@1", "pass@1", "mc2", "mc1")
+
+
+def task_curves(rows: Sequence[dict]) -> dict[str, tuple[str, Curve]]:
+    """Task -> (metric, curve against tokens) from the rows a task-eval hook logged."""
+    metrics_by_task: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("split") != "tasks":
+            continue
+        for key in row:
+            task, sep, metric = key.partition("/")
+            if sep and metric not in metrics_by_task.setdefault(task, []):
+                metrics_by_task[task].append(metric)
+    chosen: dict[str, tuple[str, Curve]] = {}
+    for task, metrics in metrics_by_task.items():
+        metric = next((m for m in MAIN_TASK_METRICS if m in metrics), metrics[0])
+        chosen[task] = (metric, curve(rows, f"{task}/{metric}", "tasks"))
+    return chosen
+
+
+def plot_task_curves(rows: Sequence[dict], out_png: str | os.PathLike) -> Path | None:
+    """One panel per task, its metric against training tokens (the paper's Figure 2)."""
+    curves = task_curves(rows)
+    if not curves:
+        return None
+    n = len(curves)
+    cols = min(n, 4)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), dpi=110, squeeze=False)
+    for ax, (task, (metric, points)) in zip(axes.flat, sorted(curves.items()), strict=False):
+        ax.plot(points.tokens, [100 * v for v in points.values], "o-", linewidth=1.2)
+        ax.set_title(f"{task} ({metric})", fontsize=9)
+        ax.set_xlabel("training tokens", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    tmp = out_png.with_name(f".{out_png.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png
+
+
 def _table(rows: Sequence[tuple[str, str]]) -> str:
     lines = ["| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in rows]
@@ -112,6 +159,16 @@ def write_report(
         ]
     )
     parts = [f"# {title}", "", "![loss against training tokens](loss.png)", "", table, ""]
+    if plot_task_curves(rows, run_dir / "tasks.png"):
+        last = {task: (metric, c.values[-1]) for task, (metric, c) in task_curves(rows).items()}
+        parts += [
+            "## Benchmarks during training (like the paper's Figure 2)",
+            "",
+            "![benchmark metrics against training tokens, in %](tasks.png)",
+            "",
+            _table([(f"{t} {m} (last)", f"{100 * v:.1f} %") for t, (m, v) in sorted(last.items())]),
+            "",
+        ]
     if notes:
         parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     if samples:
