@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.dcp import is_dcp_folder, read_dcp_weights
 from llamaforge.model import ModelConfig, Transformer, build_model
 from llamaforge.model.naming import plain_name
 
@@ -265,11 +266,18 @@ def load_native(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = torch.float32,
 ) -> tuple[Transformer, Path | None]:
-    """Model and the path of the folder's ``tokenizer.model`` (None if absent), no Tokenizer."""
+    """Model and the path of the folder's ``tokenizer.model`` (None if absent), no Tokenizer.
+
+    A sharded checkpoint of a distributed run (DCP shards, no
+    ``model.safetensors``) is read too, gathered into one model.
+    """
     folder = Path(directory)
     cfg = read_model_config(folder)
     weights_path = folder / WEIGHTS_NAME
-    state = read_safetensors(weights_path, device=device)
+    if not weights_path.is_file() and is_dcp_folder(folder):  # a distributed run's checkpoint
+        state, weights_path = read_dcp_weights(folder), folder
+    else:
+        state = read_safetensors(weights_path, device=device)
     model = model_from_state_dict(cfg, state, weights_path, device=device, dtype=dtype)
     tokenizer = folder / TOKENIZER_NAME
     return model, tokenizer if tokenizer.is_file() else None

@@ -17,19 +17,16 @@ folders are deleted by the next :meth:`CheckpointManager.save`. Deletions
 (pruning, replacing a folder of the same step) also rename to ``.tmp-*``
 first, so a crash mid-delete never leaves a half-deleted ``step_*`` folder.
 
-The class keeps a strict save/load boundary (one folder in, one folder out)
-so the scale-out work can swap the single-file writers for
-``torch.distributed.checkpoint`` shards and per-rank ``rng_rank{N}.pt`` files
-behind the same API, the manifest and atomic rename staying as they are.
+Manifests, verification and the newest-valid search live in
+:mod:`llamaforge.train.checkpoint_files` (re-exported here); the distributed
+writer (:mod:`llamaforge.train.parallel.dcp`) reuses this class's atomic
+``_begin``/``_commit`` protocol and pruning with DCP shards inside.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -40,55 +37,45 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.model.naming import plain_name
+from llamaforge.train.checkpoint_files import (
+    FORMAT_VERSION,
+    MANIFEST,
+    REQUIRED_FILES,
+    checkpoint_layout,
+    file_entry,
+    fsync_path,
+    latest_valid,
+    list_checkpoints,
+    read_json,
+    step_dir_name,
+    verify_checkpoint,
+    write_json,
+    write_manifest,
+)
 from llamaforge.train.rng import CheckpointWarning, capture_rng_state, restore_rng_state
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-REQUIRED_FILES = ("model.safetensors", "config.json", "optimizer.pt", "state.json", "rng.pt")
-_STEP_RE = re.compile(r"^step_(\d+)$")
-# Optimizer state entries that are element-wise over their parameter (Adam,
-# AdamW, SGD): a shape mismatch there means param groups were built differently.
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "REQUIRED_FILES",
+    "CheckpointManager",
+    "CheckpointWarning",
+    "latest_valid",
+    "plain_name",
+    "step_dir_name",
+    "verify_checkpoint",
+]
+
+# Element-wise optimizer state entries over their parameter (Adam, AdamW, SGD):
+# a shape mismatch there means param groups were built differently.
 _ELEMENTWISE_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
-_PROGRESS_BYTES = 512 * 2**20  # hash with a progress bar above this size
-
-
-def step_dir_name(step: int) -> str:
-    return f"step_{step:08d}"
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file, or a directory entry on POSIX (Windows cannot open directories)."""
-    if path.is_dir() and os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    size = path.stat().st_size
-    with (
-        open(path, "rb") as file,
-        tqdm(
-            total=size,
-            unit="B",
-            unit_scale=True,
-            desc=f"sha256 {path.name}",
-            disable=size < _PROGRESS_BYTES,
-            leave=False,
-        ) as bar,
-    ):
-        while chunk := file.read(2**22):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
+_checkpoints = list_checkpoints
+_fsync_path = fsync_path
+_read_json = read_json
+_write_json = write_json
 
 
 def _as_dict(config: Any, field: str) -> dict[str, Any]:
@@ -99,90 +86,6 @@ def _as_dict(config: Any, field: str) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return dict(config)
     raise TypeError(f"{field} must be a dict or dataclass, got {type(config).__name__}")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    def default(obj: Any) -> Any:
-        if isinstance(obj, os.PathLike):
-            return os.fspath(obj)
-        raise TypeError(f"{path.name}: {type(obj).__name__} value {obj!r} is not JSON-serialisable")
-
-    path.write_text(json.dumps(data, indent=2, default=default) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: cannot be read as JSON ({error})") from error
-
-
-def verify_checkpoint(path: str | os.PathLike) -> None:
-    """Raise CheckpointError describing the first problem, or return if complete and intact.
-
-    Checks the manifest, that every required file is listed, and the size then
-    sha256 of each listed file. Files not in the manifest (notes a user added)
-    are allowed. Hashing reads the whole folder once, which is cheap next to
-    the training time it protects.
-    """
-    folder = Path(path)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise CheckpointError(
-            f"{manifest_path} is missing: the checkpoint is incomplete (the save was "
-            "interrupted or the folder was copied partially); use an earlier checkpoint"
-        )
-    manifest = _read_json(manifest_path)
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict):
-        raise CheckpointError(
-            f"{manifest_path} has no 'files' table; it is not a llamaforge manifest"
-        )
-    for name in REQUIRED_FILES:
-        if name not in files:
-            raise CheckpointError(f"{manifest_path} does not list required file {name}")
-    for name, entry in files.items():
-        if Path(name).name != name or name in (".", "..", MANIFEST):
-            raise CheckpointError(f"{manifest_path} lists an invalid file name {name!r}")
-        file = folder / name
-        entry = entry if isinstance(entry, dict) else {}
-        if not file.is_file():
-            raise CheckpointError(f"{file} is listed in the manifest but missing")
-        size = file.stat().st_size
-        if size != entry.get("size"):
-            raise CheckpointError(
-                f"{file} has {size} bytes, the manifest says {entry.get('size')} (truncated?)"
-            )
-        if _sha256(file) != entry.get("sha256"):
-            raise CheckpointError(f"{file} does not match its sha256 in the manifest (corrupted)")
-
-
-def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    """``step_*`` folders, newest first (numeric order, so step 10^8 sorts right)."""
-    if not directory.is_dir():
-        return []
-    found = []
-    for child in directory.iterdir():
-        match = _STEP_RE.match(child.name)
-        if match and child.is_dir():
-            found.append((int(match.group(1)), child))
-    return sorted(found, reverse=True)
-
-
-def latest_valid(directory: str | os.PathLike) -> Path | None:
-    """Newest checkpoint that verifies; each newer broken one is skipped with a warning.
-
-    Folders without a manifest are also warned about: they are never produced
-    by :class:`CheckpointManager` and usually mean a partial copy.
-    """
-    for _, path in _checkpoints(Path(directory)):
-        try:
-            verify_checkpoint(path)
-        except CheckpointError as error:
-            warnings.warn(f"skipping checkpoint {path}: {error}", CheckpointWarning, stacklevel=2)
-            continue
-        return path
-    return None
 
 
 class CheckpointManager:
@@ -224,15 +127,27 @@ class CheckpointManager:
         tokenizer = Path(tokenizer_path) if tokenizer_path is not None else None
         if tokenizer is not None and not tokenizer.is_file():
             raise ConfigError(f"tokenizer file {tokenizer} does not exist; pass the .model path")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temporaries()
-        name = step_dir_name(step)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.directory))
-        final, replaced = self.directory / name, None
+        tmp = self._begin(step)
         try:
             self._write_files(
                 tmp, step, model, optimizer, model_config, train_config, state, tokenizer
             )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self._commit(tmp, step)
+
+    def _begin(self, step: int) -> Path:
+        """A fresh temporary folder for step ``step``; leftovers of crashed saves are removed."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
+        return Path(tempfile.mkdtemp(prefix=f".tmp-{step_dir_name(step)}-", dir=self.directory))
+
+    def _commit(self, tmp: Path, step: int) -> Path:
+        """Rename a complete ``tmp`` (manifest written) to ``step_N`` atomically, then prune."""
+        name = step_dir_name(step)
+        final, replaced = self.directory / name, None
+        try:
             # Same step saved again: move the old folder aside just before the
             # rename, so the window without a step_N folder is two renames long.
             replaced = self._move_aside(final) if final.exists() else None
@@ -265,12 +180,18 @@ class CheckpointManager:
         Everything is read and checked before anything is modified, so a
         mismatch leaves the model and optimizer untouched. ``optimizer=None``
         loads weights and RNG only (evaluation, or a deliberate optimizer
-        reset). Weights are cast to the model's dtype and device.
+        reset). Weights are cast to the model's dtype and device. A sharded
+        (DCP) checkpoint of a distributed run is loaded too, resharded to
+        this one process.
         ``verify=False`` skips the checksum pass when :meth:`latest` just did it.
         """
         folder = Path(path)
         if verify:
             verify_checkpoint(folder)
+        if checkpoint_layout(folder) == "dcp":  # written by a distributed run: gather it here
+            from llamaforge.train.parallel.dcp import load_sharded
+
+            return load_sharded(folder, model, optimizer, distributed=False)
         weights_file = folder / "model.safetensors"
         try:
             saved = load_file(weights_file)
@@ -341,19 +262,8 @@ class CheckpointManager:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         _write_json(tmp / "state.json", {**state, "step": step})
         torch.save(capture_rng_state(), tmp / "rng.pt")
-        files = {}
-        for file in sorted(tmp.iterdir()):
-            _fsync_path(file)
-            files[file.name] = {"size": file.stat().st_size, "sha256": _sha256(file)}
-        manifest = {
-            "format": "llamaforge-checkpoint",
-            "format_version": FORMAT_VERSION,
-            "step": step,
-            "files": files,
-        }
-        _write_json(tmp / MANIFEST, manifest)
-        _fsync_path(tmp / MANIFEST)
-        _fsync_path(tmp)
+        files = {file.name: file_entry(file) for file in sorted(tmp.iterdir())}
+        write_manifest(tmp, step, files)
 
     def _read_optimizer(self, file: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         try:
@@ -408,7 +318,7 @@ class CheckpointManager:
                 f"{self.directory} holds checkpoints newer than {just_written.name} ({newer}), "
                 "probably from an abandoned run; latest() will prefer them, delete them if not",
                 CheckpointWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if self.keep_last == 0:
             return

@@ -1,4 +1,10 @@
-"""``llamaforge train`` and ``llamaforge eval-loss``."""
+"""``llamaforge train`` and ``llamaforge eval-loss``.
+
+``llamaforge train`` is also what torchrun runs on every rank
+(``torchrun --nproc_per_node N -m llamaforge train CONFIG``); only rank 0
+prints and writes the report, which it generates from the final sharded
+checkpoint gathered into one plain model.
+"""
 
 from __future__ import annotations
 
@@ -30,17 +36,54 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume!r}")
     cfg = load_train_config(args.config, overrides)
-    trainer = Trainer(cfg, progress=not args.quiet)
-    result = trainer.run()
+    trainer = Trainer(cfg, progress=not args.quiet, hooks=benchmark_hooks(cfg))
+    try:
+        result = trainer.run()
+    finally:
+        trainer.close()
+    if not trainer.is_main:
+        return 0  # rank 0 speaks for the job
     print(
         f"{result.stopped_by}: step {result.steps}/{cfg.max_steps}, {result.tokens:,} tokens, "
         f"train loss {result.train_loss:.4f}"
         + (f", val loss {result.val_loss:.4f}" if result.val_loss is not None else "")
     )
     if result.stopped_by == "finished" and not args.no_report:
-        report = write_run_report(cfg, result, trainer.model, DEFAULT_PROMPTS)
+        model = trainer.model
+        if trainer.dist is not None:  # sharded weights: gather the saved ones on this rank
+            from llamaforge.formats.native import load_native
+
+            model, _ = load_native(result.checkpoint, device=trainer.device)
+        report = write_run_report(cfg, result, model, DEFAULT_PROMPTS)
         print(f"report: {report}")
     return 0
+
+
+def benchmark_hooks(cfg) -> list:
+    """The ``[benchmarks]`` hook, if the config asks for one.
+
+    This is the one place where training reaches into ``llamaforge.eval``; the
+    import is lazy so a run without benchmarks never loads it.
+    """
+    bench = cfg.benchmarks
+    if not bench.tasks.strip():
+        return []
+    from llamaforge.errors import ConfigError
+
+    if not cfg.data.tokenizer or not Path(cfg.data.tokenizer).is_file():
+        raise ConfigError(
+            f"benchmarks.tasks = {bench.tasks!r} needs the tokenizer: set data.tokenizer to the "
+            f"SentencePiece model of the token data (got {cfg.data.tokenizer!r})"
+        )
+    from llamaforge.eval.during_training import TaskEvalHook
+    from llamaforge.tokenizer import Tokenizer
+
+    hook = TaskEvalHook(
+        bench.tasks, Tokenizer(cfg.data.tokenizer), data_dir=bench.data_dir or None,
+        limit=bench.limit or None, shots=None if bench.shots < 0 else bench.shots,
+        batch_size=bench.batch_size, seed=cfg.train.seed,
+    )  # fmt: skip
+    return [hook]
 
 
 def configure_eval_loss(parser: argparse.ArgumentParser) -> None:

@@ -163,6 +163,24 @@ class ParallelConfig(Section):
     tp: int = field_with_rule(1, ">= 1")
 
 
+@dataclass
+class BenchmarksConfig(Section):
+    """Benchmarks on the live model during training, like the paper's Figure 2.
+
+    Off unless ``tasks`` names some. ``llamaforge train`` turns this section
+    into a :class:`llamaforge.eval.during_training.TaskEvalHook`; the numbers
+    equal ``llamaforge eval`` on the saved checkpoint with the same settings.
+    """
+
+    _name = "benchmarks"
+    tasks: str = ""  # as `llamaforge eval --tasks`: "hellaswag,piqa", a group, or "all"
+    every_steps: int = field_with_rule(0, ">= 0")  # 0 = before the first and after the last step
+    data_dir: str = ""  # <data_dir>/<task>/<split>.jsonl; "" = Hugging Face datasets
+    limit: int = field_with_rule(0, ">= 0")  # documents per task; 0 = all
+    shots: int = field_with_rule(-1, ">= -1")  # -1 = each task's paper default
+    batch_size: int = field_with_rule(8, "> 0")
+
+
 _SECTIONS: dict[str, type] = {
     "model": ModelSection,
     "optim": OptimConfig,
@@ -171,6 +189,7 @@ _SECTIONS: dict[str, type] = {
     "checkpoint": CheckpointConfig,
     "log": LogConfig,
     "parallel": ParallelConfig,
+    "benchmarks": BenchmarksConfig,
 }
 
 
@@ -183,6 +202,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -195,10 +215,16 @@ class TrainConfig:
                 f"data.seq_len ({data.seq_len}) exceeds model.max_seq_len ({model.max_seq_len}); "
                 "lower data.seq_len or set model.max_seq_len"
             )
-        if model.n_heads % self.parallel.tp:
-            raise ConfigError(
-                f"model.n_heads ({model.n_heads}) must be divisible by parallel.tp ({self.parallel.tp})"
-            )
+        tp = self.parallel.tp
+        split_by_tp = {  # what tensor and sequence parallelism cut into tp equal pieces
+            "model.n_heads": model.n_heads,
+            "the FFN hidden size (from model.dim and model.multiple_of)": model.ffn_hidden_dim,
+            "model.vocab_size": model.vocab_size,
+            "data.seq_len (sequence parallelism shards it)": data.seq_len,
+        }
+        for name, value in split_by_tp.items():
+            if value % tp:
+                raise ConfigError(f"{name} ({value}) must be divisible by parallel.tp ({tp})")
         per_pass = self.micro_batch_tokens * self.parallel.dp
         if data.batch_tokens % per_pass:
             lower = max(per_pass, data.batch_tokens // per_pass * per_pass)

@@ -16,6 +16,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -133,6 +134,38 @@ def detect_peak_flops(device: str | torch.device, dtype: torch.dtype = torch.bfl
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return _detect(device, dtype)
+
+
+@dataclass
+class TrainResult:
+    """What a run reports at the end (``summary.json``, ``report.md``)."""
+
+    steps: int
+    tokens: int
+    params: int
+    train_loss: float
+    val_loss: float | None
+    initial_val_loss: float | None
+    tokens_per_s: float
+    mfu: float
+    wall_time_s: float  # training time summed over all sessions of the run
+    device: str
+    n_devices: int
+    skipped_steps: int
+    stopped_by: str  # "finished", "SIGINT" or "SIGTERM"
+    checkpoint: str
+    peak_flops: float
+
+    @property
+    def train_ppl(self) -> float:
+        return math.exp(min(self.train_loss, 50.0))
+
+    @property
+    def val_ppl(self) -> float | None:
+        return None if self.val_loss is None else math.exp(min(self.val_loss, 50.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "train_ppl": self.train_ppl, "val_ppl": self.val_ppl}
 
 
 _RESERVED = frozenset({"step", "split", "timestamp"})

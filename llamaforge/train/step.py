@@ -44,6 +44,7 @@ def train_step(
     grad_clip: float,
     precision: str = "fp32",
     clip_fn: Callable[..., torch.Tensor] = nn.utils.clip_grad_norm_,
+    loss_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> StepResult:
     """Accumulate ``accumulation_steps`` micro-batches, clip, and step unless non-finite.
 
@@ -52,6 +53,10 @@ def train_step(
     (all micro-batches hold the same number of tokens). A non-finite loss or
     gradient norm skips the update entirely and zeroes the gradients: the
     weights stay those of the last good step.
+
+    Distributed runs pass a ``clip_fn`` that reduces the norm over the mesh
+    and a ``loss_reduce`` that averages the loss over ranks, so every rank
+    reports the global loss and takes the same skip decision.
     """
     device = next(model.parameters()).device
     total_loss = torch.zeros((), device=device)
@@ -70,6 +75,8 @@ def train_step(
         total_loss += loss.detach()
         tokens += targets.numel()
     grad_norm = clip_fn(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    if loss_reduce is not None:
+        total_loss = loss_reduce(total_loss)
     loss_value, norm_value = float(total_loss), float(grad_norm)
     skipped = not (math.isfinite(loss_value) and math.isfinite(norm_value))
     if not skipped:

@@ -5,6 +5,14 @@ AdamW moments, the step (hence the learning rate), the data loader's
 position, the RNG states and the non-finite-step counter. On CPU a run killed
 at any moment and resumed from its last checkpoint therefore produces the
 same loss curve as an uninterrupted run (tested with a real SIGKILL).
+
+Under torchrun (``WORLD_SIZE > 1``) or with ``parallel.dp * parallel.tp > 1``
+the same loop runs on a ("dp", "tp") mesh: FSDP2 x tensor/sequence
+parallelism, sharded DCP checkpoints (see ``llamaforge.train.parallel``).
+Only rank 0 writes logs, the summary and the progress bar. Logged throughput
+is global (``tokens_per_s``) and per device (``tokens_per_s_per_device``);
+``mfu`` is per device, with ``mfu_min``/``mfu_max`` over ranks so a straggler
+shows.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +35,14 @@ from llamaforge.model import build_model
 from llamaforge.train.activation_checkpoint import apply_activation_checkpointing
 from llamaforge.train.checkpoint import CheckpointManager
 from llamaforge.train.config import TrainConfig
-from llamaforge.train.metrics import MetricsLogger, detect_peak_flops, mfu
+from llamaforge.train.metrics import MetricsLogger, TrainResult, detect_peak_flops, mfu
 from llamaforge.train.optim import apply_lr, build_optimizer
+from llamaforge.train.parallel.mesh import wants_distributed
 from llamaforge.train.step import evaluate_loss, train_step
 
 
 class TrainingDiverged(LlamaforgeError):
     """Too many consecutive non-finite steps; the last good checkpoint was kept."""
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    tokens: int
-    params: int
-    train_loss: float
-    val_loss: float | None
-    initial_val_loss: float | None
-    tokens_per_s: float
-    mfu: float
-    wall_time_s: float  # training time summed over all sessions of the run
-    device: str
-    n_devices: int
-    skipped_steps: int
-    stopped_by: str  # "finished", "SIGINT" or "SIGTERM"
-    checkpoint: str
-    peak_flops: float
-
-    @property
-    def train_ppl(self) -> float:
-        return math.exp(min(self.train_loss, 50.0))
-
-    @property
-    def val_ppl(self) -> float | None:
-        return None if self.val_loss is None else math.exp(min(self.val_loss, 50.0))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "train_ppl": self.train_ppl, "val_ppl": self.val_ppl}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,11 +53,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Called with the live model; returns metrics logged under split "tasks" (see
+# llamaforge.eval.during_training for the benchmark hook llamaforge train builds).
+ModelHook = Callable[[torch.nn.Module], dict[str, float]]
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: TrainConfig, progress: bool = True, hooks: Sequence[ModelHook] = ()
+    ) -> None:
         self.cfg = cfg
-        self.progress = progress
-        self.device = resolve_device(cfg.train.device)
+        self.hooks = list(hooks)
+        self.dist = None
+        if wants_distributed(cfg.parallel.dp, cfg.parallel.tp):
+            from llamaforge.train.parallel.runtime import DistributedRuntime
+
+            self.dist = DistributedRuntime(cfg)
+        self.is_main = self.dist is None or self.dist.is_main
+        self.progress = progress and self.is_main
+        self.device = self.dist.device if self.dist else resolve_device(cfg.train.device)
+        self.world_size = self.dist.ctx.world_size if self.dist else 1
+        self.dp = self.dist.ctx.dp if self.dist else 1
         self.run_dir = Path(cfg.train.run_dir)
         self.max_steps = cfg.max_steps
         self._stop_signal: str | None = None
@@ -87,15 +82,23 @@ class Trainer:
         self.model_config = cfg.model_config
         self.model = build_model(self.model_config, device=self.device)
         self.params = self.model.num_params()
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.model = apply_activation_checkpointing(self.model, cfg.train.activation_checkpointing)
-        self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        if self.dist:  # bf16 then comes from FSDP's mixed-precision policy, not autocast
+            self.optimizer = self.dist.prepare(self.model)
+            self.forward_model = self.model
+            self.step_precision = "fp32"
+        else:
+            self.optimizer = build_optimizer(self.model, cfg.optim)
+            mode = cfg.train.activation_checkpointing
+            self.model = apply_activation_checkpointing(self.model, mode)
+            self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+            self.step_precision = cfg.train.precision
 
         sources = [(s.path, s.weight) for s in cfg.data.sources]
         if not sources:
             raise LlamaforgeError("data.sources is empty: give at least one token folder")
         common = dict(seq_len=cfg.data.seq_len, batch_size=cfg.data.micro_batch_size,
-                      val_fraction=cfg.data.val_fraction, seed=cfg.data.seed)  # fmt: skip
+                      val_fraction=cfg.data.val_fraction, seed=cfg.data.seed,
+                      rank=self.dist.ctx.dp_rank if self.dist else 0, world_size=self.dp)  # fmt: skip
         self.loader = TokenLoader(sources, split="train", **common)
         self.val_loader = (
             TokenLoader(sources, split="val", max_batches=cfg.train.val_batches, **common)
@@ -107,7 +110,11 @@ class Trainer:
                 f"token data has vocab_size {self.loader.vocab_size} but model.vocab_size is "
                 f"{self.model_config.vocab_size}; set model.vocab_size={self.loader.vocab_size}"
             )
-        self.checkpoints = CheckpointManager(cfg.checkpoint_dir, keep_last=cfg.checkpoint.keep_last)
+        self.checkpoints = (
+            self.dist.checkpoint_manager()
+            if self.dist
+            else CheckpointManager(cfg.checkpoint_dir, keep_last=cfg.checkpoint.keep_last)
+        )
         peak = cfg.log.peak_flops_per_device or detect_peak_flops(
             self.device, torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
         )
@@ -173,8 +180,8 @@ class Trainer:
     def validate(self) -> float | None:
         if self.val_loader is None:
             return None
-        loss, _ = evaluate_loss(self.forward_model, self.val_loader, self.cfg.train.precision)
-        return loss
+        loss, count = evaluate_loss(self.forward_model, self.val_loader, self.step_precision)
+        return self.dist.mean_eval_loss(loss, count) if self.dist else loss
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
         if self._stop_signal is not None and signum == signal.SIGINT:
@@ -182,14 +189,15 @@ class Trainer:
         self._stop_signal = signal.Signals(signum).name
 
     def run(self) -> TrainResult:
+        self._summary: TrainResult | None = None
         cfg = self.cfg
         resumed_from = self.resume()
         handlers = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
         }
         logger = MetricsLogger(
-            self.run_dir, tensorboard=cfg.log.tensorboard, jsonl=cfg.log.jsonl,
-            start_step=self.step if resumed_from else None,
+            self.run_dir, tensorboard=cfg.log.tensorboard and self.is_main,
+            jsonl=cfg.log.jsonl and self.is_main, start_step=self.step if resumed_from else None,
         )  # fmt: skip
         try:
             self._loop(logger, resumed_from)
@@ -197,7 +205,7 @@ class Trainer:
             logger.close()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-        return self._result()
+        return self._summary or self._result()
 
     def _loop(self, logger: MetricsLogger, resumed_from: Path | None) -> None:
         cfg = self.cfg
@@ -205,6 +213,7 @@ class Trainer:
             self.initial_val_loss = self.last_val_loss = self.validate()
             if self.initial_val_loss is not None:
                 logger.log(0, self._val_metrics(self.initial_val_loss), split="val")
+            self._run_hooks(logger)
         accumulation = cfg.accumulation_steps
         last_saved = self.step if resumed_from else -1
         with tqdm(
@@ -212,33 +221,35 @@ class Trainer:
             desc=f"train {self.params / 1e6:.1f}M", unit="step", dynamic_ncols=True,
         ) as bar:  # fmt: skip
             self.model.train()
-            while self.step < self.max_steps and self._stop_signal is None:
+            while self.step < self.max_steps and not self._should_stop():
                 start = time.perf_counter()
                 lr = apply_lr(self.optimizer, self.step, cfg.optim, self.max_steps)
                 batches = (self.loader.next_batch() for _ in range(accumulation))
                 result = train_step(
                     self.forward_model, self.optimizer, batches, accumulation, cfg.optim.grad_clip,
-                    cfg.train.precision,
+                    self.step_precision, **self._step_hooks(),
                 )  # fmt: skip
                 elapsed = time.perf_counter() - start
                 self.wall_time_s += elapsed
                 self.step += 1
-                self.tokens += result.tokens
+                step_tokens = result.tokens * self.dp  # all data-parallel ranks
+                self.tokens += step_tokens
                 if result.skipped:
                     self.skipped_steps += 1
                     self.consecutive_nonfinite += 1
                 else:
                     self.consecutive_nonfinite = 0
                     self.last_train_loss = result.loss
-                tokens_per_s = result.tokens / elapsed
+                tokens_per_s = step_tokens / elapsed
                 metrics = {
                     "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
                     "tokens": self.tokens, "tokens_per_s": tokens_per_s,
-                    "mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops),
+                    "mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops,
+                               self.world_size),
                     "skipped_steps": self.skipped_steps,
                 }  # fmt: skip
                 if self.step % cfg.log.every_steps == 0 or self.step == self.max_steps:
-                    logger.log(self.step, metrics)
+                    logger.log(self.step, self._per_device(metrics))
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{result.loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tokens_per_s:,.0f}"
@@ -255,14 +266,44 @@ class Trainer:
                     self.last_val_loss = self.validate()
                     if self.last_val_loss is not None:
                         logger.log(self.step, self._val_metrics(self.last_val_loss), split="val")
+                bench_every = cfg.benchmarks.every_steps
+                if (bench_every and self.step % bench_every == 0) or self.step == self.max_steps:
+                    self._run_hooks(logger)
                 every = cfg.checkpoint.every_steps
                 if (every and self.step % every == 0) or self.step == self.max_steps:
                     self.save_checkpoint()
                     last_saved = self.step
         if self._stop_signal is not None and last_saved != self.step:
             path = self.save_checkpoint()
-            tqdm.write(f"{self._stop_signal}: saved {path}; resume with the same command")
+            if self.is_main:
+                tqdm.write(f"{self._stop_signal}: saved {path}; resume with the same command")
         self._write_summary()
+
+    def _run_hooks(self, logger: MetricsLogger) -> None:
+        for hook in self.hooks:  # every rank runs them: sharded modules need all ranks
+            logger.log(self.step, {**hook(self.model), "tokens": self.tokens}, split="tasks")
+
+    def _should_stop(self) -> bool:
+        if self.dist:
+            self._stop_signal = self.dist.agree_stop(self._stop_signal)
+        return self._stop_signal is not None
+
+    def _step_hooks(self) -> dict[str, Any]:
+        if self.dist is None:
+            return {}
+        return {"clip_fn": self.dist.clip_fn, "loss_reduce": self.dist.loss_reduce}
+
+    def _per_device(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        per_device = metrics["tokens_per_s"] / self.world_size
+        out = {**metrics, "tokens_per_s_per_device": per_device}
+        if self.dist:  # every rank's own MFU, so a straggler shows
+            out.update(self.dist.mfu_spread(mfu(per_device, self.flops_per_token, self.peak_flops)))
+        return out
+
+    def close(self) -> None:
+        """Leave the process group (distributed runs); the model stays usable on this rank."""
+        if self.dist:
+            self.dist.close()
 
     def _val_metrics(self, loss: float) -> dict[str, float]:
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": self.tokens}
@@ -274,14 +315,17 @@ class Trainer:
             steps=self.step, tokens=self.tokens, params=self.params,
             train_loss=self.last_train_loss, val_loss=self.last_val_loss,
             initial_val_loss=self.initial_val_loss, tokens_per_s=throughput,
-            mfu=mfu(throughput, self.flops_per_token, self.peak_flops),
-            wall_time_s=self.wall_time_s, device=str(self.device), n_devices=1,
+            mfu=mfu(throughput, self.flops_per_token, self.peak_flops, self.world_size),
+            wall_time_s=self.wall_time_s, device=str(self.device), n_devices=self.world_size,
             skipped_steps=self.skipped_steps, stopped_by=self._stop_signal or "finished",
             checkpoint=str(latest) if latest else "", peak_flops=self.peak_flops,
         )  # fmt: skip
 
     def _write_summary(self) -> None:
+        result = self._summary = self._result()  # every rank: finding the latest is collective
+        if not self.is_main:
+            return
         path = self.run_dir / "summary.json"
         tmp = path.with_name(".summary.json.tmp")
-        tmp.write_text(json.dumps(self._result().to_dict(), indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
         os.replace(tmp, path)

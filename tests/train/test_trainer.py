@@ -75,7 +75,7 @@ def write_config(path: Path, tokens: Path, run_dir: Path, **sections: dict[str, 
         "log": {"tensorboard": False, "peak_flops_per_device": 1e12},
     }  # fmt: skip
     for name, table in sections.items():
-        tables[name].update(table)
+        tables.setdefault(name, {}).update(table)
     lines = []
     for name, table in tables.items():
         lines += [f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
