@@ -1,8 +1,11 @@
 """Benchmarks while pretraining, like the paper's Figure 2 (accuracy against tokens).
 
 The trainer knows nothing about benchmarks (data flows data -> tokenizer ->
-train -> eval): it calls any hook it is given every ``every`` steps with the
-live model and logs the returned numbers under ``split="tasks"``. This module
+train -> eval): it calls the hooks it is given every
+``benchmarks.every_steps`` steps (and before the first and after the last
+step) with the live model and logs the returned numbers under
+``split="tasks"``; ``llamaforge train`` builds this hook from the config's
+``[benchmarks]`` section. This module
 is the hook. It reuses :func:`llamaforge.eval.runner.evaluate_tasks`, so a
 number logged during training is the number ``llamaforge eval`` prints for
 the same checkpoint, task list, shots and limit.
@@ -34,33 +37,26 @@ from llamaforge.eval.runner import evaluate_tasks, resolve_task_names
 
 
 class TaskEvalHook:
-    """Evaluate ``tasks`` on the live model every ``every`` optimizer steps."""
+    """Evaluate ``tasks`` on the live model; the trainer decides when."""
 
     def __init__(
         self,
         tasks: str | Sequence[str],
         tokenizer: Any,
         *,
-        every: int,
         data_dir: str | os.PathLike | None = None,
         limit: int | None = None,
         shots: int | None = None,
         batch_size: int = 8,
         seed: int = 1234,
     ) -> None:
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
         self.tasks = resolve_task_names(tasks)
         self.tokenizer = tokenizer
-        self.every = every
         self.data_dir = data_dir
         self.limit = limit
         self.shots = shots
         self.batch_size = batch_size
         self.seed = seed
-
-    def due(self, step: int) -> bool:
-        return step % self.every == 0
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:

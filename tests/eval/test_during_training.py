@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from llamaforge.errors import ConfigError
 from llamaforge.eval.during_training import TaskEvalHook, flatten_results
 from llamaforge.train.report import task_curves, write_report
 from tests.eval.tasks.test_commonsense import BOOLQ, RuleModel, write_jsonl
@@ -14,14 +15,13 @@ def test_hook_scores_like_the_runner_and_restores_train_mode(tmp_path):
     write_jsonl(tmp_path / "boolq" / "validation.jsonl", [BOOLQ, dict(BOOLQ, label=0)])
     model = RuleModel([("^Answer: ", "n", 6.0), ("Answer: ", "c", 3.0)])
     model.train()
-    hook = TaskEvalHook("boolq", TOK, every=5, data_dir=tmp_path)
-    assert [hook.due(s) for s in (1, 5, 10, 11)] == [False, True, True, False]
+    hook = TaskEvalHook("boolq", TOK, data_dir=tmp_path)
     metrics = hook(model)
     # Gold "yes" is right by the "Answer:" rule, gold "no" wrong: 1 of 2.
     assert metrics == {"boolq/acc": 0.5, "boolq/acc_raw": 0.5}
     assert model.training
-    with pytest.raises(ValueError, match="every"):
-        TaskEvalHook("boolq", TOK, every=0)
+    with pytest.raises(ConfigError, match="unknown task"):
+        TaskEvalHook("boolqq", TOK)
 
 
 def test_flatten_keeps_numeric_metrics_only():
