@@ -92,8 +92,20 @@ class Transformer(nn.Module):
         return self.output(self.norm(h))
 
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """Initialise every parameter.
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Initialise every parameter (see :meth:`init_plan` for the distributions).
+
+        ``generator`` (on the parameters' device) makes the draws independent of
+        the global RNG: the trainer seeds one so that a sharded model, which draws
+        the same tensors in the same order (``llamaforge.train.parallel.init``),
+        starts from exactly these weights. Called again after materialising a
+        meta-device model.
+        """
+        for param, std in self.init_plan():
+            init_tensor(param, std, generator)
+
+    def init_plan(self) -> list[tuple[nn.Parameter, float | None]]:
+        """Every parameter with its initial std (``None``: ones), in drawing order.
 
         The paper does not state its initialisation. We use the practice of
         GPT-2 and Megatron that LLaMA-style training code has converged on:
@@ -103,27 +115,25 @@ class Transformer(nn.Module):
         then adds variance O(1/L), so the residual stream keeps the same scale
         at initialisation whether the model has 2 layers or 80 (65B) and the
         early loss spikes of deep pre-norm models are damped. RMSNorm gains
-        start at 1. Called again after materialising a meta-device model.
+        start at 1. The order is part of the contract: it fixes which random
+        numbers each tensor gets from a seeded generator.
         """
         cfg = self.config
         std = cfg.init_std
         out_std = std / math.sqrt(2 * cfg.n_layers) if cfg.depth_scaled_init else std
-        nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=std)
-        nn.init.normal_(self.output.weight, mean=0.0, std=std)
+        plan: list[tuple[nn.Parameter, float | None]] = [
+            (self.tok_embeddings.weight, std),
+            (self.output.weight, std),
+        ]
         for layer in self.layers:
-            for lin in (
-                layer.attention.wq,
-                layer.attention.wk,
-                layer.attention.wv,
-                layer.feed_forward.w1,
-                layer.feed_forward.w3,
-            ):
-                nn.init.normal_(lin.weight, mean=0.0, std=std)
-            for lin in (layer.attention.wo, layer.feed_forward.w2):
-                nn.init.normal_(lin.weight, mean=0.0, std=out_std)
-            layer.attention_norm.reset_parameters()
-            layer.ffn_norm.reset_parameters()
-        self.norm.reset_parameters()
+            attention, ffn = layer.attention, layer.feed_forward
+            for lin in (attention.wq, attention.wk, attention.wv, ffn.w1, ffn.w3):
+                plan.append((lin.weight, std))
+            for lin in (attention.wo, ffn.w2):
+                plan.append((lin.weight, out_std))
+            plan += [(layer.attention_norm.weight, None), (layer.ffn_norm.weight, None)]
+        plan.append((self.norm.weight, None))
+        return plan
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -139,6 +149,17 @@ class Transformer(nn.Module):
             dtype or param.dtype,
             param.device,
         )
+
+
+@torch.no_grad()
+def init_tensor(
+    tensor: torch.Tensor, std: float | None, generator: torch.Generator | None = None
+) -> None:
+    """One entry of :meth:`Transformer.init_plan`: N(0, std), or ones for ``None``."""
+    if std is None:
+        nn.init.ones_(tensor)
+    else:
+        nn.init.normal_(tensor, mean=0.0, std=std, generator=generator)
 
 
 def build_model(

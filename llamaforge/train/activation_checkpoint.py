@@ -16,10 +16,21 @@ such as the outputs of linear layers", and recomputes the rest. Modes:
 
 Each block is wrapped in :class:`CheckpointedBlock` (non-reentrant
 ``torch.utils.checkpoint``, the only variant that composes with
-``torch.compile``, FSDP2 and keyword arguments). The wrapper keeps
-``state_dict`` keys unchanged (no ``_checkpoint_wrapped_module.`` fragment),
-so checkpoints and converters see the plain model; ``named_parameters`` does
-show the fragment, as with PyTorch's own ``checkpoint_wrapper``.
+``torch.compile``, FSDP2, tensor parallelism and keyword arguments). It is
+the one implementation for single-process and distributed runs
+(``llamaforge.train.parallel.parallelize`` wraps the TP-sharded blocks with
+it before FSDP). Two properties make the wrapper invisible to checkpoint code:
+
+* ``state_dict`` keys are those of the plain model (no
+  ``_checkpoint_wrapped_module.`` fragment), so checkpoints and converters
+  see the plain model and a wrapped model loads an unwrapped one's weights;
+* attribute access falls through to the block (``layers[0].attention``),
+  which PyTorch's distributed state-dict helpers (``get_state_dict``, used
+  by DCP) need: they strip the fragment from ``named_parameters`` names, as
+  PyTorch's own ``checkpoint_wrapper`` spells it, then walk the attributes.
+
+``named_parameters`` does show the fragment, as with ``checkpoint_wrapper``;
+``llamaforge.model.naming.plain_name`` removes it.
 """
 
 from __future__ import annotations
@@ -84,13 +95,23 @@ class CheckpointedBlock(nn.Module):
 
     @property
     def block(self) -> nn.Module:
-        return getattr(self, _WRAPPED)
+        return self._modules[_WRAPPED]
+
+    def __getattr__(self, name: str) -> Any:
+        """Fall through to the block for what the wrapper itself lacks (``attention``, ...)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if _WRAPPED not in self.__dict__.get("_modules", {}):
+                raise  # no block yet (mid-construction, unpickling): nothing to fall through to
+            return getattr(self.block, name)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        block = self.block
         if not torch.is_grad_enabled():
-            return self.block(*args, **kwargs)
+            return block(*args, **kwargs)
         extra = {"context_fn": _selective_contexts} if self.mode == "selective" else {}
-        return checkpoint(self.block, *args, use_reentrant=False, **extra, **kwargs)
+        return checkpoint(block, *args, use_reentrant=False, **extra, **kwargs)
 
 
 def _drop_wrapper_prefix(module: nn.Module, state_dict: dict, prefix: str, _meta: Any) -> None:

@@ -115,6 +115,9 @@ class TrainSection(Section):
     precision: Literal["bf16", "fp32"] = "bf16"
     activation_checkpointing: Literal["none", "full", "selective"] = "none"
     compile: bool = False
+    # "inductor": generated kernels (speed); "aot_eager"/"eager": tracing only (fast to
+    # compile; tests and debugging). Distributed runs compile per block.
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = field_with_rule(0, ">= 0")  # model initialisation
     max_nonfinite_steps: int = field_with_rule(

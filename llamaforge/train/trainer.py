@@ -9,6 +9,10 @@ same loss curve as an uninterrupted run (tested with a real SIGKILL).
 Under torchrun (``WORLD_SIZE > 1``) or with ``parallel.dp * parallel.tp > 1``
 the same loop runs on a ("dp", "tp") mesh: FSDP2 x tensor/sequence
 parallelism, sharded DCP checkpoints (see ``llamaforge.train.parallel``).
+The model is built on the meta device and initialised from a generator
+seeded with ``train.seed`` after it is placed (single process) or sharded
+(distributed: no rank holds the full model), with the same draws in both, so
+every layout starts from the same weights.
 Only rank 0 writes logs, the summary and the progress bar. Logged throughput
 is global (``tokens_per_s``) and per device (``tokens_per_s_per_device``);
 ``mfu`` is per device, with ``mfu_min``/``mfu_max`` over ranks so a straggler
@@ -38,6 +42,7 @@ from llamaforge.train.config import TrainConfig
 from llamaforge.train.metrics import MetricsLogger, TrainResult, detect_peak_flops, mfu
 from llamaforge.train.optim import apply_lr, build_optimizer
 from llamaforge.train.parallel.mesh import wants_distributed
+from llamaforge.train.parallel.meta_init import init_generator
 from llamaforge.train.step import evaluate_loss, train_step
 
 
@@ -80,17 +85,25 @@ class Trainer:
 
         torch.manual_seed(cfg.train.seed)
         self.model_config = cfg.model_config
-        self.model = build_model(self.model_config, device=self.device)
+        # Built on meta, then materialised: the full model in one process, only this
+        # rank's shards under a process group. Both draw the same initial weights.
+        self.model = build_model(self.model_config, device="meta")
         self.params = self.model.num_params()
         if self.dist:  # bf16 then comes from FSDP's mixed-precision policy, not autocast
             self.optimizer = self.dist.prepare(self.model)
             self.forward_model = self.model
             self.step_precision = "fp32"
         else:
+            self.model.to_empty(device=self.device)
+            self.model.init_weights(init_generator(self.device, cfg.train.seed))
             self.optimizer = build_optimizer(self.model, cfg.optim)
             mode = cfg.train.activation_checkpointing
             self.model = apply_activation_checkpointing(self.model, mode)
-            self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+            self.forward_model = (
+                torch.compile(self.model, backend=cfg.train.compile_backend)
+                if cfg.train.compile
+                else self.model
+            )
             self.step_precision = cfg.train.precision
 
         sources = [(s.path, s.weight) for s in cfg.data.sources]

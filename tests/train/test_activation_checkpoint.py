@@ -121,3 +121,47 @@ def test_reapplying_replaces_the_mode_and_bad_modes_fail():
     assert all(type(layer) is TransformerBlock for layer in model.layers)
     with pytest.raises(ConfigError, match="'none', 'full', 'selective'|none, full, selective"):
         apply_activation_checkpointing(model, "partial")
+
+
+def test_attributes_fall_through_to_the_block():
+    wrapped = make_model("selective")
+    layer = wrapped.layers[0]
+    assert layer.attention is layer.block.attention  # what state-dict helpers walk
+    assert layer.mode == "selective"  # the wrapper's own attributes win
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        _ = layer.no_such_thing
+    clone = copy.deepcopy(wrapped)  # construction without __init__ must not recurse
+    assert isinstance(clone.layers[0], CheckpointedBlock)
+
+
+def test_distributed_state_dict_helpers_see_plain_names():
+    """What DCP saves and loads: the same keys wrapped or not, optimizer state included."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    from llamaforge.train.config import OptimConfig
+    from llamaforge.train.optim import build_optimizer
+
+    def trained(mode: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        model = make_model(mode)
+        optimizer = build_optimizer(model, OptimConfig(lr=1e-2))
+        loss_of(model).backward()
+        optimizer.step()
+        return model, optimizer
+
+    plain, plain_opt = trained("none")
+    wrapped, wrapped_opt = trained("selective")
+    plain_sd, plain_osd = get_state_dict(plain, plain_opt)
+    wrapped_sd, wrapped_osd = get_state_dict(wrapped, wrapped_opt)
+    assert list(wrapped_sd) == list(plain_sd) == list(plain.state_dict())
+    assert list(wrapped_osd["state"]) == list(plain_osd["state"])
+    assert set(plain_osd["state"]) == set(plain_sd)
+    torch.testing.assert_close(wrapped_sd, plain_sd)
+
+    fresh = make_model("full")
+    fresh_opt = build_optimizer(fresh, OptimConfig(lr=1e-2))
+    set_state_dict(fresh, fresh_opt, model_state_dict=plain_sd, optim_state_dict=plain_osd)
+    torch.testing.assert_close(fresh.state_dict(), plain.state_dict())
+    moments = fresh_opt.state[fresh.layers[1].feed_forward.w2.weight]["exp_avg"]
+    torch.testing.assert_close(
+        moments, plain_opt.state[plain.layers[1].feed_forward.w2.weight]["exp_avg"]
+    )

@@ -25,11 +25,9 @@ weights and optimizer state are scattered with ``full_state_dict=True``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,6 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from llamaforge.errors import CheckpointError, ConfigError
-from llamaforge.train.activation_checkpoint import CheckpointedBlock, apply_activation_checkpointing
 from llamaforge.train.checkpoint import CheckpointManager, _as_dict
 from llamaforge.train.checkpoint_files import (
     FORMAT_VERSION,
@@ -74,35 +71,12 @@ def load_sharded(
     """Load a DCP checkpoint into ``model``/``optimizer`` of any layout; return ``state.json``.
 
     ``distributed=False`` reads without a process group (one process, plain
-    model): DCP then assembles full tensors from all shards.
+    tensors; blocks may be wrapped for activation checkpointing): DCP then
+    assembles full tensors from all shards.
     """
-    with _plain_blocks(model):
-        _load_into(folder, model, optimizer, distributed)
+    _load_into(folder, model, optimizer, distributed)
     _restore_rng(folder, rank)
     return read_json(folder / "state.json")
-
-
-@contextlib.contextmanager
-def _plain_blocks(model: nn.Module) -> Iterator[None]:
-    """Unwrap llamaforge's ``CheckpointedBlock`` while the state-dict helpers walk the model.
-
-    ``get_state_dict`` maps parameter names by walking attributes, which that
-    wrapper does not forward; its parameters are the same objects unwrapped,
-    so the optimizer is unaffected. (Distributed models use PyTorch's wrapper.)
-    """
-    layers = getattr(model, "layers", None)
-    modes = [getattr(layer, "mode", None) if isinstance(layer, CheckpointedBlock) else None
-             for layer in layers or []]  # fmt: skip
-    if not any(modes):
-        yield
-        return
-    apply_activation_checkpointing(model, "none")
-    try:
-        yield
-    finally:
-        for index, mode in enumerate(modes):
-            if mode is not None:
-                layers[index] = CheckpointedBlock(layers[index], mode)
 
 
 def _load_into(

@@ -3,8 +3,10 @@
 The single-process trainer stays the reference; this class holds the few
 distributed decisions so the loop reads the same in both cases:
 
-* the model is parallelized (``parallelize``) before the optimizer is built,
-  so AdamW holds the sharded DTensor parameters;
+* the model is built on the meta device, parallelized (``parallelize``),
+  then only this rank's shards are allocated and initialised
+  (``meta_init``), before the optimizer is built, so AdamW holds the sharded
+  DTensor parameters;
 * the data loader reads slice ``dp_rank`` of ``dp`` (tensor-parallel peers
   read the same sequences);
 * losses are averaged over all ranks (mean over tp replicas of the dp mean =
@@ -25,6 +27,7 @@ from llamaforge.train.optim import build_optimizer
 from llamaforge.train.parallel.dcp import DistributedCheckpointManager
 from llamaforge.train.parallel.fsdp import clip_grad_norm
 from llamaforge.train.parallel.mesh import ParallelContext, init_parallel, shutdown_parallel
+from llamaforge.train.parallel.meta_init import materialize_and_init
 from llamaforge.train.parallel.parallelize import parallelize
 
 
@@ -45,7 +48,12 @@ class DistributedRuntime:
         return self.ctx.is_main
 
     def prepare(self, model: nn.Module) -> torch.optim.Optimizer:
-        """Parallelize ``model`` in place and build its optimizer over the sharded parameters."""
+        """Parallelize ``model`` in place and build its optimizer over the sharded parameters.
+
+        A model built on the meta device (what the trainer passes) gets its
+        shards allocated and initialised only after sharding, with the
+        single-process initial weights (``meta_init``).
+        """
         train = self.cfg.train
         parallelize(
             model,
@@ -53,7 +61,10 @@ class DistributedRuntime:
             precision=train.precision,
             activation_checkpointing=train.activation_checkpointing,
             compile=train.compile,
+            compile_backend=train.compile_backend,
         )
+        if any(param.is_meta for param in model.parameters()):
+            materialize_and_init(model, self.ctx.device, train.seed)
         return build_optimizer(model, self.cfg.optim)
 
     def loss_reduce(self, loss: torch.Tensor) -> torch.Tensor:
