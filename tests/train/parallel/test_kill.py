@@ -8,6 +8,7 @@ arithmetic: compared for equality). About 20 s on a busy 2-core machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,25 @@ def torchrun(config: Path, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "--standalone", "-m", "llamaforge", "train", str(config), "--quiet",
             "--no-report", "parallel.dp=2", f"train.run_dir={str(run_dir)!r}"]  # fmt: skip
+
+
+def run_job(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run torchrun in its own process group and kill the whole group on a timeout,
+    so a stalled job never leaves orphaned ranks behind."""
+    job = subprocess.Popen(command, env=ENV, text=True, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        out, err = job.communicate(timeout=timeout)
+    finally:
+        kill_group(job)
+    return subprocess.CompletedProcess(command, job.returncode, out, err)
+
+
+def kill_group(job: subprocess.Popen) -> None:
+    """SIGKILL torchrun and every rank it started (they share its process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
 
 
 def worker_pids(launcher: int) -> list[int]:
@@ -58,13 +78,13 @@ def test_killed_rank_then_relaunch_resumes_and_matches(tmp_path) -> None:
 
     run_dir = tmp_path / "run"
     first_checkpoint = run_dir / "checkpoints" / f"step_{EVERY:08d}"
-    job = subprocess.Popen(torchrun(config, run_dir), env=ENV, text=True,
+    job = subprocess.Popen(torchrun(config, run_dir), env=ENV, text=True, start_new_session=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not (first_checkpoint / "manifest.json").is_file():
             if job.poll() is not None or time.monotonic() > deadline:
-                job.kill()
+                kill_group(job)
                 pytest.fail(
                     f"the job ended or stalled before its first checkpoint: {job.communicate()[1]}"
                 )
@@ -74,15 +94,12 @@ def test_killed_rank_then_relaunch_resumes_and_matches(tmp_path) -> None:
         os.kill(ranks[-1], signal.SIGKILL)
         _, err = job.communicate(timeout=120)
     finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+        kill_group(job)
     assert job.returncode != 0, err  # torchrun reports the failed job
     assert not (run_dir / "summary.json").exists()  # it really died mid-run
     assert max(final_losses(run_dir)) < MAX_STEPS
 
-    done = subprocess.run(torchrun(config, run_dir), env=ENV, capture_output=True, text=True,
-                          timeout=240)  # fmt: skip
+    done = run_job(torchrun(config, run_dir), timeout=240)
     assert done.returncode == 0, done.stderr
     assert final_losses(run_dir) == final_losses(uninterrupted)
     summary = json.loads((run_dir / "summary.json").read_text())
