@@ -74,17 +74,21 @@ class LineHashCounter:
 
 def remove_duplicate_lines(text: str, duplicates: np.ndarray) -> tuple[str, int]:
     """Second pass: ``text`` without its repeated and blank lines, and how many were repeated."""
-    kept: list[str] = []
-    removed = 0
+    lines: list[str] = []
+    hashes: list[int] = []
     for line in text.split("\n"):
         normalized = normalize_line(line)
-        if not normalized:
-            continue
-        if _contains(duplicates, line_hash(normalized)):
-            removed += 1
-        else:
-            kept.append(line.strip())
-    return "\n".join(kept), removed
+        if normalized:
+            lines.append(line.strip())
+            hashes.append(line_hash(normalized))
+    if not lines or duplicates.size == 0:
+        return "\n".join(lines), 0
+    # One vectorised lookup per document instead of one searchsorted call per line.
+    values = np.asarray(hashes, dtype=np.uint64)
+    positions = np.minimum(np.searchsorted(duplicates, values), duplicates.size - 1)
+    repeated = duplicates[positions] == values
+    kept = [line for line, gone in zip(lines, repeated.tolist(), strict=True) if not gone]
+    return "\n".join(kept), len(lines) - len(kept)
 
 
 def _contains(sorted_hashes: np.ndarray, value: int) -> bool:

@@ -14,6 +14,10 @@ bibliography (``BIBTEXT``). Shapes:
   (kept, those macros unexpanded, counted as ``macro_runaway``);
 * ``<id>.tar.gz`` with only a PDF (dropped: ``arxiv.no_tex``);
 * with ``n_docs >= 20``, ``<id>.tar.gz`` cut in half (bad input: ``truncated``).
+
+``doc_bytes`` (0 by default: papers of ~2 KB, which the tests are written against) gives the
+ordinary papers more and longer sections (equations, citations, macro uses, comments) until
+each is about that long; :data:`TYPICAL_DOC_BYTES` is a real paper's LaTeX source.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ WORDS = [
     "method", "baseline", "experiment", "evaluation", "embedding", "theorem", "bound",
 ]
 # fmt: on
+# Average LaTeX source of a paper in RedPajama's arXiv subset (~50 KB).
+TYPICAL_DOC_BYTES = 50_000
 
 PREAMBLE = r"""\documentclass[11pt]{article}
 \usepackage{amsmath,amssymb}
@@ -72,7 +78,32 @@ def section(rng: random.Random, title: str) -> str:
     )
 
 
-def paper(rng: random.Random, sections: int = 2, extra_preamble: str = "") -> str:
+def _long_paragraph(rng: random.Random, index: int) -> str:
+    """A paragraph like a paper's body: prose, an equation, citations, references, a comment."""
+    return (
+        f"{_sentence(rng)} As shown in~\\cite{{ref{index}}}, \\ours{{}} reaches "
+        f"${rng.randint(10, 99)}.{rng.randint(0, 9)}\\%$ on $\\vect{{x}}_{{{index}}}$. "
+        f"{_sentence(rng)} {_sentence(rng)}\n"
+        f"\\begin{{equation}}\\label{{eq:{index}}}\n"
+        f"  \\norm{{\\vect{{w}}_{{{index}}}}} \\le \\frac{{1}}{{{rng.randint(2, 9)}}} "
+        f"\\sum_{{i}} \\pair{{x_i}}{{y_i}}, \\quad x \\in \\R^{{d}}\n"
+        f"\\end{{equation}}\n"
+        f"{_sentence(rng)} Equation~\\eqref{{eq:{index}}} {_sentence(rng)} % COMMENTTEXT note\n\n"
+    )
+
+
+def paper(
+    rng: random.Random, sections: int = 2, extra_preamble: str = "", doc_bytes: int = 0
+) -> str:
+    """A paper of ``sections`` sections, or of about ``doc_bytes`` when that is given."""
+    if doc_bytes:
+        target, size, parts = doc_bytes * rng.uniform(0.5, 1.5), 0, []
+        while size < target:
+            title = f"Part {len(parts) + 1}"
+            paragraphs = [_long_paragraph(rng, 10 * len(parts) + i) for i in range(4)]
+            parts.append(section(rng, title) + "".join(paragraphs))
+            size += len(parts[-1])
+        return PREAMBLE.replace("%EXTRA%", extra_preamble) + "".join(parts) + BIBLIOGRAPHY
     body = "".join(section(rng, f"Part {i + 1}") for i in range(sections))
     return PREAMBLE.replace("%EXTRA%", extra_preamble) + body + BIBLIOGRAPHY
 
@@ -102,7 +133,9 @@ def multi_file_paper(rng: random.Random) -> dict[str, bytes]:
     }
 
 
-def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path]:
+def write_samples(
+    directory: Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
+) -> list[Path]:
     """Write ``n_docs`` papers: the special shapes above, then ordinary ones in rotation."""
     rng = random.Random(seed)
     directory = Path(directory)
@@ -126,7 +159,7 @@ def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path
     shapes = ("tex", "gz", "tar.gz")
     for index in range(max(n_docs - len(files), 0)):
         shape = shapes[index % 3]
-        data = paper(rng, 3).encode()
+        data = paper(rng, 3, doc_bytes=doc_bytes).encode()
         if shape == "gz":
             data = gzip.compress(data, mtime=0)
         elif shape == "tar.gz":

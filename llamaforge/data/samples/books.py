@@ -10,6 +10,10 @@ ends as Gutenberg ships them) and ``books3/<Title>.epub.txt`` (no boilerplate). 
   the paper's 0.9 threshold;
 * ``gutenberg/pg<N>.txt`` with only the header and footer: dropped as ``books.empty``;
 * with ``n_docs >= 20``, ``gutenberg/pg<N>.txt`` that is really a binary file: bad input.
+
+``doc_bytes`` (0 by default: books of ~13 KB, which the tests are written against) makes every
+book about that long (the half copy keeps its ~0.3 overlap); :data:`TYPICAL_DOC_BYTES` is a
+real book's length, for throughput figures.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ WORDS = [
     "silent", "ancient", "golden", "dark", "bright", "walked", "spoke", "remembered", "waited",
 ]
 # fmt: on
+# Average plain-text book in Books3 / Project Gutenberg (~500 KB).
+TYPICAL_DOC_BYTES = 500_000
+_PARAGRAPH_BYTES = 330  # average paragraph of book_body
 
 GUTENBERG_HEADER = (
     "The Project Gutenberg eBook of {title}\n\n"
@@ -71,18 +78,21 @@ def near_copy(rng: random.Random, body: str, changes: int = 4) -> str:
     return " ".join(words)
 
 
-def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path]:
-    """Write ``n_docs`` book files (layout and roles in the module docstring)."""
+def write_samples(
+    directory: Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
+) -> list[Path]:
+    """Write ``n_docs`` book files (layout, roles and ``doc_bytes`` in the module docstring)."""
     rng = random.Random(seed)
     directory = Path(directory)
     (directory / "gutenberg").mkdir(parents=True, exist_ok=True)
     (directory / "books3").mkdir(parents=True, exist_ok=True)
     specials = 3 + (n_docs >= 20)  # the near copy, the half copy, the empty book, the binary
     n_plain = max(n_docs - specials, 2)
+    paragraphs = max(40, round(doc_bytes / _PARAGRAPH_BYTES))
     written: list[Path] = []
     bodies: list[str] = []
     for index in range(n_plain):
-        body = book_body(rng)
+        body = book_body(rng, paragraphs)
         bodies.append(body)
         number = 1000 + index
         if index % 2 == 0:
@@ -95,7 +105,7 @@ def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path
     extras = {
         "books3/Copy of 1000.epub.txt": near_copy(rng, bodies[0]).encode("utf-8"),
         "books3/Half of 1001.epub.txt": (
-            bodies[1][: len(bodies[1]) // 2] + "\n\n" + book_body(rng, 20)
+            bodies[1][: len(bodies[1]) // 2] + "\n\n" + book_body(rng, paragraphs // 2)
         ).encode("utf-8"),
         "gutenberg/pg2000.txt": gutenberg_file("Lost Book", 2000, ""),
     }

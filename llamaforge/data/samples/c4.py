@@ -11,6 +11,10 @@ Each record is ``{"text", "url", "timestamp"}`` with raw-page noise (menus,
 
 With ``n_docs >= 20`` a second file, ``c4-sample.00001.json.gz``, is a gzip cut
 off mid-stream: ``truncated`` bad input.
+
+``doc_bytes`` (0 by default: pages of ~0.5 KB, which the tests are written against)
+makes every page but the ``min_sentences`` one about that long, with its noise;
+:data:`TYPICAL_DOC_BYTES` is a real C4 page's average, for throughput figures.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import json
 import os
 import random
 from pathlib import Path
+
+# Average length of a C4 page (allenai/c4 en: ~2.2 KB of text per record).
+TYPICAL_DOC_BYTES = 2200
+_SENTENCE_BYTES = 58  # average length of :func:`sentence` plus its separator
 
 ROLES = (
     "good", "good", "lorem_ipsum", "good", "curly_bracket",
@@ -66,8 +74,15 @@ def prose(rng: random.Random, sentences: int) -> list[str]:
     return lines
 
 
-def page(rng: random.Random, role: str) -> str:
-    body = prose(rng, 3 if role == "min_sentences" else rng.randint(6, 9))
+def page(rng: random.Random, role: str, doc_bytes: int = 0) -> str:
+    """A page playing ``role``; with ``doc_bytes`` its prose is about that long (not min_sentences).
+
+    Without ``doc_bytes`` the random draws are exactly those the tests' expectations rely on.
+    """
+    count = 3 if role == "min_sentences" else rng.randint(6, 9)
+    if doc_bytes and role != "min_sentences":
+        count = max(count, round(doc_bytes * rng.uniform(0.5, 1.5) / _SENTENCE_BYTES))
+    body = prose(rng, count)
     if role == "lorem_ipsum":
         body.insert(1, "Lorem ipsum dolor sit amet, consectetur adipiscing elit.")
     elif role == "curly_bracket":
@@ -78,7 +93,7 @@ def page(rng: random.Random, role: str) -> str:
     return "\n".join(lines)
 
 
-def _records(rng: random.Random, n_docs: int) -> list[dict]:
+def _records(rng: random.Random, n_docs: int, doc_bytes: int = 0) -> list[dict]:
     records: list[dict] = []
     first_good = None
     for index in range(n_docs):
@@ -86,7 +101,7 @@ def _records(rng: random.Random, n_docs: int) -> list[dict]:
         if role == "duplicate" and first_good is not None:
             text = first_good
         else:
-            text = page(rng, "good" if role == "duplicate" else role)
+            text = page(rng, "good" if role == "duplicate" else role, doc_bytes)
         if role == "good" and first_good is None:
             first_good = text
         records.append(
@@ -113,17 +128,23 @@ def _gzip_lines(records: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path]:
-    """Write the sample dump(s) into ``directory`` (roles in the module docstring)."""
+def write_samples(
+    directory: Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
+) -> list[Path]:
+    """Write the sample dump(s) into ``directory`` (roles and ``doc_bytes`` in the docstring)."""
     rng = random.Random(seed)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     main = directory / "c4-sample.00000.json.gz"
-    _write_atomic(main, _gzip_lines(_records(rng, n_docs)))
+    _write_atomic(main, _gzip_lines(_records(rng, n_docs, doc_bytes)))
     paths = [main]
     if n_docs >= 20:
         extra = [
-            {"text": page(rng, "good"), "url": f"https://cut.example.org/{i}", "timestamp": ""}
+            {
+                "text": page(rng, "good", doc_bytes),
+                "url": f"https://cut.example.org/{i}",
+                "timestamp": "",
+            }
             for i in range(6)
         ]
         data = _gzip_lines(extra)

@@ -18,6 +18,10 @@ The WARC shard holds HTML pages (kept after main-content extraction), and for
 ``n_docs >= 10`` a Latin-1 page (kept), a 404, an image and a page of invalid
 UTF-8; ``n_docs >= 20`` adds a WET shard truncated after two good pages.
 
+``doc_bytes`` (0 by default: pages of ~1 KB, which the tests are written against)
+gives every page but the boilerplate-only ones about that much text;
+:data:`TYPICAL_DOC_BYTES` is a real WET page's average, for throughput figures.
+
 Models go to ``models/``: a fastText language id (en/de/fr), a trigram ARPA
 LM trained on encyclopedic *and* shop English (so shop copy passes the LM and
 only the reference classifier removes it), and the wiki-vs-cc classifier.
@@ -46,6 +50,9 @@ from llamaforge.data.ccnet.wikiref import train_wikiref_classifier
 # Good sample pages score ~2-3.5 under the sample LM, shop copy ~2, word salad ~500:
 # the head/middle cut falls among good pages, the tail starts far below salad.
 SAMPLE_CUTOFFS = (2.5, 40.0)
+# Average text of a WET conversion record (CommonCrawl 2023: ~3-6 KB); we take 4 KB.
+TYPICAL_DOC_BYTES = 4000
+_PARAGRAPH_BYTES = 260  # average paragraph of _paragraphs
 _HTTP_RECORD = {"Content-Type": "application/http; msgtype=response"}
 WET_KINDS = ("good", "german", "good", "salad", "good", "shop", "good", "french", "boilerplate")
 BOILERPLATE = (
@@ -120,17 +127,18 @@ def _paragraphs(rng: random.Random, sentence, n_par: int = 3) -> list[str]:
     return [" ".join(sentence(rng) for _ in range(rng.randint(3, 5))) for _ in range(n_par)]
 
 
-def _page(kind: str, rng: random.Random) -> list[str]:
+def _page(kind: str, rng: random.Random, doc_bytes: int = 0) -> list[str]:
     """The body paragraphs of one page of ``kind`` (boilerplate added by the caller)."""
+    n_par = max(3, round(doc_bytes / _PARAGRAPH_BYTES))
     if kind in ("good", "boilerplate"):
-        return _paragraphs(rng, _wiki_sentence)
+        return _paragraphs(rng, _wiki_sentence, n_par)
     if kind == "shop":
-        return _paragraphs(rng, lambda r: _fill(r, _SHOP))
+        return _paragraphs(rng, lambda r: _fill(r, _SHOP), n_par)
     if kind == "german":
-        return _paragraphs(rng, lambda r: _fill(r, _DE))
+        return _paragraphs(rng, lambda r: _fill(r, _DE), n_par)
     if kind == "french":
-        return _paragraphs(rng, lambda r: _fill(r, _FR))
-    words = " ".join(_paragraphs(rng, _wiki_sentence)).split()  # salad
+        return _paragraphs(rng, lambda r: _fill(r, _FR), n_par)
+    words = " ".join(_paragraphs(rng, _wiki_sentence, n_par)).split()  # salad
     rng.shuffle(words)
     return [" ".join(words[i : i + 30]) for i in range(0, len(words), 30)]
 
@@ -197,7 +205,9 @@ def _train_models(models: Path, rng: random.Random) -> None:
     train_wikiref_classifier(wiki, shop, models / "wikiref.bin", dim=16, bucket=20000)
 
 
-def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path]:
+def write_samples(
+    directory: Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
+) -> list[Path]:
     """Write sample shards and models into ``directory``; returns the shard paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -209,7 +219,7 @@ def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path
     kinds = [WET_KINDS[i % len(WET_KINDS)] for i in range(n_wet)]
     wet_pages, bodies = [], {"good": [], "salad": []}
     for i, kind in enumerate(kinds):
-        body = _page(kind, rng)
+        body = _page(kind, rng, doc_bytes)
         if kind in bodies:
             bodies[kind].append("\n".join(body))
         lines = _boilerplate(rng) if kind == "boilerplate" else body + _boilerplate(rng)
@@ -219,13 +229,15 @@ def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path
 
     records = bytearray()
     for i in range(n_html):
-        paragraphs = _page("good", rng)
+        paragraphs = _page("good", rng, doc_bytes)
         bodies["good"].append("\n".join(paragraphs))
         html = _html(f"Page {i}", paragraphs, _boilerplate(rng)).encode()
         headers = {"WARC-Target-URI": f"https://html.example.org/{i}", **_HTTP_RECORD}
         records += _record(WarcRecordType.response, rng, headers, _http(html, "text/html"))
     if n_docs >= 10:
-        latin = _html("Café", _page("good", rng) + ["Le café du coin est très connu."], [])
+        latin = _html(
+            "Café", _page("good", rng, doc_bytes) + ["Le café du coin est très connu."], []
+        )
         specials = [
             ("latin1", _http(latin.encode("latin-1"), "text/html; charset=iso-8859-1")),
             ("missing", _http(b"<html>gone</html>", "text/html", "404 Not Found")),
@@ -241,7 +253,9 @@ def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path
 
     if n_docs >= 20:
         broken = directory / "CC-MAIN-2023-06-sample-00002.warc.wet.gz"
-        pages = [(f"https://truncated.example.org/{i}", _page("good", rng)) for i in range(3)]
+        pages = [
+            (f"https://truncated.example.org/{i}", _page("good", rng, doc_bytes)) for i in range(3)
+        ]
         data = _write_wet(broken, rng, pages)
         broken.write_bytes(data[: len(data) - 40])  # the last record breaks off mid-member
         paths.append(broken)

@@ -5,6 +5,10 @@ file and category links, comments), next to pages each filter must drop: redirec
 talk/user pages (namespace != 0) and stubs shorter than the default ``min_chars``. With
 ``n_docs >= 20`` a third dump is a multistream bz2 cut off inside its second stream: the
 pages of the first stream are readable, then the file counts as ``truncated``.
+
+``doc_bytes`` (0 by default: articles of ~1.2 KB of wikitext, which the tests are written
+against) adds sections with the same markup density (links, citations, templates, lists) until
+an article is about that long; :data:`TYPICAL_DOC_BYTES` is a real article's average.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ WORDS = [
     "football", "valley", "northern", "ancient", "bridge", "harbour",
 ]
 # fmt: on
+# Average wikitext of a main-namespace article (enwiki: ~3-5 KB); we take 4 KB.
+TYPICAL_DOC_BYTES = 4000
+_BASE_ARTICLE_BYTES = 1200  # what article_wikitext writes without extra sections
 
 
 def _sentence(rng: random.Random) -> str:
@@ -34,8 +41,27 @@ def _paragraph(rng: random.Random, sentences: int) -> str:
     return " ".join(_sentence(rng) for _ in range(sentences))
 
 
-def article_wikitext(rng: random.Random, title: str) -> str:
+def _extra_section(rng: random.Random, index: int) -> str:
+    """One more section, marked up like a real article's body (links, refs, a list)."""
+    a, b = rng.choice(WORDS), rng.choice(WORDS)
+    return (
+        f"== {a.capitalize()} and {b} ==\n"
+        f"The [[{a.capitalize()}]] of the [[{b.capitalize()} (region)|{b}]] {_paragraph(rng, 2)}"
+        f"<ref>{{{{cite book|last=Author{index}|title=The {a} of {b}|year=19{index % 90 + 10}"
+        f"|page={rng.randint(1, 400)}}}}}</ref> '''{a}''' and ''{b}'' {_paragraph(rng, 2)}\n\n"
+        f'=== In the {a} ===\n{_paragraph(rng, 3)}<ref name="n{index}" />\n'
+        f"* [[{a.capitalize()}]] {_sentence(rng)}\n* {{{{lang|de|{b}}}}} {_sentence(rng)}\n\n"
+    )
+
+
+def article_wikitext(rng: random.Random, title: str, doc_bytes: int = 0) -> str:
     """An article body with every kind of markup the cleaner must remove or unwrap."""
+    extra: list[str] = []
+    if doc_bytes:
+        target, size = doc_bytes * rng.uniform(0.5, 1.5) - _BASE_ARTICLE_BYTES, 0.0
+        while size < target:
+            extra.append(_extra_section(rng, len(extra)))
+            size += len(extra[-1])
     return (
         f"{{{{Infobox settlement|name={title}|population=1234}}}}\n"
         f"'''{title}''' is a [[Town|small town]] in the [[Alps]].<ref>{{{{cite web|"
@@ -45,7 +71,8 @@ def article_wikitext(rng: random.Random, title: str) -> str:
         f"== History ==\n{_paragraph(rng, 4)}<ref name=a>Smith 2001</ref>\n\n\n\n"
         '{| class="wikitable"\n! Year !! Value\n|-\n| 1900 || TABLECELL\n|}\n'
         f"== Culture ==\n{_paragraph(rng, 3)} See [http://example.org the website].\n\n"
-        "[[Category:Towns]]\n"
+        + "".join(extra)
+        + "[[Category:Towns]]\n"
     )
 
 
@@ -73,7 +100,7 @@ def dump_header(lang: str) -> str:
 FOOTER = "</mediawiki>\n"
 
 
-def sample_pages(rng: random.Random, count: int, first_id: int) -> list[str]:
+def sample_pages(rng: random.Random, count: int, first_id: int, doc_bytes: int = 0) -> list[str]:
     """``count`` pages cycling through: article, article, redirect, talk, stub, article."""
     pages = []
     for index in range(count):
@@ -83,16 +110,19 @@ def sample_pages(rng: random.Random, count: int, first_id: int) -> list[str]:
         if kind == 2:
             pages.append(page_xml(title, 0, page_id, "#REDIRECT [[Town]]", redirect="Town"))
         elif kind == 3:
-            pages.append(page_xml(f"Talk:{title}", 1, page_id, _paragraph(rng, 5)))
+            talk = _paragraph(rng, max(5, doc_bytes // 100))
+            pages.append(page_xml(f"Talk:{title}", 1, page_id, talk))
         elif kind == 4:
             stub = f"{{{{Infobox person}}}}'''{title}''' is a town.{{{{stub}}}}"
             pages.append(page_xml(title, 0, page_id, stub))
         else:
-            pages.append(page_xml(title, 0, page_id, article_wikitext(rng, title)))
+            pages.append(page_xml(title, 0, page_id, article_wikitext(rng, title, doc_bytes)))
     return pages
 
 
-def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path]:
+def write_samples(
+    directory: Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
+) -> list[Path]:
     """Write an English and a German dump (and a truncated French one for ``n_docs >= 20``)."""
     rng = random.Random(seed)
     directory = Path(directory)
@@ -102,14 +132,14 @@ def write_samples(directory: Path, n_docs: int = 20, seed: int = 0) -> list[Path
     n_en = n_docs - n_bad - n_de
     written = []
     for lang, count, first_id in (("en", n_en, 1), ("de", n_de, 10_001)):
-        xml = dump_header(lang) + "".join(sample_pages(rng, count, first_id)) + FOOTER
+        xml = dump_header(lang) + "".join(sample_pages(rng, count, first_id, doc_bytes)) + FOOTER
         path = directory / f"{lang}wiki-20230401-pages-articles1.xml.bz2"
         path.write_bytes(bz2.compress(xml.encode("utf-8")))
         written.append(path)
     if n_bad:
         # Multistream, as Wikimedia publishes it: header + pages in one bz2 stream, more pages
         # in the next; the second stream is cut short, so only the first one is readable.
-        pages = sample_pages(rng, n_bad, 20_001)
+        pages = sample_pages(rng, n_bad, 20_001, doc_bytes)
         first = bz2.compress((dump_header("fr") + "".join(pages[:2])).encode("utf-8"))
         second = bz2.compress(("".join(pages[2:]) + FOOTER).encode("utf-8"))
         path = directory / "frwiki-20230401-pages-articles-multistream.xml.bz2"

@@ -110,19 +110,22 @@ class CleanedPage:
 def clean_lines(text: str, config: C4Config) -> tuple[CleanedPage | None, str]:
     """Rules 1-7 of the module docstring; ``(None, reason)`` if a page-level rule fired."""
     page = CleanedPage([], [])
+    max_word, min_words = config.max_word_length, config.min_words_per_line
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
             continue
-        if any(len(word) > config.max_word_length for word in line.split()):
+        # A line no longer than max_word cannot hold a longer word: skip splitting it.
+        if len(line) > max_word and max(map(len, line.split())) > max_word:
             page.lines_removed["max_word_length"] += 1
             continue
-        if config.remove_citations:
+        if config.remove_citations and "[" in line:
             line = c4_rules.CITATION.sub("", line).strip()
         if not c4_rules.ends_with_terminal_punctuation(line):
             page.lines_removed["terminal_punct"] += 1
             continue
-        if len(line.split()) < config.min_words_per_line:
+        # At most min_words splits: fewer parts than min_words means fewer words.
+        if len(line.split(None, min_words)) < min_words:
             page.lines_removed["min_words_per_line"] += 1
             continue
         lower = line.lower()

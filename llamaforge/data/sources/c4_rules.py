@@ -47,15 +47,19 @@ POLICY_SUBSTRINGS = (
 )
 # Wikipedia-style citation markers stripped from lines before the rules see them.
 CITATION = re.compile(r"\s*(?:\[\d*\]|\[edit\]|\[citation needed\])", re.IGNORECASE)
-# A sentence ends at . ! ? (possibly repeated) plus optional closing quotes/brackets.
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019\u00bb)\]]))\s+")
+# A sentence ends at . ! ? plus an optional closing quote/bracket, then whitespace. The
+# ending is captured (and glued back by split_sentences) rather than matched by lookbehind:
+# a pattern that starts with a character set lets re skip ahead in C, ~4x faster.
+_SENTENCE_END = re.compile(r"([.!?][\"'\u201d\u2019\u00bb)\]]?)\s+")
 # Placeholder entries only; real runs use the LDNOOBW list (see module docstring).
 DEFAULT_BADWORDS = ("xxx", "porn", "viagra", "camgirl", "nsfw")
 
 
 def split_sentences(line: str) -> list[str]:
     """Sentences of one line (regex splitter; see the module docstring)."""
-    return [part.strip() for part in _SENTENCE_END.split(line) if part.strip()]
+    parts = _SENTENCE_END.split(line)  # text, ending, text, ending, ..., text
+    parts[:-1] = [parts[i] + parts[i + 1] for i in range(0, len(parts) - 1, 2)]
+    return [sentence for part in parts if (sentence := part.strip())]
 
 
 def ends_with_terminal_punctuation(line: str) -> bool:
@@ -96,8 +100,16 @@ def badword_pattern(path: str) -> re.Pattern[str] | None:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
+def _normalise(sentence: str) -> str:
+    return " ".join(sentence.lower().split())
+
+
 def _span_key(sentences: list[str]) -> bytes:
-    normalised = " ".join(" ".join(sentences).lower().split())
+    """Key of a span: its sentences lower-cased, whitespace collapsed, hashed."""
+    return _key(" ".join(" ".join(sentences).lower().split()))
+
+
+def _key(normalised: str) -> bytes:
     return hashlib.blake2b(normalised.encode("utf-8"), digest_size=8).digest()
 
 
@@ -113,8 +125,14 @@ class SentenceSpanDedup:
         self.seen: set[bytes] = set()
 
     def _windows(self, sentences: list[str]) -> list[bytes]:
+        # Each sentence is normalised once, not once per window it is in; the keys equal
+        # _span_key's (blank sentences contribute nothing to either).
+        normalised = list(map(_normalise, sentences))
         count = len(sentences) - self.span + 1
-        return [_span_key(sentences[i : i + self.span]) for i in range(max(count, 0))]
+        return [
+            _key(" ".join(filter(None, normalised[i : i + self.span])))
+            for i in range(max(count, 0))
+        ]
 
     def remove_seen(self, lines: list[list[str]]) -> tuple[list[list[str]], int, list[bytes]]:
         """``lines`` (each a list of sentences) without sentences inside already-seen spans.
@@ -124,13 +142,16 @@ class SentenceSpanDedup:
         page's span keys, which the caller passes to :meth:`remember` only if
         the page is kept (a dropped page must not block a later copy).
         """
+        keys = self._windows([s for sentences in lines for s in sentences])
+        seen = self.seen
+        hits = [start for start, key in enumerate(keys) if key in seen]
+        if not hits:  # the usual case: nothing to remove, skip rebuilding the lines
+            return [list(sentences) for sentences in lines], 0, keys
         flat = [(li, s) for li, sentences in enumerate(lines) for s in sentences]
-        keys = self._windows([s for _, s in flat])
         removed = [False] * len(flat)
-        for start, key in enumerate(keys):
-            if key in self.seen:
-                for offset in range(self.span):
-                    removed[start + offset] = True
+        for start in hits:
+            for offset in range(self.span):
+                removed[start + offset] = True
         kept_lines: list[list[str]] = [[] for _ in lines]
         for (line_index, sentence), gone in zip(flat, removed, strict=True):
             if not gone:

@@ -61,6 +61,9 @@ _LINE_COMMENT = re.compile(
 )
 _BLOCK_OPENERS = (("/*", "*/"), ("<!--", "-->"), ('"""', '"""'), ("'''", "'''"))
 _MAX_HEADER_LINES = 400
+# Runs of characters for which str.isalnum() is true: re's \w is exactly isalnum() plus "_".
+_ALNUM_RUN = re.compile(r"[^\W_]+")
+_ASCII_ALNUM = bytes(b for b in range(128) if chr(b).isalnum())
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,13 @@ class LineStats:
 
 def line_stats(text: str) -> LineStats:
     lines = text.splitlines() or [""]
-    lengths = [len(line) for line in lines]
-    alnum = sum(ch.isalnum() for ch in text)
+    lengths = list(map(len, lines))
+    # Counted in C: deleting the alphanumerics and measuring what is left is ~20x faster
+    # than a per-character generator (bytes.translate for ASCII, the common case, else re).
+    if text.isascii():
+        alnum = len(text) - len(text.encode("ascii").translate(None, _ASCII_ALNUM))
+    else:
+        alnum = len(text) - len(_ALNUM_RUN.sub("", text))
     return LineStats(
         max_line_length=max(lengths),
         avg_line_length=sum(lengths) / len(lengths),

@@ -193,6 +193,9 @@ def _read_arguments(text: str, index: int, macro: Macro) -> tuple[list[str], int
 
 
 def _substitute(body: str, args: list[str]) -> str:
+    if "#" not in body:  # most macros take no argument: nothing to substitute
+        return body
+
     def parameter(match: re.Match[str]) -> str:
         if match.group(1) == "#":
             return "#"
@@ -224,6 +227,7 @@ class _Expander:
         self.limits = limits
         self.max_chars = int(limits.max_growth * size) + 1024
         self.uses: Counter[str] = Counter()
+        self.total_uses = 0  # uses.total(), kept as a count: total() is O(names) per call
         self.growth: Counter[str] = Counter()
 
     def expand(self, text: str, depth: int) -> str:
@@ -243,10 +247,13 @@ class _Expander:
             if depth >= self.limits.max_depth:
                 raise _Runaway(name)
             self.uses[name] += 1
-            if self.uses.total() > self.limits.max_expansions:
+            self.total_uses += 1
+            if self.total_uses > self.limits.max_expansions:
                 raise _Runaway(self.uses.most_common(1)[0][0])
             args, end = parsed
-            replacement = self.expand(_substitute(macro.body, args), depth + 1)
+            replacement = _substitute(macro.body, args)
+            if "\\" in replacement:  # only a control sequence can expand further
+                replacement = self.expand(replacement, depth + 1)
             self.growth[name] += len(replacement) - (end - match.start())
             pieces += (text[position : match.start()], replacement)
             size += match.start() - position + len(replacement)

@@ -23,7 +23,9 @@ def shingles(text: str, n: int) -> set[bytes]:
     words = _WORD.findall(text.lower())
     if len(words) <= n:
         return {" ".join(words).encode("utf-8")}
-    return {" ".join(words[i : i + n]).encode("utf-8") for i in range(len(words) - n + 1)}
+    # zip of n shifted views, stopping at the shortest: no list slice per shingle.
+    grams = zip(*(words[i:] for i in range(n)), strict=False)
+    return {" ".join(gram).encode("utf-8") for gram in grams}
 
 
 @dataclass

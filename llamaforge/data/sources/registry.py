@@ -100,8 +100,15 @@ def available_samples() -> list[str]:
     return [n for n in SOURCES if importlib.util.find_spec(f"{SAMPLES_PACKAGE}.{n}") is not None]
 
 
-def write_samples(name: str, directory: str | Path, n_docs: int = 20, seed: int = 0) -> list[Path]:
-    """Write sample dumps of source ``name`` into ``directory`` (see ``llamaforge.data.samples``)."""
+def write_samples(
+    name: str, directory: str | Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
+) -> list[Path]:
+    """Write sample dumps of source ``name`` into ``directory`` (see ``llamaforge.data.samples``).
+
+    ``doc_bytes`` = 0 writes the small documents the tests rely on; a size (such as the
+    writer's ``TYPICAL_DOC_BYTES``) makes ordinary documents about that long, so that
+    throughput is measured on realistic documents rather than on per-document overhead.
+    """
     _check_name(name, "samples")
     module_name = f"{SAMPLES_PACKAGE}.{name}"
     if importlib.util.find_spec(module_name) is None:
@@ -109,4 +116,12 @@ def write_samples(name: str, directory: str | Path, n_docs: int = 20, seed: int 
     module = importlib.import_module(module_name)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return [Path(p) for p in module.write_samples(directory, n_docs=n_docs, seed=seed)]
+    options = {"doc_bytes": doc_bytes} if doc_bytes else {}
+    return [Path(p) for p in module.write_samples(directory, n_docs=n_docs, seed=seed, **options)]
+
+
+def typical_doc_bytes(name: str) -> int:
+    """The average document size of source ``name`` in real dumps (its sample writer's)."""
+    _check_name(name, "samples")
+    module = importlib.import_module(f"{SAMPLES_PACKAGE}.{name}")
+    return int(getattr(module, "TYPICAL_DOC_BYTES", 0))

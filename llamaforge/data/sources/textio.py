@@ -26,6 +26,8 @@ except ImportError:  # pragma: no cover - zstandard is a declared dependency of 
     zstandard = None  # type: ignore[assignment]
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+# Control bytes that do not occur in text (tab, newline, form feed and CR do).
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
 
 
 class BadInput(Exception):
@@ -128,5 +130,6 @@ def looks_binary(sample: bytes) -> bool:
         return False
     if b"\x00" in sample:
         return True
-    control = sum(1 for byte in sample if byte < 32 and byte not in (9, 10, 12, 13))
+    # bytes.translate deletes them in C; a per-byte Python loop was a hot spot on big files.
+    control = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
     return control / len(sample) > 0.3
