@@ -14,11 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from llamaforge.errors import CheckpointError, ConfigError
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from llamaforge.inference.loading import add_device_arguments, load_model_and_tokenizer
 
 
 def configure_eval(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +35,7 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1234, help="few-shot draws and sampling")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:0")
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", *DTYPES],
-        default="auto",
-        help="auto: bfloat16 on a GPU that supports it, float32 otherwise",
-    )
+    add_device_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
     parser.add_argument(
@@ -57,41 +47,6 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
-
-
-def device_and_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
-    """``auto`` means CUDA when present, in bfloat16 where the GPU supports it."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as error:
-        raise ConfigError(f"--device {device!r} is not a torch device: {error}") from None
-    if dtype != "auto":
-        return dev, DTYPES[dtype]
-    if dev.type == "cuda" and torch.cuda.is_bf16_supported():
-        return dev, torch.bfloat16
-    return dev, torch.float32
-
-
-def load_model_and_tokenizer(checkpoint: Path, device: str, dtype: str):
-    """Model in eval mode and its SentencePiece tokenizer, from a checkpoint folder."""
-    from llamaforge.formats import load_any
-    from llamaforge.tokenizer import Tokenizer
-
-    if not checkpoint.is_dir():
-        raise CheckpointError(
-            f"{checkpoint}: no such model folder; pass a folder written by `llamaforge train` "
-            "or `llamaforge convert`"
-        )
-    dev, torch_dtype = device_and_dtype(device, dtype)
-    model, tokenizer_path = load_any(checkpoint, device=dev, dtype=torch_dtype)
-    if tokenizer_path is None:
-        raise CheckpointError(
-            f"{checkpoint} has no tokenizer.model; copy the tokenizer the model was trained "
-            "with into the folder"
-        )
-    return model.eval(), Tokenizer(tokenizer_path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -106,34 +106,77 @@ def evaluate_multiple_choice(
     examples = list(examples)
     if not examples:
         raise DataError("evaluate_multiple_choice got no examples")
-    requests: list[tuple[str, str]] = []
     for k, ex in enumerate(examples):
         if len(ex.choices) < 1 or not 0 <= ex.gold < len(ex.choices):
             raise DataError(
                 f"example {k}: gold index {ex.gold} is not one of its {len(ex.choices)} choices"
             )
-        requests += [(ex.context, c) for c in ex.choices]
+    outcome = rank_request_groups(
+        model,
+        tokenizer,
+        [[(ex.context, c) for c in ex.choices] for ex in examples],
+        [ex.gold for ex in examples],
+        method,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return accuracy(outcome)
+
+
+def accuracy(outcome: Sequence[tuple[bool, bool]]) -> dict[str, float]:
+    """``{"acc", "acc_raw", "n"}`` from :func:`rank_request_groups`' per-question outcome."""
+    return {
+        "acc": sum(right for right, _ in outcome) / len(outcome),
+        "acc_raw": sum(raw for _, raw in outcome) / len(outcome),
+        "n": len(outcome),
+    }
+
+
+def rank_request_groups(
+    model: nn.Module,
+    tokenizer: Any,
+    groups: Sequence[Sequence[tuple[str, str]]],
+    golds: Sequence[int],
+    method: Method,
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    max_seq_len: int | None = None,
+) -> list[tuple[bool, bool]]:
+    """``(right under method, right by raw log-likelihood)`` per group of choice requests.
+
+    Each group holds one ``(context, continuation)`` request per choice; every
+    group goes through one :func:`loglikelihood` call, so batching and
+    shared-prefix reuse span the whole task. The normalisation counts the
+    characters of each continuation (the choice as scored).
+    """
+    _check_method(method)
+    requests: list[tuple[str, str]] = []
+    for group in groups:
+        requests += group
         if method == "answer":
-            requests += [(UNCONDITIONAL_CONTEXT, c) for c in ex.choices]
-    results = loglikelihood(model, tokenizer, requests, batch_size=batch_size, progress=progress)
-    correct = correct_raw = 0
-    pos = 0
-    for ex in examples:
-        n = len(ex.choices)
+            requests += [(UNCONDITIONAL_CONTEXT, cont) for _, cont in group]
+    results = loglikelihood(
+        model,
+        tokenizer,
+        requests,
+        batch_size=batch_size,
+        progress=progress,
+        max_seq_len=max_seq_len,
+    )
+    outcome, pos = [], 0
+    for group, gold in zip(groups, golds, strict=True):
+        n = len(group)
         conditional = [lp for lp, _ in results[pos : pos + n]]
         pos += n
         unconditional: list[float] = []
         if method == "answer":
             unconditional = [lp for lp, _ in results[pos : pos + n]]
             pos += n
-        scores = normalise_scores(method, ex.choices, conditional, unconditional)
-        correct += best_choice(scores) == ex.gold
-        correct_raw += best_choice(conditional) == ex.gold
-    return {
-        "acc": correct / len(examples),
-        "acc_raw": correct_raw / len(examples),
-        "n": len(examples),
-    }
+        continuations = [cont for _, cont in group]
+        scores = normalise_scores(method, continuations, conditional, unconditional)
+        outcome.append((best_choice(scores) == gold, best_choice(conditional) == gold))
+    return outcome
 
 
 def winogrande_split(sentence: str, option: str) -> tuple[str, str]:

@@ -13,13 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.inference.generate import stream
+from llamaforge.inference.loading import add_device_arguments, load_model_and_tokenizer
 from llamaforge.inference.sampling import SamplingConfig
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
 
 
@@ -57,34 +54,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=[],
         help=r"stop before this text (repeatable; \n and \t are understood)",
     )
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:0")
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", *DTYPES],
-        default="auto",
-        help="auto: bfloat16 on a GPU that supports it, float32 otherwise",
-    )
+    add_device_arguments(parser)
     parser.add_argument("--no-echo", action="store_true", help="do not print the prompt")
     parser.set_defaults(run=run)
 
 
-def _device_and_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as error:
-        raise ConfigError(f"--device {device!r} is not a torch device: {error}") from None
-    if dtype != "auto":
-        return dev, DTYPES[dtype]
-    if dev.type == "cuda" and torch.cuda.is_bf16_supported():
-        return dev, torch.bfloat16
-    return dev, torch.float32
-
-
 def run(args: argparse.Namespace) -> int:
-    from llamaforge.formats.native import load_pretrained
-
     cfg = SamplingConfig(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -93,19 +68,9 @@ def run(args: argparse.Namespace) -> int:
         stop=tuple(unescape(s) for s in args.stop),
         seed=args.seed,
     )
-    if not args.checkpoint.is_dir():
-        raise CheckpointError(
-            f"{args.checkpoint}: no such model folder; pass a folder written by "
-            "`llamaforge train` or `llamaforge convert`"
-        )
-    device, dtype = _device_and_dtype(args.device, args.dtype)
-    model, tokenizer = load_pretrained(args.checkpoint, device, dtype)
-    if tokenizer is None:
-        raise CheckpointError(
-            f"{args.checkpoint} has no tokenizer.model; copy the tokenizer the model was "
-            "trained with into the folder"
-        )
-    model.eval()
+    model, tokenizer = load_model_and_tokenizer(
+        args.checkpoint, args.device, args.dtype, fmt="native"
+    )
     out = sys.stdout
     for i, prompt in enumerate(args.prompt):
         if i:

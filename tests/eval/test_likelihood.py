@@ -11,7 +11,7 @@ from llamaforge.eval.likelihood import (
     rolling_windows,
     split_request,
 )
-from tests.eval.toy import TOK, ToyModel, tid  # noqa: F401
+from tests.eval.toy import TOK, ToyModel, tid, tiny_transformer  # noqa: F401
 
 
 def reference(model, tokenizer, context, continuation):
@@ -114,30 +114,8 @@ def test_rolling_equals_full_context_for_a_bigram_model():
     assert full[0] == pytest.approx(reference(big, TOK, "", texts[0])[0], abs=1e-4)
 
 
-@pytest.fixture(scope="module")
-def real_tokenizer(tmp_path_factory):
-    from llamaforge.tokenizer import train_tokenizer
-
-    folder = tmp_path_factory.mktemp("spm")
-    lines = [f"the answer to question {i} is the {i * 7} cats on a mat" for i in range(300)]
-    return train_tokenizer(
-        folder / "tok.model", texts=lines, vocab_size=320, progress=False, num_threads=1
-    )
-
-
 def test_loglikelihood_matches_direct_computation_with_real_model(real_tokenizer):
-    from llamaforge.model import ModelConfig, Transformer
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        dim=32,
-        n_layers=2,
-        n_heads=4,
-        vocab_size=real_tokenizer.vocab_size,
-        max_seq_len=24,
-        multiple_of=16,
-    )
-    model = Transformer(cfg)
+    model = tiny_transformer(real_tokenizer.vocab_size, max_seq_len=24)
     requests = [
         ("the answer to question 3 is", " the 21 cats"),
         ("the answer to question 3 is ", "the 21 cats"),  # trailing space moves over

@@ -7,7 +7,6 @@ import runpy
 import sys
 
 import pytest
-import torch
 
 from llamaforge.errors import ConfigError
 from llamaforge.eval.likelihood import loglikelihood, loglikelihood_rolling
@@ -15,8 +14,7 @@ from llamaforge.eval.lm_eval_backend import LlamaforgeLM
 from llamaforge.formats import save_any
 from llamaforge.inference.generate import generate
 from llamaforge.inference.sampling import SamplingConfig
-from llamaforge.model import ModelConfig, Transformer
-from tests.eval.test_likelihood import real_tokenizer  # noqa: F401  (module fixture)
+from tests.eval.toy import tiny_transformer
 
 QUESTIONS = [
     ("the answer to question 3 is", [" the 21 cats", " the 5 cats on a mat", " 9"], 0),
@@ -37,18 +35,9 @@ def _yaml(path, body):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, real_tokenizer):  # noqa: F811
+def setup(tmp_path_factory, real_tokenizer):
     root = tmp_path_factory.mktemp("lm_eval")
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        dim=32,
-        n_layers=2,
-        n_heads=4,
-        vocab_size=real_tokenizer.vocab_size,
-        max_seq_len=24,
-        multiple_of=16,
-    )
-    model = Transformer(cfg).eval()
+    model = tiny_transformer(real_tokenizer.vocab_size, max_seq_len=24).eval()
     checkpoint = save_any(model, root / "ckpt", "native", tokenizer_path=real_tokenizer.model_path)
     greedy = generate(
         model, real_tokenizer, PROMPTS, SamplingConfig(max_new_tokens=6, stop=("\n",))
@@ -124,7 +113,7 @@ def monkeypatch_module():
         yield patch
 
 
-def test_multiple_choice_loglikelihoods_and_accuracy_are_ours(setup, evaluated, real_tokenizer):  # noqa: F811
+def test_multiple_choice_loglikelihoods_and_accuracy_are_ours(setup, evaluated, real_tokenizer):
     model = setup[0]
     samples = sorted(evaluated["samples"]["lf_mc"], key=lambda s: s["doc_id"])
     correct = 0
@@ -141,7 +130,7 @@ def test_multiple_choice_loglikelihoods_and_accuracy_are_ours(setup, evaluated, 
     assert evaluated["results"]["lf_mc"]["acc,none"] == pytest.approx(correct / len(QUESTIONS))
 
 
-def test_rolling_loglikelihoods_are_ours(setup, evaluated, real_tokenizer):  # noqa: F811
+def test_rolling_loglikelihoods_are_ours(setup, evaluated, real_tokenizer):
     model = setup[0]
     samples = sorted(evaluated["samples"]["lf_ppl"], key=lambda s: s["doc_id"])
     ours = loglikelihood_rolling(model, real_tokenizer, TEXTS)
@@ -160,7 +149,7 @@ def test_generate_until_is_greedy_and_cut_at_the_stop(setup, evaluated):
     assert evaluated["results"]["lf_gen"]["exact_match,none"] == pytest.approx(2 / 3)
 
 
-def test_in_memory_model_and_bad_arguments(setup, real_tokenizer):  # noqa: F811
+def test_in_memory_model_and_bad_arguments(setup, real_tokenizer):
     model = setup[0]
     lm = LlamaforgeLM(model=model, tokenizer=real_tokenizer, batch_size="auto", device="cpu")
     assert lm.batch_size == 16 and lm.max_length == 24 and lm.rank == 0 and lm.world_size == 1

@@ -9,22 +9,7 @@ from llamaforge.eval.likelihood import (
     score_token_sequences,
     supports_prefix_cache,
 )
-from llamaforge.model import ModelConfig, Transformer
-from tests.eval.test_likelihood import real_tokenizer  # noqa: F401  (module fixture)
-from tests.eval.toy import TOK, ToyModel
-
-
-def tiny_model(vocab_size, max_seq_len=32):
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        dim=32,
-        n_layers=2,
-        n_heads=4,
-        vocab_size=vocab_size,
-        max_seq_len=max_seq_len,
-        multiple_of=16,
-    )
-    return Transformer(cfg)
+from tests.eval.toy import TOK, ToyModel, tiny_transformer
 
 
 def count_rows(model):
@@ -37,7 +22,7 @@ def count_rows(model):
 
 
 def test_shared_prefix_equals_uncached_on_random_token_items():
-    model = tiny_model(vocab_size=50, max_seq_len=24)
+    model = tiny_transformer(vocab_size=50, max_seq_len=24)
     gen = torch.Generator().manual_seed(3)
 
     def rand(n):
@@ -61,8 +46,8 @@ def test_shared_prefix_equals_uncached_on_random_token_items():
     assert cached[-1] == (0.0, True)
 
 
-def test_text_requests_match_with_truncation_and_varied_lengths(real_tokenizer):  # noqa: F811
-    model = tiny_model(real_tokenizer.vocab_size, max_seq_len=24)
+def test_text_requests_match_with_truncation_and_varied_lengths(real_tokenizer):
+    model = tiny_transformer(real_tokenizer.vocab_size, max_seq_len=24)
     passage = "the answer to question 12 is the 84 cats on a mat. the answer to question 5 is"
     requests = []
     for ctx in (passage, "the answer to question 3 is", "question 7", passage + " the 35"):
@@ -79,7 +64,7 @@ def test_text_requests_match_with_truncation_and_varied_lengths(real_tokenizer):
 
 
 def test_the_context_runs_once_per_group():
-    model = tiny_model(vocab_size=TOK.vocab_size, max_seq_len=64)
+    model = tiny_transformer(vocab_size=TOK.vocab_size, max_seq_len=64)
     shapes = count_rows(model)
     context = "A long passage that four endings share. It goes on"
     requests = [(context, f" ending {c}{'!' * k}") for k, c in enumerate("ABCD")]
@@ -93,7 +78,7 @@ def test_the_context_runs_once_per_group():
 def test_models_without_a_cache_take_the_plain_path():
     toy = ToyModel()
     assert not supports_prefix_cache(toy)
-    assert supports_prefix_cache(tiny_model(vocab_size=10))
+    assert supports_prefix_cache(tiny_transformer(vocab_size=10))
     requests = [("shared context", " a"), ("shared context", " bb")]
     assert len(loglikelihood(toy, TOK, requests)) == 2
     with pytest.raises(ConfigError, match="prefix_sharing"):

@@ -53,3 +53,19 @@ class ToyModel(nn.Module):
         anchor = tokens[:, min(1, tokens.shape[1] - 1)]
         seen = (torch.arange(tokens.shape[1]) >= 1).float()[None, :, None]
         return self.bigram[tokens] + self.first[anchor][:, None, :] * seen
+
+
+def tiny_transformer(vocab_size, max_seq_len=32, n_layers=2):
+    """A small real ``Transformer``, seeded, for tests that need the KV-cache model."""
+    from llamaforge.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        dim=32,
+        n_layers=n_layers,
+        n_heads=4,
+        vocab_size=vocab_size,
+        max_seq_len=max_seq_len,
+        multiple_of=16,
+    )
+    return Transformer(cfg)

@@ -28,6 +28,8 @@ import random
 import tarfile
 from pathlib import Path
 
+from llamaforge.data.samples import write_atomic
+
 # fmt: off
 WORDS = [
     "model", "training", "loss", "gradient", "network", "layer", "attention", "data", "token",
@@ -168,6 +170,6 @@ def write_samples(
     written = []
     for name, data in files.items():
         path = directory / name
-        path.write_bytes(data)
+        write_atomic(path, data)
         written.append(path)
     return sorted(written)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from llamaforge.data.samples import write_atomic
+
 # fmt: off
 WORDS = [
     "the", "ship", "captain", "sea", "storm", "night", "morning", "letter", "house", "garden",
@@ -97,10 +99,10 @@ def write_samples(
         number = 1000 + index
         if index % 2 == 0:
             path = directory / "gutenberg" / f"pg{number}.txt"
-            path.write_bytes(gutenberg_file(f"Sample Book {number}", number, body))
+            write_atomic(path, gutenberg_file(f"Sample Book {number}", number, body))
         else:
             path = directory / "books3" / f"Sample Book {number}.epub.txt"
-            path.write_text(body + "\n", encoding="utf-8")
+            write_atomic(path, (body + "\n").encode("utf-8"))
         written.append(path)
     extras = {
         "books3/Copy of 1000.epub.txt": near_copy(rng, bodies[0]).encode("utf-8"),
@@ -113,6 +115,6 @@ def write_samples(
         extras["gutenberg/pg2001.txt"] = bytes(rng.randrange(256) for _ in range(4096)) + b"\0"
     for relative, data in extras.items():
         path = directory / relative
-        path.write_bytes(data)
+        write_atomic(path, data)
         written.append(path)
     return sorted(written)

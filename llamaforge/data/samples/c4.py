@@ -22,9 +22,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import random
 from pathlib import Path
+
+from llamaforge.data.samples import write_atomic
 
 # Average length of a C4 page (allenai/c4 en: ~2.2 KB of text per record).
 TYPICAL_DOC_BYTES = 2200
@@ -114,12 +115,6 @@ def _records(rng: random.Random, n_docs: int, doc_bytes: int = 0) -> list[dict]:
     return records
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def _gzip_lines(records: list[dict]) -> bytes:
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as stream:
@@ -136,7 +131,7 @@ def write_samples(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     main = directory / "c4-sample.00000.json.gz"
-    _write_atomic(main, _gzip_lines(_records(rng, n_docs, doc_bytes)))
+    write_atomic(main, _gzip_lines(_records(rng, n_docs, doc_bytes)))
     paths = [main]
     if n_docs >= 20:
         extra = [
@@ -149,6 +144,6 @@ def write_samples(
         ]
         data = _gzip_lines(extra)
         cut = directory / "c4-sample.00001.json.gz"
-        _write_atomic(cut, data[: len(data) * 2 // 3])
+        write_atomic(cut, data[: len(data) * 2 // 3])
         paths.append(cut)
     return paths

@@ -46,6 +46,7 @@ from llamaforge.data.ccnet.arpa import train_arpa
 from llamaforge.data.ccnet.langid import train_language_id
 from llamaforge.data.ccnet.perplexity import PerplexityScorer, prepare_line
 from llamaforge.data.ccnet.wikiref import train_wikiref_classifier
+from llamaforge.data.samples import write_atomic
 
 # Good sample pages score ~2-3.5 under the sample LM, shop copy ~2, word salad ~500:
 # the head/middle cut falls among good pages, the tail starts far below salad.
@@ -188,7 +189,7 @@ def _write_wet(path: Path, rng: random.Random, pages: list[tuple[str, list[str]]
     for url, lines in pages:
         headers = {"WARC-Target-URI": url, "Content-Type": "text/plain"}
         data += _record(WarcRecordType.conversion, rng, headers, "\n".join(lines).encode())
-    path.write_bytes(bytes(data))
+    write_atomic(path, bytes(data))
     return bytes(data)
 
 
@@ -248,7 +249,7 @@ def write_samples(
             headers = {"WARC-Target-URI": f"https://{name}.example.org/", **_HTTP_RECORD}
             records += _record(WarcRecordType.response, rng, headers, payload)
     warc = directory / "CC-MAIN-2023-06-sample-00001.warc.gz"
-    warc.write_bytes(bytes(records))
+    write_atomic(warc, bytes(records))
     paths = [wet, warc]
 
     if n_docs >= 20:
@@ -257,7 +258,7 @@ def write_samples(
             (f"https://truncated.example.org/{i}", _page("good", rng, doc_bytes)) for i in range(3)
         ]
         data = _write_wet(broken, rng, pages)
-        broken.write_bytes(data[: len(data) - 40])  # the last record breaks off mid-member
+        write_atomic(broken, data[: len(data) - 40])  # the last record breaks off mid-member
         paths.append(broken)
 
     _check_cutoffs(PerplexityScorer(models / "lm.arpa"), bodies)

@@ -28,9 +28,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import random
 from pathlib import Path
+
+from llamaforge.data.samples import write_atomic
 
 ROLES = (
     "python_mit", "gpl", "go_apache", "lockfile", "minified", "c_bsd",
@@ -179,12 +180,6 @@ def _records(rng: random.Random, n_docs: int, doc_bytes: int = 0) -> list[dict]:
     return records
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def write_samples(
     directory: Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
 ) -> list[Path]:
@@ -197,7 +192,7 @@ def write_samples(
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as stream:
         stream.writelines(lines)
     main = directory / "github-sample-00000.jsonl.gz"
-    _write_atomic(main, buffer.getvalue())
+    write_atomic(main, buffer.getvalue())
     paths = [main]
     if n_docs >= 20:
         good = {
@@ -209,6 +204,6 @@ def write_samples(
         broken = json.dumps(good).encode("utf-8")
         data = broken + b"\n" + b'{"content": "caf\xe9"}\n' + broken[: len(broken) // 2] + b"\n"
         extra = directory / "github-sample-00001.jsonl"
-        _write_atomic(extra, data)
+        write_atomic(extra, data)
         paths.append(extra)
     return paths

@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape
 
 import py7zr
 
+from llamaforge.data.samples import write_atomic
 from llamaforge.data.samples.c4 import sentence
 
 # Average question with its answers in RedPajama's StackExchange subset (~2-4 KB).
@@ -102,13 +103,6 @@ def posts_xml(rows: list[str]) -> bytes:
             ).encode("utf-8")  # fmt: skip
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def write_samples(
     directory: Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
 ) -> list[Path]:
@@ -124,7 +118,7 @@ def write_samples(
         out.writestr(b'<?xml version="1.0"?>\n<users>\n</users>\n', "Users.xml")
     os.replace(temporary, archive)
     folder = directory / "diy.stackexchange.com" / "Posts.xml"
-    _write_atomic(
+    write_atomic(
         folder, posts_xml(posts_rows(rng, max(2, n_docs - half), first_id=1, doc_bytes=doc_bytes))
     )
     paths = [archive, folder]
@@ -132,6 +126,6 @@ def write_samples(
         broken = directory / "rpg.stackexchange.com" / "Posts.xml"
         rows = posts_rows(rng, 2, first_id=1)[:3]  # question 0 (+ answer), question 1
         data = posts_xml(rows).replace(b"\n</posts>\n", b'\n  <row Id="77" Body="unclosed')
-        _write_atomic(broken, data)
+        write_atomic(broken, data)
         paths.append(broken)
     return paths

@@ -18,6 +18,8 @@ import random
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from llamaforge.data.samples import write_atomic
+
 EXPORT_NS = "http://www.mediawiki.org/xml/export-0.10/"
 # fmt: off
 WORDS = [
@@ -134,7 +136,7 @@ def write_samples(
     for lang, count, first_id in (("en", n_en, 1), ("de", n_de, 10_001)):
         xml = dump_header(lang) + "".join(sample_pages(rng, count, first_id, doc_bytes)) + FOOTER
         path = directory / f"{lang}wiki-20230401-pages-articles1.xml.bz2"
-        path.write_bytes(bz2.compress(xml.encode("utf-8")))
+        write_atomic(path, bz2.compress(xml.encode("utf-8")))
         written.append(path)
     if n_bad:
         # Multistream, as Wikimedia publishes it: header + pages in one bz2 stream, more pages
@@ -143,6 +145,6 @@ def write_samples(
         first = bz2.compress((dump_header("fr") + "".join(pages[:2])).encode("utf-8"))
         second = bz2.compress(("".join(pages[2:]) + FOOTER).encode("utf-8"))
         path = directory / "frwiki-20230401-pages-articles-multistream.xml.bz2"
-        path.write_bytes(first + second[: len(second) // 2])
+        write_atomic(path, first + second[: len(second) // 2])
         written.append(path)
     return written

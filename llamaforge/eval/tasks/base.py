@@ -27,6 +27,20 @@ from torch import nn
 from llamaforge.errors import ConfigError, DataError
 
 
+def get_field(task: str, doc: dict, name: str) -> Any:
+    """``doc[name]``, or a :class:`DataError` naming the task, the field and the fields there are.
+
+    Records must be in the Hugging Face dataset's own schema (see the module
+    docstring); a renamed or missing field is the commonest data mistake.
+    """
+    if name not in doc:
+        raise DataError(
+            f"task {task}: a record has no {name!r} field (fields: {sorted(doc)}); give records "
+            "in the Hugging Face dataset's own schema"
+        )
+    return doc[name]
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Where a task's documents live: a Hugging Face dataset id and its splits.

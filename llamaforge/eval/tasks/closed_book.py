@@ -46,7 +46,7 @@ from llamaforge.eval.generation import (
     generate_completions,
     prompt_token_budget,
 )
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, register_task
+from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
 from llamaforge.inference import SamplingConfig
 
 INSTRUCTION = "Answer these questions:"
@@ -61,7 +61,7 @@ class ClosedBookQA(Task):
     title: ClassVar[str]
 
     def question(self, doc: dict) -> str:
-        text = str(_field(doc, "question", self.name)).strip()
+        text = str(get_field(self.name, doc, "question")).strip()
         return text if text.endswith("?") else text + "?"
 
     def gold_answers(self, doc: dict) -> list[str]:
@@ -117,15 +117,6 @@ class ClosedBookQA(Task):
         }
 
 
-def _field(doc: dict, name: str, task: str):
-    if name not in doc:
-        raise DataError(
-            f"task {task}: a document has no {name!r} field (fields: {sorted(doc)}); "
-            "is the file in the dataset's own schema?"
-        )
-    return doc[name]
-
-
 @register_task
 class NaturalQuestions(ClosedBookQA):
     """NQ-open: ``answer`` is the list of accepted answers."""
@@ -137,7 +128,7 @@ class NaturalQuestions(ClosedBookQA):
     dataset = DatasetSpec("google-research-datasets/nq_open", None, "validation", "train")
 
     def gold_answers(self, doc: dict) -> list[str]:
-        answers = _field(doc, "answer", self.name)
+        answers = get_field(self.name, doc, "answer")
         if isinstance(answers, str):
             answers = [answers]
         if not answers:
@@ -156,7 +147,7 @@ class TriviaQA(ClosedBookQA):
     dataset = DatasetSpec("mandarjoshi/trivia_qa", "rc.nocontext", "validation", "train")
 
     def gold_answers(self, doc: dict) -> list[str]:
-        answer = _field(doc, "answer", self.name)
+        answer = get_field(self.name, doc, "answer")
         if not isinstance(answer, dict) or "value" not in answer:
             raise DataError(
                 f"task {self.name}: 'answer' must be an object with 'value' and 'aliases' "

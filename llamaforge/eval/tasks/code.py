@@ -57,7 +57,7 @@ from llamaforge.eval.generation import (
 )
 from llamaforge.eval.pass_at_k import mean_pass_at_k
 from llamaforge.eval.sandbox import SandboxLimits, run_programs
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, register_task
+from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
 from llamaforge.inference import SamplingConfig
 
 HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -156,15 +156,6 @@ class CodeTask(Task):
         return metrics
 
 
-def _field(doc: dict, name: str, task: str):
-    if name not in doc:
-        raise DataError(
-            f"task {task}: a document has no {name!r} field (fields: {sorted(doc)}); "
-            "is the file in the dataset's own schema?"
-        )
-    return doc[name]
-
-
 @register_task
 class HumanEval(CodeTask):
     name = "humaneval"
@@ -173,11 +164,11 @@ class HumanEval(CodeTask):
     stop = HUMANEVAL_STOP
 
     def prompt(self, doc: dict, examples: list[dict]) -> str:
-        return str(_field(doc, "prompt", self.name))
+        return str(get_field(self.name, doc, "prompt"))
 
     def program(self, doc: dict, completion: str) -> str:
-        test = _field(doc, "test", self.name)
-        entry_point = _field(doc, "entry_point", self.name)
+        test = get_field(self.name, doc, "test")
+        entry_point = get_field(self.name, doc, "entry_point")
         return f"{self.prompt(doc, [])}{completion}\n{test}\ncheck({entry_point})\n"
 
 
@@ -190,17 +181,17 @@ class MBPP(CodeTask):
     stop = ("[DONE]",)
 
     def describe(self, doc: dict) -> str:
-        tests = "\n".join(_field(doc, "test_list", self.name))
+        tests = "\n".join(get_field(self.name, doc, "test_list"))
         return (
             f"You are an expert Python programmer, and here is your task: "
-            f"{_field(doc, 'text', self.name)} Your code should pass these tests:\n\n"
+            f"{get_field(self.name, doc, 'text')} Your code should pass these tests:\n\n"
             f"{tests}\n[BEGIN]\n"
         )
 
     def prompt(self, doc: dict, examples: list[dict]) -> str:
-        shots = [f"{self.describe(e)}{_field(e, 'code', self.name)}\n[DONE]" for e in examples]
+        shots = [f"{self.describe(e)}{get_field(self.name, e, 'code')}\n[DONE]" for e in examples]
         return "\n\n".join([*shots, self.describe(doc)])
 
     def program(self, doc: dict, completion: str) -> str:
-        tests = "\n".join(_field(doc, "test_list", self.name))
+        tests = "\n".join(get_field(self.name, doc, "test_list"))
         return f"{doc.get('test_setup_code') or ''}\n{completion}\n{tests}\n"

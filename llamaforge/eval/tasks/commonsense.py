@@ -8,15 +8,9 @@ normalised by its number of characters, except BoolQ and OpenBookQA
 (normalised by the likelihood given ``"Answer:"``) and WinoGrande (partial
 scoring). ``acc`` is that rule, ``acc_raw`` the plain sum of log-probs.
 
-Few-shot examples (``shots`` > 0) are the task's own prompt followed by its
-gold choice, drawn from the few-shot split with a generator seeded by
-``(ctx.seed, task, position of the document)``, so a document gets the same
-shots whatever ``limit`` is. The document itself is never its own shot.
-Shots and question are separated by a blank line (lm-eval's ``"\\n\\n"``).
-
-The multiple-choice machinery (:class:`MultipleChoiceTask`, few-shot
-sampling, :func:`score_questions`) lives here, with its first users;
-``reading`` and ``mmlu`` build on it.
+Few-shot sampling and the shared multiple-choice machinery live in
+:mod:`llamaforge.eval.tasks.choice_task` (re-exported here, where they first
+lived); ``reading`` and ``mmlu`` build on it too.
 
 Datasets are the Hub ids lm-eval 0.4 reads (Parquet, so ``datasets`` >= 4 can
 load them): ``aps/super_glue`` is where the Hub's ``super_glue`` lives now,
@@ -28,154 +22,24 @@ labels are not public).
 
 from __future__ import annotations
 
-import random
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
 
-from llamaforge.errors import ConfigError, DataError
-from llamaforge.eval.likelihood import loglikelihood
-from llamaforge.eval.multiple_choice import (
-    UNCONDITIONAL_CONTEXT,
-    Method,
-    best_choice,
-    normalise_scores,
-    winogrande_split,
-)
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, register_task
+from llamaforge.errors import DataError
+from llamaforge.eval.multiple_choice import winogrande_split
+from llamaforge.eval.tasks.base import DatasetSpec, get_field, register_task
+from llamaforge.eval.tasks.choice_task import FEWSHOT_DELIMITER as FEWSHOT_DELIMITER
+from llamaforge.eval.tasks.choice_task import MultipleChoiceTask
+from llamaforge.eval.tasks.choice_task import Question as Question
+from llamaforge.eval.tasks.choice_task import sample_fewshot as sample_fewshot
+from llamaforge.eval.tasks.choice_task import score_questions as score_questions
 
-FEWSHOT_DELIMITER = "\n\n"
 COMMONSENSE_TABLE = "Table 3: Common sense reasoning"
 
 
-def get_field(task: str, doc: dict, name: str) -> Any:
-    """``doc[name]``, or a :class:`DataError` naming the task and the missing field."""
-    if name not in doc:
-        raise DataError(
-            f"task {task}: record has no field {name!r} (fields: {sorted(doc)}); the data must "
-            "be in the Hugging Face dataset's own schema"
-        )
-    return doc[name]
+class _CommonsenseTask(MultipleChoiceTask):
+    """Reported in the paper's Table 3."""
 
-
-def sample_fewshot(
-    pool: list[dict], shots: int, *, seed: int, key: str, exclude: dict
-) -> list[dict]:
-    """``shots`` records of ``pool`` other than ``exclude``, the same for the same seed and key."""
-    if shots < 0:
-        raise ConfigError(f"shots must be >= 0, got {shots}")
-    if shots == 0:
-        return []
-    rng = random.Random(f"{seed}/{key}")
-    picked = rng.sample(range(len(pool)), min(len(pool), shots + 1))
-    chosen = [pool[i] for i in picked if pool[i] != exclude][:shots]
-    if len(chosen) < shots:
-        raise ConfigError(
-            f"{key}: {shots} shots asked but the few-shot split has only {len(chosen)} other "
-            "examples; lower --shots"
-        )
-    return chosen
-
-
-@dataclass(frozen=True)
-class Question:
-    """One item as a ``(context, continuation)`` request per choice, and the gold index."""
-
-    requests: tuple[tuple[str, str], ...]
-    gold: int
-
-
-def score_questions(
-    ctx: EvalContext, questions: list[Question], method: Method
-) -> list[tuple[bool, bool]]:
-    """``(right under method, right by raw log-likelihood)`` per question, in one batched pass."""
-    requests: list[tuple[str, str]] = []
-    for q in questions:
-        requests += q.requests
-        if method == "answer":
-            requests += [(UNCONDITIONAL_CONTEXT, cont) for _, cont in q.requests]
-    results = loglikelihood(
-        ctx.model,
-        ctx.tokenizer,
-        requests,
-        batch_size=ctx.batch_size,
-        progress=ctx.progress,
-        max_seq_len=ctx.max_seq_len,
-    )
-    outcome, pos = [], 0
-    for q in questions:
-        n = len(q.requests)
-        conditional = [lp for lp, _ in results[pos : pos + n]]
-        pos += n
-        unconditional: list[float] = []
-        if method == "answer":
-            unconditional = [lp for lp, _ in results[pos : pos + n]]
-            pos += n
-        continuations = [cont for _, cont in q.requests]
-        scores = normalise_scores(method, continuations, conditional, unconditional)
-        outcome.append((best_choice(scores) == q.gold, best_choice(conditional) == q.gold))
-    return outcome
-
-
-class MultipleChoiceTask(Task):
-    """A task whose documents become a prompt, choices and a gold index (lm-eval style)."""
-
-    title: ClassVar[str]
-    method: ClassVar[Method] = "chars"
     table = COMMONSENSE_TABLE
-
-    def doc_to_text(self, doc: dict) -> str:
-        raise NotImplementedError
-
-    def doc_to_choices(self, doc: dict) -> list[str]:
-        raise NotImplementedError
-
-    def doc_to_gold(self, doc: dict) -> int:
-        raise NotImplementedError
-
-    def doc_to_requests(self, doc: dict) -> list[tuple[str, str]]:
-        text = self.doc_to_text(doc)
-        return [(text, choice) for choice in self.doc_to_choices(doc)]
-
-    def fewshot_text(self, doc: dict) -> str:
-        """The document with its gold answer, as a shot."""
-        context, continuation = self.doc_to_requests(doc)[self.checked_gold(doc)]
-        return context + continuation
-
-    def checked_gold(self, doc: dict) -> int:
-        gold, n = self.doc_to_gold(doc), len(self.doc_to_choices(doc))
-        if not 0 <= gold < n:
-            raise DataError(f"task {self.name}: gold answer {gold} is not one of {n} choices")
-        return gold
-
-    def question(self, doc: dict, shots: list[dict]) -> Question:
-        prefix = "".join(self.fewshot_text(s) + FEWSHOT_DELIMITER for s in shots)
-        requests = tuple((prefix + c, cont) for c, cont in self.doc_to_requests(doc))
-        return Question(requests, self.checked_gold(doc))
-
-    def questions(
-        self, docs: list[dict], fewshot_docs: list[dict], shots: int, seed: int
-    ) -> list[Question]:
-        return [
-            self.question(
-                doc,
-                sample_fewshot(fewshot_docs, shots, seed=seed, key=f"{self.name}/{i}", exclude=doc),
-            )
-            for i, doc in enumerate(docs)
-        ]
-
-    def evaluate(
-        self, ctx: EvalContext, docs: list[dict], fewshot_docs: list[dict], shots: int
-    ) -> dict[str, float]:
-        if not docs:
-            raise DataError(f"task {self.name}: no documents to evaluate")
-        questions = self.questions(docs, fewshot_docs, shots, ctx.seed)
-        outcome = score_questions(ctx, questions, self.method)
-        return {
-            "acc": sum(right for right, _ in outcome) / len(outcome),
-            "acc_raw": sum(raw for _, raw in outcome) / len(outcome),
-            "n": len(outcome),
-        }
 
 
 def _label(task: str, doc: dict, name: str, offset: int = 0) -> int:
@@ -212,7 +76,7 @@ def _choice_texts(task: str, doc: dict) -> list[str]:
 
 
 @register_task
-class BoolQ(MultipleChoiceTask):
+class BoolQ(_CommonsenseTask):
     """lm-eval ``boolq``: ``"{passage}\\nQuestion: {question}?\\nAnswer:"`` -> `` no``/`` yes``."""
 
     name = "boolq"
@@ -235,7 +99,7 @@ class BoolQ(MultipleChoiceTask):
 
 
 @register_task
-class PIQA(MultipleChoiceTask):
+class PIQA(_CommonsenseTask):
     """lm-eval ``piqa``: ``"Question: {goal}\\nAnswer:"`` -> `` {sol1}``/`` {sol2}``."""
 
     name = "piqa"
@@ -253,7 +117,7 @@ class PIQA(MultipleChoiceTask):
 
 
 @register_task
-class SIQA(MultipleChoiceTask):
+class SIQA(_CommonsenseTask):
     """lm-eval ``social_iqa``: ``"Q: {context} {question}\\nA:"`` -> `` {answerA|B|C}``."""
 
     name = "siqa"
@@ -282,7 +146,7 @@ def hellaswag_clean(text: str) -> str:
 
 
 @register_task
-class HellaSwag(MultipleChoiceTask):
+class HellaSwag(_CommonsenseTask):
     """lm-eval ``hellaswag``: ``"{activity_label}: {ctx_a} {Ctx_b}"`` -> `` {ending}``, cleaned."""
 
     name = "hellaswag"
@@ -302,7 +166,7 @@ class HellaSwag(MultipleChoiceTask):
 
 
 @register_task
-class WinoGrande(MultipleChoiceTask):
+class WinoGrande(_CommonsenseTask):
     """lm-eval ``winogrande``: partial scoring, the text after the blank given each filled prefix.
 
     The continuation is the same for both options, so the raw log-likelihood
@@ -325,7 +189,7 @@ class WinoGrande(MultipleChoiceTask):
         return _label(self.name, doc, "answer", offset=1)  # "1" / "2"
 
 
-class _ARC(MultipleChoiceTask):
+class _ARC(_CommonsenseTask):
     """lm-eval ``arc_easy``/``arc_challenge``: ``"Question: {question}\\nAnswer:"`` -> `` {text}``."""
 
     def doc_to_text(self, doc: dict) -> str:
@@ -357,7 +221,7 @@ class ARCChallenge(_ARC):
 
 
 @register_task
-class OpenBookQA(MultipleChoiceTask):
+class OpenBookQA(_CommonsenseTask):
     """lm-eval ``openbookqa``: ``"{question_stem}"`` -> `` {text}``, normalised by ``"Answer:"``."""
 
     name = "openbookqa"

@@ -53,7 +53,7 @@ from llamaforge.eval.generation import (
     generate_completions,
     prompt_token_budget,
 )
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, register_task
+from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
 from llamaforge.inference import SamplingConfig
 
 # Wei et al. (2022), "Chain-of-thought prompting elicits reasoning", the GSM8k exemplars.
@@ -236,15 +236,6 @@ class MajorityVoteTask(Task):
         return results
 
 
-def _field(doc: dict, name: str, task: str) -> str:
-    if name not in doc:
-        raise DataError(
-            f"task {task}: a document has no {name!r} field (fields: {sorted(doc)}); "
-            "is the file in the dataset's own schema?"
-        )
-    return str(doc[name])
-
-
 @register_task
 class GSM8k(MajorityVoteTask):
     name = "gsm8k"
@@ -255,7 +246,7 @@ class GSM8k(MajorityVoteTask):
 
     def prompt(self, doc: dict, examples: list[tuple[str, str]]) -> str:
         shots = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in examples)
-        return f"{shots}Q: {_field(doc, 'question', self.name)}\nA:"
+        return f"{shots}Q: {str(get_field(self.name, doc, 'question'))}\nA:"
 
     def needs_fewshot_docs(self, shots: int) -> bool:
         return shots > len(GSM8K_EXEMPLARS)
@@ -264,11 +255,11 @@ class GSM8k(MajorityVoteTask):
         if shots <= len(GSM8K_EXEMPLARS):
             return list(GSM8K_EXEMPLARS[:shots])
         drawn = draw_shots(fewshot_docs, shots, rng, exclude=doc)
-        return [(_field(d, "question", self.name), self.worked_solution(d)) for d in drawn]
+        return [(str(get_field(self.name, d, "question")), self.worked_solution(d)) for d in drawn]
 
     def worked_solution(self, doc: dict) -> str:
         """A training answer in the exemplars' style: one paragraph ending in "The answer is n."."""
-        reasoning, _, final = _field(doc, "answer", self.name).rpartition("####")
+        reasoning, _, final = str(get_field(self.name, doc, "answer")).rpartition("####")
         steps = " ".join(_CALCULATOR.sub("", reasoning).split())
         return f"{steps} The answer is {final.strip()}."
 
@@ -276,7 +267,7 @@ class GSM8k(MajorityVoteTask):
         return extract_number(completion)
 
     def gold(self, doc: dict) -> str:
-        answer = _field(doc, "answer", self.name)
+        answer = str(get_field(self.name, doc, "answer"))
         if "####" not in answer:
             raise DataError(f"task {self.name}: answer {answer[-80:]!r} has no '#### <number>'")
         return extract_number(answer) or ""
@@ -293,11 +284,14 @@ class MATH(MajorityVoteTask):
 
     def prompt(self, doc: dict, examples: list[tuple[str, str]]) -> str:
         shots = "".join(f"Problem:\n{q}\n\nSolution: {a}\n\n" for q, a in examples)
-        return f"{shots}Problem:\n{_field(doc, 'problem', self.name)}\n\nSolution:"
+        return f"{shots}Problem:\n{str(get_field(self.name, doc, 'problem'))}\n\nSolution:"
 
     def examples(self, doc, fewshot_docs, shots, rng):
         drawn = draw_shots(fewshot_docs, shots, rng, exclude=doc)
-        return [(_field(d, "problem", self.name), _field(d, "solution", self.name)) for d in drawn]
+        return [
+            (str(get_field(self.name, d, "problem")), str(get_field(self.name, d, "solution")))
+            for d in drawn
+        ]
 
     def extract(self, completion: str) -> str | None:
         boxed = last_boxed(completion)
@@ -307,7 +301,7 @@ class MATH(MajorityVoteTask):
         return None if boxed is None else normalize_math_answer(boxed)
 
     def gold(self, doc: dict) -> str:
-        boxed = last_boxed(_field(doc, "solution", self.name))
+        boxed = last_boxed(str(get_field(self.name, doc, "solution")))
         if boxed is None:
             raise DataError(f"task {self.name}: a solution has no \\boxed{{}} final answer")
         return normalize_math_answer(boxed)

@@ -34,13 +34,8 @@ from collections import defaultdict
 from typing import ClassVar
 
 from llamaforge.errors import ConfigError, DataError
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, register_task
-from llamaforge.eval.tasks.commonsense import (
-    FEWSHOT_DELIMITER,
-    Question,
-    get_field,
-    score_questions,
-)
+from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
+from llamaforge.eval.tasks.choice_task import FEWSHOT_DELIMITER, Question, score_questions
 
 LETTERS = "ABCDEFGHIJ"
 

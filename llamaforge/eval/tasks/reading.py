@@ -27,8 +27,8 @@ from __future__ import annotations
 import re
 
 from llamaforge.errors import DataError
-from llamaforge.eval.tasks.base import DatasetSpec, register_task
-from llamaforge.eval.tasks.commonsense import MultipleChoiceTask, get_field
+from llamaforge.eval.tasks.base import DatasetSpec, get_field, register_task
+from llamaforge.eval.tasks.choice_task import MultipleChoiceTask
 
 READING_TABLE = "Table 6: Reading comprehension"
 _BLANK = re.compile(r"_+")

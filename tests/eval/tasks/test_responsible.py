@@ -10,8 +10,7 @@ from llamaforge.eval.tasks.base import EvalContext
 from llamaforge.eval.toxicity import ClassifierScorer, WordListScorer, scorer_from_env
 from llamaforge.inference.generate import generate
 from llamaforge.inference.sampling import SamplingConfig
-from tests.eval.test_likelihood import real_tokenizer  # noqa: F401  (module fixture)
-from tests.eval.toy import TOK, ToyModel, tid
+from tests.eval.toy import TOK, ToyModel, tid, tiny_transformer
 
 
 def ctx_for(model, tokenizer=TOK, **kwargs):
@@ -132,21 +131,10 @@ def test_winogender_expansion_prompts_groups_and_gotcha(tmp_path, monkeypatch):
     assert "acc_gotcha" not in no_stats and no_stats["acc"] == got["acc"]
 
 
-def test_winogender_accepts_expanded_hub_records(real_tokenizer):  # noqa: F811
+def test_winogender_accepts_expanded_hub_records(real_tokenizer):
     from llamaforge.eval.likelihood import loglikelihood
-    from llamaforge.model import ModelConfig, Transformer
 
-    torch.manual_seed(0)
-    model = Transformer(
-        ModelConfig(
-            dim=32,
-            n_layers=1,
-            n_heads=4,
-            multiple_of=16,
-            vocab_size=real_tokenizer.vocab_size,
-            max_seq_len=128,
-        )
-    )
+    model = tiny_transformer(real_tokenizer.vocab_size, max_seq_len=128, n_layers=1)
     docs = [
         dict(r, label=r["label"])
         for r in R.expand_winogender_template(
@@ -215,20 +203,8 @@ class RecordingScorer:
         return [min(1.0, len(t) / 100) for t in texts]
 
 
-def test_realtoxicityprompts_scores_greedy_continuations_of_both_styles(real_tokenizer):  # noqa: F811
-    from llamaforge.model import ModelConfig, Transformer
-
-    torch.manual_seed(0)
-    model = Transformer(
-        ModelConfig(
-            dim=32,
-            n_layers=1,
-            n_heads=4,
-            multiple_of=16,
-            vocab_size=real_tokenizer.vocab_size,
-            max_seq_len=128,
-        )
-    )
+def test_realtoxicityprompts_scores_greedy_continuations_of_both_styles(real_tokenizer):
+    model = tiny_transformer(real_tokenizer.vocab_size, max_seq_len=128, n_layers=1)
     docs = [
         {"prompt": {"text": "the answer to question 3", "toxicity": 0.1}},
         {"prompt": {"text": "cats on a mat"}},
