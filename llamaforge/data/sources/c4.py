@@ -37,7 +37,6 @@ language identification, and the public C4 is already English.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from typing import ClassVar
 
 from llamaforge.data.sources import c4_rules
 from llamaforge.data.sources.base import Document, FilterReport
-from llamaforge.data.sources.textio import BadInput, decode_utf8, iter_lines, open_binary
+from llamaforge.data.sources.textio import iter_json_records
 from llamaforge.errors import ConfigError
 
 INPUT_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".json.zst", ".jsonl.zst")
@@ -222,42 +221,12 @@ class C4Source:
         return names
 
     def _records(self, path: Path, report: FilterReport) -> Iterator[tuple[int, dict]]:
-        """Parsed JSON records with their line numbers; unreadable lines are counted as bad."""
-        where = str(path)
-        try:
-            stream = open_binary(path)
-        except BadInput as bad:
-            report.bad(bad.reason, bad.where)
-            return
-        except OSError as error:
-            report.bad("unreadable", f"{where} ({type(error).__name__})")
-            return
-        seen_any = False
-        with stream:
-            for lineno, item in enumerate(
-                iter_lines(stream, where, self.config.max_record_bytes), start=1
-            ):
-                seen_any = True
-                if isinstance(item, BadInput):
-                    report.bad(item.reason.split(" ")[0], item.where)
-                    continue
-                if not item.strip():
-                    continue
-                line = decode_utf8(item)
-                if line is None:
-                    report.bad("utf8", f"{where}:{lineno}")
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    report.bad("json", f"{where}:{lineno}")
-                    continue
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    report.bad("schema", f"{where}:{lineno}")
-                    continue
-                yield lineno, record
-        if not seen_any:
-            report.bad("empty", where)
+        """Parsed JSON records with a string ``text``; everything else is counted as bad."""
+        for lineno, record in iter_json_records(path, report, self.config.max_record_bytes):
+            if not isinstance(record.get("text"), str):
+                report.bad("schema", f"{path}:{lineno}")
+                continue
+            yield lineno, record
 
     def process(self, path: Path, report: FilterReport) -> Iterator[Document]:
         path = Path(path)

@@ -29,7 +29,6 @@ differ only in their banner collapse), keeping the first copy in input order
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +37,8 @@ from typing import Any, ClassVar
 from llamaforge.data.sources import github_rules
 from llamaforge.data.sources.base import Document, FilterReport
 from llamaforge.data.sources.textio import (
-    BadInput,
-    decode_utf8,
-    iter_lines,
+    iter_json_records,
     looks_binary,
-    open_binary,
 )
 from llamaforge.errors import ConfigError
 
@@ -149,40 +145,7 @@ class GitHubSource:
         return content, "", removed
 
     def _records(self, path: Path, report: FilterReport) -> Iterator[tuple[int, dict]]:
-        where = str(path)
-        try:
-            stream = open_binary(path)
-        except BadInput as bad:
-            report.bad(bad.reason, bad.where)
-            return
-        except OSError as error:
-            report.bad("unreadable", f"{where} ({type(error).__name__})")
-            return
-        seen_any = False
-        with stream:
-            lines = iter_lines(stream, where, self.config.max_record_bytes)
-            for lineno, item in enumerate(lines, start=1):
-                seen_any = True
-                if isinstance(item, BadInput):
-                    report.bad(item.reason.split(" ")[0], item.where)
-                    continue
-                if not item.strip():
-                    continue
-                line = decode_utf8(item)
-                if line is None:
-                    report.bad("utf8", f"{where}:{lineno}")
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    report.bad("json", f"{where}:{lineno}")
-                    continue
-                if not isinstance(record, dict):
-                    report.bad("schema", f"{where}:{lineno}")
-                    continue
-                yield lineno, record
-        if not seen_any:
-            report.bad("empty", where)
+        return iter_json_records(path, report, self.config.max_record_bytes)
 
     def process(self, path: Path, report: FilterReport) -> Iterator[Document]:
         path = Path(path)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import json
 import lzma
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from llamaforge.data.sources.base import FilterReport
 
 # Errors a truncated or corrupt compressed stream raises while being read.
 STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, lzma.LZMAError, ValueError)
@@ -133,3 +136,48 @@ def looks_binary(sample: bytes) -> bool:
     # bytes.translate deletes them in C; a per-byte Python loop was a hot spot on big files.
     control = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
     return control / len(sample) > 0.3
+
+
+def iter_json_records(
+    path: Path, report: FilterReport, max_line_bytes: int = 8 << 20
+) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each JSON-object line of a (compressed) JSON-lines file.
+
+    Everything unreadable is counted in ``report`` and skipped: a file that
+    cannot be opened, a truncated stream (records before the cut are kept),
+    over-long or non-UTF-8 lines, invalid JSON, a line that is not an object,
+    and a file with no lines at all.
+    """
+    where = str(path)
+    try:
+        stream = open_binary(path)
+    except BadInput as bad:
+        report.bad(bad.reason, bad.where)
+        return
+    except OSError as error:
+        report.bad("unreadable", f"{where} ({type(error).__name__})")
+        return
+    seen_any = False
+    with stream:
+        for lineno, item in enumerate(iter_lines(stream, where, max_line_bytes), start=1):
+            seen_any = True
+            if isinstance(item, BadInput):
+                report.bad(item.reason.split(" ")[0], item.where)
+                continue
+            if not item.strip():
+                continue
+            line = decode_utf8(item)
+            if line is None:
+                report.bad("utf8", f"{where}:{lineno}")
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                report.bad("json", f"{where}:{lineno}")
+                continue
+            if not isinstance(record, dict):
+                report.bad("schema", f"{where}:{lineno}")
+                continue
+            yield lineno, record
+    if not seen_any:
+        report.bad("empty", where)
