@@ -200,3 +200,26 @@ def test_direct_construction_is_validated():
         TrainConfig.from_dict({"optim": {"warmup_steps": -1}})
     with pytest.raises(ConfigError, match="config: .*optim.eps"):
         TrainConfig.from_dict({"optim": {"eps": 0.0}})
+
+
+def test_data_mixture_file_supplies_sources_and_tokenizer(tmp_path):
+    """`data.mixture` reads the [[data.sources]] that `llamaforge data build` writes."""
+    mixture = tmp_path / "mixture.toml"
+    mixture.write_text(
+        '[data]\nseed = 0\ntokenizer = "/m/tok.model"\n\n'
+        '[[data.sources]]\npath = "/m/commoncrawl/tokens"\nweight = 67.0\n\n'
+        '[[data.sources]]\npath = "/m/c4/tokens"\nweight = 15.0\n'
+    )
+    config = tmp_path / "train.toml"
+    config.write_text(f'[model]\npreset = "tiny-1M"\n[data]\nseq_len = 256\nmixture = "{mixture}"\n')
+    cfg = load_train_config(config, ["train.max_steps=10"])
+    assert [(s.path, s.weight) for s in cfg.data.sources] == [
+        ("/m/commoncrawl/tokens", 67.0),
+        ("/m/c4/tokens", 15.0),
+    ]
+    assert cfg.data.tokenizer == "/m/tok.model"
+    assert load_train_config(config, ["data.tokenizer=/x.model"]).data.tokenizer == "/x.model"
+    with pytest.raises(ConfigError, match="both mixture and sources"):
+        load_train_config(config, ["data.sources=/a"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_train_config(config, [f"data.mixture={tmp_path / 'nope.toml'}"])
