@@ -65,7 +65,7 @@ def write_mixture_toml(
     """The trainer's ``[data]`` tokenizer and source list; returns sources left out (no tokens)."""
     lines = [
         "# Written by `llamaforge data build`: the Table 1 mixture over the built token folders.",
-        "# Use it from a training config: [data] mixture = \"<this file>\"; weights are normalised.",
+        '# Use it from a training config: [data] mixture = "<this file>"; weights are normalised.',
         "[data]",
         f"seed = {seed}",
     ]

@@ -211,7 +211,9 @@ def test_data_mixture_file_supplies_sources_and_tokenizer(tmp_path):
         '[[data.sources]]\npath = "/m/c4/tokens"\nweight = 15.0\n'
     )
     config = tmp_path / "train.toml"
-    config.write_text(f'[model]\npreset = "tiny-1M"\n[data]\nseq_len = 256\nmixture = "{mixture}"\n')
+    config.write_text(
+        f'[model]\npreset = "tiny-1M"\n[data]\nseq_len = 256\nmixture = "{mixture}"\n'
+    )
     cfg = load_train_config(config, ["train.max_steps=10"])
     assert [(s.path, s.weight) for s in cfg.data.sources] == [
         ("/m/commoncrawl/tokens", 67.0),
