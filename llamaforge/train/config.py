@@ -38,6 +38,7 @@ from typing import Any, Literal
 from llamaforge.errors import ConfigError
 from llamaforge.model.config import PRESETS, ModelConfig, get_preset
 from llamaforge.train.config_fields import DataSource, Section, coerce, field_with_rule
+from llamaforge.train.mixture_file import use_mixture_file
 
 
 @dataclass
@@ -365,37 +366,3 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     return TrainConfig.from_dict(data, source=source)
-
-
-def use_mixture_file(data: dict[str, Any]) -> dict[str, Any]:
-    """Replace ``data.mixture = "mixture.toml"`` by the sources and tokenizer that file lists.
-
-    ``llamaforge data build`` writes ``mixture.toml`` (token folders with the
-    Table 1 weights); pointing a training config at it keeps one source of
-    truth for the mixture instead of a copy that can drift. Giving both
-    ``mixture`` and ``sources`` is an error. An explicit ``data.tokenizer``
-    wins over the mixture's.
-    """
-    table = dict(data.get("data") or {})
-    mixture = table.pop("mixture", None)
-    if mixture is None:
-        return data
-    if "sources" in table:
-        raise ConfigError("[data] gives both mixture and sources; keep one")
-    path = Path(str(mixture))
-    try:
-        with path.open("rb") as handle:
-            listed = tomllib.load(handle).get("data", {})
-    except FileNotFoundError:
-        raise ConfigError(
-            f"data.mixture = {str(mixture)!r} does not exist; `llamaforge data build` writes "
-            "OUTPUT/mixture.toml"
-        ) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"data.mixture {path} is not valid TOML: {error}") from None
-    if not listed.get("sources"):
-        raise ConfigError(f"data.mixture {path} lists no [[data.sources]]")
-    table["sources"] = listed["sources"]
-    if not table.get("tokenizer") and listed.get("tokenizer"):
-        table["tokenizer"] = listed["tokenizer"]
-    return {**data, "data": table}
