@@ -7,6 +7,9 @@ with known good documents, documents each filter must drop, and bad input.
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import os
 from pathlib import Path
 
@@ -21,3 +24,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)
+
+
+def gzip_json_lines(records: list[dict]) -> bytes:
+    """``records`` as gzip-compressed JSON lines, byte-identical on every run (mtime 0)."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as stream:
+        for record in records:
+            stream.write((json.dumps(record) + "\n").encode("utf-8"))
+    return buffer.getvalue()

@@ -19,13 +19,10 @@ makes every page but the ``min_sentences`` one about that long, with its noise;
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import random
 from pathlib import Path
 
-from llamaforge.data.samples import write_atomic
+from llamaforge.data.samples import gzip_json_lines, write_atomic
 
 # Average length of a C4 page (allenai/c4 en: ~2.2 KB of text per record).
 TYPICAL_DOC_BYTES = 2200
@@ -115,14 +112,6 @@ def _records(rng: random.Random, n_docs: int, doc_bytes: int = 0) -> list[dict]:
     return records
 
 
-def _gzip_lines(records: list[dict]) -> bytes:
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as stream:
-        for record in records:
-            stream.write((json.dumps(record) + "\n").encode("utf-8"))
-    return buffer.getvalue()
-
-
 def write_samples(
     directory: Path, n_docs: int = 20, seed: int = 0, doc_bytes: int = 0
 ) -> list[Path]:
@@ -131,7 +120,7 @@ def write_samples(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     main = directory / "c4-sample.00000.json.gz"
-    write_atomic(main, _gzip_lines(_records(rng, n_docs, doc_bytes)))
+    write_atomic(main, gzip_json_lines(_records(rng, n_docs, doc_bytes)))
     paths = [main]
     if n_docs >= 20:
         extra = [
@@ -142,7 +131,7 @@ def write_samples(
             }
             for i in range(6)
         ]
-        data = _gzip_lines(extra)
+        data = gzip_json_lines(extra)
         cut = directory / "c4-sample.00001.json.gz"
         write_atomic(cut, data[: len(data) * 2 // 3])
         paths.append(cut)

@@ -25,13 +25,11 @@ RedPajama's GitHub subset, for throughput figures.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import random
 from pathlib import Path
 
-from llamaforge.data.samples import write_atomic
+from llamaforge.data.samples import gzip_json_lines, write_atomic
 
 ROLES = (
     "python_mit", "gpl", "go_apache", "lockfile", "minified", "c_bsd",
@@ -187,12 +185,8 @@ def write_samples(
     rng = random.Random(seed)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(r).encode("utf-8") + b"\n" for r in _records(rng, n_docs, doc_bytes)]
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as stream:
-        stream.writelines(lines)
     main = directory / "github-sample-00000.jsonl.gz"
-    write_atomic(main, buffer.getvalue())
+    write_atomic(main, gzip_json_lines(_records(rng, n_docs, doc_bytes)))
     paths = [main]
     if n_docs >= 20:
         good = {
