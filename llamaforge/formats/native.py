@@ -269,10 +269,16 @@ def load_native(
     """Model and the path of the folder's ``tokenizer.model`` (None if absent), no Tokenizer.
 
     A sharded checkpoint of a distributed run (DCP shards, no
-    ``model.safetensors``) is read too, gathered into one model.
+    ``model.safetensors``) is read too, gathered into one model. A LoRA
+    folder (``"lora"`` in config.json) is its base checkpoint with the
+    adapters merged in (see ``llamaforge.finetune.adapters``).
     """
     folder = Path(directory)
     cfg = read_model_config(folder)
+    if "lora" in read_json(folder / CONFIG_NAME):
+        from llamaforge.finetune.adapters import load_adapter_folder
+
+        return load_adapter_folder(folder, device=device, dtype=dtype)
     weights_path = folder / WEIGHTS_NAME
     if not weights_path.is_file() and is_dcp_folder(folder):  # a distributed run's checkpoint
         state, weights_path = read_dcp_weights(folder), folder
