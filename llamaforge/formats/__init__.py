@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.huggingface import from_hf, to_hf
+from llamaforge.formats.huggingface import read_chat_template as read_hf_chat_template
 from llamaforge.formats.meta import from_meta, to_meta
 from llamaforge.formats.native import (
     load_native,
@@ -24,6 +26,9 @@ from llamaforge.formats.native import (
     save_pretrained,
 )
 from llamaforge.model import Transformer
+
+if TYPE_CHECKING:
+    from llamaforge.finetune.templates import ChatTemplate
 
 FORMATS = ("native", "hf", "meta")
 
@@ -71,16 +76,37 @@ def save_any(
     tokenizer_path: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     shards: int = 1,
+    chat_template: ChatTemplate | str | None = None,
 ) -> Path:
-    """Write ``model`` as ``fmt``; ``dtype`` casts the written copy, the model is not modified."""
+    """Write ``model`` as ``fmt``; ``dtype`` casts the written copy, the model is not modified.
+
+    ``chat_template`` is kept where the format has a place for it: native
+    ``config.json`` (a :class:`ChatTemplate` only) and Hugging Face
+    ``tokenizer_config.json``; Meta folders have none.
+    """
     if fmt == "native":
         if shards != 1:
             raise ConfigError("the native format is a single model.safetensors; drop --shards")
-        return save_native(model, directory, tokenizer_path=tokenizer_path, dtype=dtype)
-    writers = {"hf": to_hf, "meta": to_meta}
-    if fmt not in writers:
+        extra = None
+        if chat_template is not None and not isinstance(chat_template, str):
+            from llamaforge.finetune.template_store import TEMPLATE_KEY, template_config
+
+            extra = {TEMPLATE_KEY: template_config(chat_template)}
+        return save_native(model, directory, tokenizer_path, extra, dtype=dtype)
+    if fmt == "hf":
+        return to_hf(model, directory, tokenizer_path, dtype, shards, chat_template=chat_template)
+    if fmt != "meta":
         raise ConfigError(f"unknown format {fmt!r}; choose one of {FORMATS}")
-    return writers[fmt](model, directory, tokenizer_path=tokenizer_path, dtype=dtype, shards=shards)
+    return to_meta(model, directory, tokenizer_path=tokenizer_path, dtype=dtype, shards=shards)
+
+
+def read_chat_template(directory: str | os.PathLike, fmt: str) -> ChatTemplate | str | None:
+    """The chat template a model folder carries (native: ours; Hugging Face: its Jinja)."""
+    if fmt == "native":
+        from llamaforge.finetune.template_store import template_from_folder
+
+        return template_from_folder(directory)
+    return read_hf_chat_template(directory) if fmt == "hf" else None
 
 
 def convert(
@@ -94,8 +120,10 @@ def convert(
     """Convert a model folder; ``dtype=None`` keeps the source dtype (no fp16 -> fp32 -> fp16)."""
     if dst_format not in FORMATS:
         raise ConfigError(f"unknown format {dst_format!r}; choose one of {FORMATS}")
+    src_format = detect_format(src) if src_format == "auto" else src_format
     model, tokenizer = load_any(src, src_format, dtype=dtype)
-    return save_any(model, dst, dst_format, tokenizer_path=tokenizer, dtype=dtype, shards=shards)
+    template = read_chat_template(src, src_format)
+    return save_any(model, dst, dst_format, tokenizer, dtype, shards, chat_template=template)
 
 
 __all__ = [
@@ -106,6 +134,7 @@ __all__ = [
     "from_meta",
     "load_any",
     "load_pretrained",
+    "read_chat_template",
     "read_model_config",
     "save_any",
     "save_pretrained",

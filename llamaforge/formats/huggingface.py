@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
@@ -35,6 +35,9 @@ from llamaforge.formats.native import (
     write_json,
 )
 from llamaforge.model import ModelConfig, Transformer
+
+if TYPE_CHECKING:
+    from llamaforge.finetune.templates import ChatTemplate
 
 _LAYER_NAMES = {
     "attention.wq": "self_attn.q_proj",
@@ -283,12 +286,16 @@ def to_hf(
     tokenizer_path: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     shards: int = 1,
+    chat_template: ChatTemplate | str | None = None,
 ) -> Path:
     """Write a folder ``LlamaForCausalLM.from_pretrained`` loads, atomically.
 
     ``dtype`` defaults to the model's; ``shards`` > 1 splits the weights into
     that many ``model-0000i-of-0000n.safetensors`` files with an index, as
-    ``save_pretrained(max_shard_size=...)`` does.
+    ``save_pretrained(max_shard_size=...)`` does. ``chat_template`` (our
+    template, or a Jinja string taken from another Hugging Face folder) goes
+    into ``tokenizer_config.json``, so ``apply_chat_template`` renders the
+    prompts the model was finetuned on; it needs the tokenizer to be exported.
     """
     names = hf_names(model.config.n_layers)
     weights = {names[k]: v for k, v in plain_state_dict(model, dtype).items()}
@@ -324,8 +331,32 @@ def to_hf(
                 "clean_up_tokenization_spaces": False,
                 "model_max_length": model.config.max_seq_len,
             }
+            if chat_template is not None:
+                tokenizer_config["chat_template"] = (
+                    chat_template
+                    if isinstance(chat_template, str)
+                    else chat_template.to_jinja(tokens["bos"][1], tokens["eos"][1])
+                )
             write_json(tmp / "tokenizer_config.json", tokenizer_config)
     return Path(directory)
 
 
-__all__ = ["config_from_hf", "from_hf", "hf_config", "hf_names", "read_hf_weights", "to_hf"]
+def read_chat_template(directory: str | os.PathLike) -> str | None:
+    """The Jinja ``chat_template`` of a Hugging Face folder's ``tokenizer_config.json``, if any."""
+    path = Path(directory) / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    template = data.get("chat_template") if isinstance(data, dict) else None
+    return template if isinstance(template, str) and template else None
+
+
+__all__ = [
+    "config_from_hf",
+    "from_hf",
+    "hf_config",
+    "hf_names",
+    "read_chat_template",
+    "read_hf_weights",
+    "to_hf",
+]
