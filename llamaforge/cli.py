@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "loss and perplexity of a checkpoint on token data",
     ),
     "generate": ("llamaforge.inference.cli:configure", "stream a completion from a checkpoint"),
+    "chat": (
+        "llamaforge.inference.chat:configure",
+        "multi-turn terminal chat with a finetuned checkpoint, in its template",
+    ),
     "convert": (
         "llamaforge.formats.cli:configure",
         "convert checkpoints between native, Hugging Face and Meta layouts",

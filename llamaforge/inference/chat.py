@@ -1,0 +1,271 @@
+"""``llamaforge chat CHECKPOINT``: multi-turn terminal chat in the model's finetuning template.
+
+One KV cache lives for the whole conversation: each turn feeds only the
+tokens the turn adds (the EOS that closed the previous answer, the user turn
+and the assistant prefix), never the history again. The ids are those
+``encode_segments`` gives the same conversation in training: BOS once, the
+text between EOS tokens encoded as one chunk, an EOS after every answer
+(fed even when the answer ended at ``--max-new-tokens``, so the history
+always has the template's shape).
+
+Decisions:
+
+* **Context overflow**: when the next turn plus room for an answer
+  (``min(max_new_tokens, max_seq_len // 4)`` tokens) does not fit in the
+  cache, the oldest user/assistant turns are dropped (the system turn is
+  kept) and the remaining history is re-encoded once, with a notice; users
+  keep their recent context instead of losing all of it. A user turn that
+  does not fit even alone is refused with a notice. An answer that reaches the
+  end of the cache stops there.
+* **Stop strings**: besides ``--stop``, the text of the template's user-turn
+  marker (``<|user|>``, ``### Instruction:``) stops an answer: a weakly
+  finetuned model often writes the next user turn itself. The cache is then
+  rewound to the last whole token before the stop string, so the history holds
+  what was shown.
+* **Sampling defaults** are temperature 0.7, top-p 0.9 (what chat front ends
+  use; greedy decoding loops on small models); ``--temperature 0`` is greedy.
+* Commands: ``/reset`` clears the history (and the cache); Ctrl-D (EOF) or
+  ``/quit`` ends the chat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from torch import nn
+
+from llamaforge.errors import ConfigError
+from llamaforge.finetune.templates import ChatTemplate, encode_segments, load_template
+from llamaforge.inference.cli import unescape
+from llamaforge.inference.generate import TextDecoder, TokenizerLike, _stop_index, _unsafe_tail
+from llamaforge.inference.loading import add_device_arguments, load_model_and_tokenizer
+from llamaforge.inference.sampling import SamplingConfig, make_generator, sample_next
+
+
+def user_marker(template: ChatTemplate) -> str:
+    """The literal text a user turn starts with (``"<|user|>"``), "" if it starts with the message."""
+    return template.user.split("{content}", 1)[0].strip()
+
+
+class ChatSession:
+    """A conversation with one model: its messages, token history and KV cache."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: TokenizerLike,
+        template: ChatTemplate,
+        sampling: SamplingConfig,
+        system: str | None = None,
+    ) -> None:
+        if system and not template.system:
+            raise ConfigError(f"template {template.name!r} has no system turn; drop --system")
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        marker = user_marker(template)
+        self.stops = tuple(dict.fromkeys((*sampling.stop, *([marker] if marker else []))))
+        self.sampling = sampling
+        self.system = system
+        self.max_len = model.config.max_seq_len
+        self.cache = model.new_cache(1, self.max_len)
+        self.device = next(model.parameters()).device
+        self.generator = make_generator(sampling, self.device)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the conversation; the cache is reused (rewound, not reallocated)."""
+        self.messages: list[dict] = (
+            [{"role": "system", "content": self.system}] if self.system else []
+        )
+        self.fed: list[int] = []  # ids in the cache, in order
+        self.pending: list[int] = []  # history ids not yet fed (the last answer's tail + EOS)
+        self.cache.filled = 0
+
+    @property
+    def history(self) -> list[int]:
+        """Every token id of the conversation so far, as training would encode it."""
+        return self.fed + self.pending
+
+    def _turn_ids(self, messages: list[dict]) -> list[int]:
+        """Ids of what ``messages`` (ending with a user turn) add after the current history."""
+        segments = self.template.render(messages, add_generation_prompt=True)
+        last = max((i for i, s in enumerate(segments) if s.trainable), default=-1)
+        text = "".join(s.text for s in segments[last + 1 :])
+        head = self.pending if self.fed else [self.tokenizer.bos_id]
+        return head + self.tokenizer.encode(text, bos=False)
+
+    def _fit(
+        self, messages: list[dict], notify: Callable[[str], None]
+    ) -> tuple[list[int], list[dict]] | None:
+        """Ids to feed for the new turn and the conversation they end; old turns may be dropped."""
+        room = min(self.sampling.max_new_tokens, self.max_len // 4) + 1
+        new = self._turn_ids(messages)
+        if len(self.fed) + len(new) + room <= self.max_len:
+            return new, messages
+        head = 1 if messages[0]["role"] == "system" else 0
+        turns = (len(messages) - head - 1) // 2
+        for dropped in range(1, turns + 1):
+            kept = messages[:head] + messages[head + 2 * dropped :]
+            ids = encode_segments(self.tokenizer, self.template.render(kept, True))[0]
+            if len(ids) + room <= self.max_len:
+                notify(f"[context full: dropped the {dropped} oldest turn(s), re-read the rest]")
+                self.fed, self.pending, self.cache.filled = [], [], 0
+                return ids, kept
+        notify(f"[message too long: it does not fit in the {self.max_len}-token context; not sent]")
+        return None
+
+    def _feed(self, ids: list[int]) -> torch.Tensor:
+        tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logits = self.model(tokens, cache=self.cache, last_only=True)[:, -1]
+        self.fed += ids
+        return logits
+
+    @torch.inference_mode()
+    def send(self, text: str, notify: Callable[[str], None] = print) -> Iterator[str]:
+        """Stream the answer to one user message, in final pieces."""
+        messages = [*self.messages, {"role": "user", "content": text}]
+        fitted = self._fit(messages, notify)
+        if fitted is None:
+            return
+        ids, messages = fitted
+        logits = self._feed(ids)
+        self.pending = []
+        start = len(self.fed)
+        decoder = TextDecoder(self.tokenizer, self.fed)
+        answer: list[int] = []
+        sent = 0
+        budget = min(self.sampling.max_new_tokens, self.max_len - len(self.fed) + 1)
+        stopped = False
+        for step in range(budget):
+            token = int(sample_next(logits, self.sampling, self.generator)[0])
+            if token == self.tokenizer.eos_id:
+                break
+            answer.append(token)
+            if decoder.push(token):
+                shown = decoder.text
+                cut = _stop_index(shown, self.stops)
+                if cut >= 0:
+                    if cut > sent:
+                        yield shown[sent:cut]
+                    stopped = True
+                    break
+                safe = len(shown) - _unsafe_tail(shown, self.stops)
+                if safe > sent:
+                    yield shown[sent:safe]
+                    sent = safe
+            if step < budget - 1:
+                logits = self._feed([token])
+        if stopped:
+            answer = self._rewind(start, answer, cut)
+        else:
+            decoder.flush()
+            if len(decoder.text) > sent:
+                yield decoder.text[sent:]
+        # History ids not yet in the cache: the last sampled token (never fed) and EOS.
+        self.pending = answer[len(self.fed) - start :] + [self.tokenizer.eos_id]
+        reply = _decode_after(self, start, answer)
+        self.messages = [*messages, {"role": "assistant", "content": reply}]
+        if len(self.history) > self.max_len:
+            notify("[the answer reached the end of the context]")
+
+    def _rewind(self, start: int, answer: list[int], cut: int) -> list[int]:
+        """Keep the whole tokens before the stop string; rewind the cache to them."""
+        keep = len(answer)
+        while keep and len(_decode_after(self, start, answer[:keep])) > cut:
+            keep -= 1
+        fed_answer = min(keep, len(self.fed) - start)
+        self.fed = self.fed[: start + fed_answer]
+        self.cache.filled = len(self.fed)
+        return answer[:keep]
+
+
+def _decode_after(session: ChatSession, start: int, ids: list[int]) -> str:
+    decoder = TextDecoder(session.tokenizer, session.fed[:start])
+    for token in ids:
+        decoder.push(token)
+    decoder.flush()
+    return decoder.text
+
+
+def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">>> ") -> int:
+    """Read user turns from ``lines`` until EOF, streaming each answer to ``out``."""
+    interactive = lines.isatty() and out.isatty()
+
+    def notify(message: str) -> None:
+        out.write(message + "\n")
+        out.flush()
+
+    while True:
+        if interactive:
+            try:
+                line = input(prompt)
+            except EOFError:
+                out.write("\n")
+                return 0
+        else:
+            line = lines.readline()
+            if not line:
+                return 0
+        text = line.rstrip("\r\n")
+        if text.strip() in ("/quit", "/exit"):
+            return 0
+        if text.strip() == "/reset":
+            session.reset()
+            notify("[conversation cleared]")
+            continue
+        if not text.strip():
+            continue
+        for piece in session.send(text, notify):
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="finetuned model folder (any format)")
+    parser.add_argument(
+        "--template", help="alpaca, chat or a TOML file (default: the one stored in the checkpoint)"
+    )
+    parser.add_argument("--system", default=None, help="system message of the conversation")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus mass, 1 = off")
+    parser.add_argument("--top-k", type=int, default=0, help="keep the k likeliest, 0 = off")
+    parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    parser.add_argument(
+        "--stop", action="append", default=[], help=r"stop an answer at this text (repeatable)"
+    )
+    add_device_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from llamaforge.finetune.template_store import template_from_folder
+
+    sampling = SamplingConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        stop=tuple(unescape(s) for s in args.stop),
+        seed=args.seed,
+    )
+    template = load_template(args.template) if args.template else None
+    if template is None and args.checkpoint.is_dir():
+        template = template_from_folder(args.checkpoint)
+    if template is None:
+        raise ConfigError(
+            f"{args.checkpoint} does not say which chat template it was finetuned with; "
+            "pass --template alpaca, --template chat or --template FILE.toml"
+        )
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device, args.dtype)
+    session = ChatSession(model, tokenizer, template, sampling, system=args.system)
+    if sys.stdin.isatty():
+        print(f"chatting with {args.checkpoint} ({template.name} template); "
+              "/reset clears the history, Ctrl-D quits", file=sys.stderr)  # fmt: skip
+    return chat_loop(session, sys.stdin, sys.stdout)
