@@ -29,13 +29,19 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from llamaforge.train.config import load_train_config
-    from llamaforge.train.report import write_run_report
-    from llamaforge.train.trainer import Trainer
 
     overrides = list(args.overrides)
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume!r}")
     cfg = load_train_config(args.config, overrides)
+    return train_and_report(cfg, args, DEFAULT_PROMPTS)
+
+
+def train_and_report(cfg, args: argparse.Namespace, prompts) -> int:
+    """The run shared by ``llamaforge train`` and ``llamaforge finetune``."""
+    from llamaforge.train.report import write_run_report
+    from llamaforge.train.trainer import Trainer
+
     trainer = Trainer(cfg, progress=not args.quiet, hooks=benchmark_hooks(cfg))
     try:
         result = trainer.run()
@@ -54,7 +60,9 @@ def run_train(args: argparse.Namespace) -> int:
             from llamaforge.formats.native import load_native
 
             model, _ = load_native(result.checkpoint, device=trainer.device)
-        report = write_run_report(cfg, result, model, DEFAULT_PROMPTS)
+        if not cfg.data.tokenizer and trainer.tokenizer_source:  # finetuning: init's tokenizer
+            cfg.data.tokenizer = trainer.tokenizer_source
+        report = write_run_report(cfg, result, model, prompts)
         print(f"report: {report}")
     return 0
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamaforge.errors import ConfigError
+from llamaforge.finetune.config import FinetuneSection, LoraSection
 from llamaforge.model.config import PRESETS, ModelConfig, get_preset
 from llamaforge.train.config_fields import DataSource, Section, coerce, field_with_rule
 from llamaforge.train.mixture_file import use_mixture_file
@@ -194,6 +195,8 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "parallel": ParallelConfig,
     "benchmarks": BenchmarksConfig,
+    "finetune": FinetuneSection,
+    "lora": LoraSection,
 }
 
 
@@ -207,6 +210,8 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    lora: LoraSection = field(default_factory=LoraSection)
 
     def __post_init__(self) -> None:
         self.validate()

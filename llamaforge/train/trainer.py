@@ -33,7 +33,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from llamaforge.data.loader import TokenLoader
 from llamaforge.errors import CheckpointError, LlamaforgeError
 from llamaforge.model import build_model
 from llamaforge.train.activation_checkpoint import apply_activation_checkpointing
@@ -43,6 +42,13 @@ from llamaforge.train.metrics import MetricsLogger, TrainResult, detect_peak_flo
 from llamaforge.train.optim import apply_lr, build_optimizer
 from llamaforge.train.parallel.mesh import wants_distributed
 from llamaforge.train.parallel.meta_init import init_generator
+from llamaforge.train.sources import (
+    apply_lora_if_enabled,
+    build_data,
+    load_start_weights,
+    start_point,
+    write_data_report,
+)
 from llamaforge.train.step import evaluate_loss, train_step
 
 
@@ -84,18 +90,32 @@ class Trainer:
         self._stop_signal: str | None = None
 
         torch.manual_seed(cfg.train.seed)
-        self.model_config = cfg.model_config
+        start = start_point(cfg)  # finetuning: the model and weights of finetune.init
+        self.model_config = start.model_config
         # Built on meta, then materialised: the full model in one process, only this
         # rank's shards under a process group. Both draw the same initial weights.
         self.model = build_model(self.model_config, device="meta")
         self.params = self.model.num_params()
+        lora = apply_lora_if_enabled(self.model, cfg)
         if self.dist:  # bf16 then comes from FSDP's mixed-precision policy, not autocast
             self.optimizer = self.dist.prepare(self.model)
+            if lora:
+                from llamaforge.finetune.lora import reset_lora_parameters
+
+                reset_lora_parameters(self.model, init_generator(self.device, cfg.train.seed))
+            if start.state is not None:
+                load_start_weights(self.model, start.state, distributed=True)
             self.forward_model = self.model
             self.step_precision = "fp32"
         else:
             self.model.to_empty(device=self.device)
             self.model.init_weights(init_generator(self.device, cfg.train.seed))
+            if lora:
+                from llamaforge.finetune.lora import reset_lora_parameters
+
+                reset_lora_parameters(self.model, init_generator(self.device, cfg.train.seed))
+            if start.state is not None:
+                load_start_weights(self.model, start.state, distributed=False)
             self.optimizer = build_optimizer(self.model, cfg.optim)
             mode = cfg.train.activation_checkpointing
             self.model = apply_activation_checkpointing(self.model, mode)
@@ -106,18 +126,14 @@ class Trainer:
             )
             self.step_precision = cfg.train.precision
 
-        sources = [(s.path, s.weight) for s in cfg.data.sources]
-        if not sources:
-            raise LlamaforgeError("data.sources is empty: give at least one token folder")
-        common = dict(seq_len=cfg.data.seq_len, batch_size=cfg.data.micro_batch_size,
-                      val_fraction=cfg.data.val_fraction, seed=cfg.data.seed,
-                      rank=self.dist.ctx.dp_rank if self.dist else 0, world_size=self.dp)  # fmt: skip
-        self.loader = TokenLoader(sources, split="train", **common)
-        self.val_loader = (
-            TokenLoader(sources, split="val", max_batches=cfg.train.val_batches, **common)
-            if cfg.data.val_fraction > 0
-            else None
-        )
+        rank = self.dist.ctx.dp_rank if self.dist else 0
+        plan = build_data(cfg, start, rank, self.dp)  # token folders, or finetuning examples
+        self.loader, self.val_loader, self.data_report = plan.loader, plan.val_loader, plan.report
+        self.tokenizer_source = cfg.data.tokenizer or start.tokenizer
+        if cfg.finetune.enabled and cfg.finetune.epochs > 0 and cfg.train.max_steps == 0:
+            self.max_steps = self.loader.steps_for_epochs(cfg.finetune.epochs)
+        if self.is_main:
+            write_data_report(self.run_dir, self.data_report)
         if self.loader.vocab_size > self.model_config.vocab_size:
             raise LlamaforgeError(
                 f"token data has vocab_size {self.loader.vocab_size} but model.vocab_size is "
@@ -165,7 +181,7 @@ class Trainer:
         )  # fmt: skip
 
     def _tokenizer_path(self) -> str | None:
-        path = self.cfg.data.tokenizer
+        path = self.tokenizer_source
         return path if path and os.path.isfile(path) else None
 
     def resume(self) -> Path | None:
@@ -240,7 +256,7 @@ class Trainer:
                 batches = (self.loader.next_batch() for _ in range(accumulation))
                 result = train_step(
                     self.forward_model, self.optimizer, batches, accumulation, cfg.optim.grad_clip,
-                    self.step_precision, **self._step_hooks(),
+                    self.step_precision, masked=self._masked, dp=self.dp, **self._step_hooks(),
                 )  # fmt: skip
                 elapsed = time.perf_counter() - start
                 self.wall_time_s += elapsed
@@ -301,10 +317,17 @@ class Trainer:
             self._stop_signal = self.dist.agree_stop(self._stop_signal)
         return self._stop_signal is not None
 
+    @property
+    def _masked(self) -> bool:  # finetuning batches: the global token-mean loss
+        return bool(getattr(self.loader, "masked", False))
+
     def _step_hooks(self) -> dict[str, Any]:
         if self.dist is None:
             return {}
-        return {"clip_fn": self.dist.clip_fn, "loss_reduce": self.dist.loss_reduce}
+        hooks = {"clip_fn": self.dist.clip_fn, "loss_reduce": self.dist.loss_reduce}
+        if self._masked:
+            hooks["count_reduce"] = self.dist.count_reduce
+        return hooks
 
     def _per_device(self, metrics: dict[str, Any]) -> dict[str, Any]:
         per_device = metrics["tokens_per_s"] / self.world_size
