@@ -13,7 +13,9 @@ has a ``"lora"`` table (:func:`adapter_config`)::
              "base_fingerprint": "sha256 of sampled base weights"}
 
 ``base`` is stored absolute (a relative one is read against the LoRA
-folder). Every reader of native folders goes through
+folder). A folder whose ``model.safetensors`` (or DCP shards) holds the
+full weights as well as the adapters (a trainer that saves the whole state
+dict) needs no base: the stored weights are used and only merged. Every reader of native folders goes through
 :func:`llamaforge.formats.native.load_native`, which hands such a folder to
 :func:`load_adapter_folder`: the base is loaded (native, Hugging Face or
 Meta), checked against the stored model config, the adapters are applied and
@@ -44,7 +46,7 @@ from llamaforge.finetune.lora import (
     merge_lora,
     trainable_state_dict,
 )
-from llamaforge.model import Transformer
+from llamaforge.model import Transformer, build_model
 
 _SAMPLES = 4096  # values hashed per tensor by the fingerprint
 
@@ -138,11 +140,11 @@ def load_adapter_folder(
 
     Returns the model and the tokenizer path (the folder's, else the base's).
     """
-    from llamaforge.formats import load_any
     from llamaforge.formats.dcp import is_dcp_folder, read_dcp_weights
     from llamaforge.formats.native import (
         CONFIG_NAME,
         TOKENIZER_NAME,
+        model_from_state_dict,
         read_json,
         read_model_config,
         read_safetensors,
@@ -153,6 +155,39 @@ def load_adapter_folder(
     data = read_json(config_path)
     expected = read_model_config(folder)
     cfg, base, base_format = _lora_table(data, config_path)
+    weights_path = folder / "model.safetensors"
+    if not weights_path.is_file() and is_dcp_folder(folder):
+        state, weights_path = read_dcp_weights(folder), folder
+    else:
+        state = read_safetensors(weights_path)
+    base_names = set(build_model(expected, device="meta").state_dict())
+    if base_names <= set(state):  # the folder holds the full weights: no base to read
+        base_state = {k: state.pop(k) for k in base_names}
+        model = model_from_state_dict(expected, base_state, weights_path, device, dtype)
+        base_tokenizer = None
+    else:
+        model, base_tokenizer = _load_base(base, base_format, expected, config_path, device, dtype)
+        stored = data["lora"].get("base_fingerprint")
+        if stored and stored != weights_fingerprint(model.state_dict()):
+            warnings.warn(
+                f"{base}: its weights differ from the base {config_path} was trained on "
+                "(fingerprint mismatch); the merged model may be wrong",
+                BaseMismatchWarning,
+                stacklevel=2,
+            )
+    apply_lora(model, cfg)
+    like = model.output.weight
+    state = {k: v.to(device=like.device, dtype=like.dtype) for k, v in state.items()}
+    load_trainable_state_dict(model, state, source=str(weights_path))
+    if merge:
+        merge_lora(model)
+    tokenizer = folder / TOKENIZER_NAME
+    return model, tokenizer if tokenizer.is_file() else base_tokenizer
+
+
+def _load_base(base: Path, base_format: str, expected, config_path: Path, device, dtype):
+    from llamaforge.formats import load_any
+
     if not base.is_dir():
         raise CheckpointError(
             f"{config_path}: its base checkpoint {base} does not exist; copy the base model "
@@ -160,7 +195,7 @@ def load_adapter_folder(
         )
     if is_adapter_folder(base):
         raise CheckpointError(f"{config_path}: the base {base} is itself a LoRA folder")
-    model, base_tokenizer = load_any(base, base_format, device=device, dtype=dtype)
+    model, tokenizer = load_any(base, base_format, device=device, dtype=dtype)
     # Fields that do not change any weight may differ (a finetune may shorten
     # max_seq_len); the checkpoint's own values are the ones the model then uses.
     loose = {k: getattr(expected, k) for k in ("max_seq_len", "init_std", "depth_scaled_init")}
@@ -171,27 +206,7 @@ def load_adapter_folder(
             "adapters were trained on; point lora.base at the right checkpoint"
         )
     model.config = expected
-    stored = data["lora"].get("base_fingerprint")
-    if stored and stored != weights_fingerprint(model.state_dict()):
-        warnings.warn(
-            f"{base}: its weights differ from the base {config_path} was trained on "
-            "(fingerprint mismatch); the merged model may be wrong",
-            BaseMismatchWarning,
-            stacklevel=2,
-        )
-    weights_path = folder / "model.safetensors"
-    if not weights_path.is_file() and is_dcp_folder(folder):
-        state, weights_path = read_dcp_weights(folder), folder
-    else:
-        state = read_safetensors(weights_path)
-    apply_lora(model, cfg)
-    like = model.output.weight
-    state = {k: v.to(device=like.device, dtype=like.dtype) for k, v in state.items()}
-    load_trainable_state_dict(model, state, source=str(weights_path))
-    if merge:
-        merge_lora(model)
-    tokenizer = folder / TOKENIZER_NAME
-    return model, tokenizer if tokenizer.is_file() else base_tokenizer
+    return model, tokenizer
 
 
 def is_adapter_folder(directory: str | os.PathLike) -> bool:

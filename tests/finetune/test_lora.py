@@ -190,3 +190,18 @@ def test_replaced_base_weights_warn(tmp_path) -> None:
     save_any(random_model(seed=5), tmp_path / "base", "native")
     with pytest.warns(UserWarning, match="fingerprint"):
         load_any(folder)
+
+
+def test_a_lora_folder_with_the_full_weights_needs_no_base(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    model, folder = adapter_folder(tmp_path)
+    full = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(full, folder / "model.safetensors")  # what saving model.state_dict() gives
+    config = json.loads((folder / "config.json").read_text())
+    config["lora"]["base"] = str(tmp_path / "gone")
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_any(folder)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens()), model(tokens()), rtol=1e-5, atol=1e-5)
+    assert not any(isinstance(m, LoRALinear) for m in loaded.modules())
