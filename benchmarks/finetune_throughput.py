@@ -19,7 +19,10 @@ Every step goes through ``llamaforge.train.step.train_step(masked=True)``:
 only the model differs between "ours LoRA unpacked" and "hf+peft", so their
 ratio measures the model and adapter code. Tokens/s counts real (non-padding)
 positions, so packed and unpacked are compared on the work that matters.
-Peak memory is measured in a fresh subprocess per variant: on CPU the peak
+Speed: all five variants are built in one process and timed in turns
+(round-robin, median of ``--repeats`` rounds after a warm-up round), so a
+change of machine load hits them alike. Peak memory is measured in a fresh
+subprocess per variant: on CPU the peak
 resident size (``ru_maxrss``) minus the resident size after the imports,
 i.e. model + optimizer + activations; on a GPU ``torch.cuda.max_memory_allocated``. The machine's load average is printed at the start
 and the end: on a shared machine, ratios are meaningful, absolute numbers
@@ -114,44 +117,46 @@ def real_tokens(batch: tuple) -> int:
     return int((batch[0] != 0).sum())
 
 
-def run_variant(variant: str, args: argparse.Namespace) -> dict:
-    cfg = ModelConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
-                      vocab_size=args.vocab, multiple_of=32, max_seq_len=args.seq)  # fmt: skip
-    data = examples(args.vocab, args.seq, args.examples)
-    if variant.startswith("hf+peft"):
+class Variant:
+    """One variant's model, optimizer and batches (built once, timed in turns with the others)."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        cfg = ModelConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
+                          vocab_size=args.vocab, multiple_of=32, max_seq_len=args.seq)  # fmt: skip
+        self.name = name
+        self.model = build(name, cfg, args.device)
+        self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.optimizer = build_optimizer(self.model, OptimConfig(lr=1e-4, warmup_steps=1))
+        source = loader(name, examples(args.vocab, args.seq, args.examples), args.seq, args.rows)
+        self.batches = [source.next_batch() for _ in range(args.steps)]
+        if name.startswith("hf+peft"):
+            self.batches = [b[:2] + (None,) for b in self.batches]  # no documents: unpacked
+        self.tokens = sum(real_tokens(b) for b in self.batches)
+        self.device, self.losses, self.times = args.device, [], []
+
+    def run(self) -> float:
+        start = time.perf_counter()
+        for batch in self.batches:
+            result = train_step(self.model, self.optimizer, [batch], 1, 1.0, masked=True)
+            self.losses.append(result.loss)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def peak_memory(name: str, args: argparse.Namespace) -> dict:
+    """In a fresh process: the peak memory of building ``name`` and running its steps once."""
+    if name.startswith("hf+peft"):
         import peft  # noqa: F401  (its import is not the variant's memory)
         import transformers  # noqa: F401
     baseline = current_rss()
-    model = build(variant, cfg, args.device)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = build_optimizer(model, OptimConfig(lr=1e-4, warmup_steps=1))
-    source = loader(variant, data, args.seq, args.rows)
-    batches = [source.next_batch() for _ in range(args.steps)]
-    if variant.startswith("hf+peft"):
-        batches = [b[:2] + (None,) for b in batches]  # no documents: unpacked rows only
-    timings, losses = [], []
-    for repeat in range(args.repeats + 1):  # the first pass warms up
-        start = time.perf_counter()
-        for batch in batches:
-            result = train_step(model, optimizer, [batch], 1, 1.0, masked=True)
-            losses.append(result.loss)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if repeat:
-            timings.append(time.perf_counter() - start)
-    tokens = sum(real_tokens(b) for b in batches)
-    rows = sum(b[0].numel() for b in batches)
-    peak = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline)  # fmt: skip
-    return {
-        "variant": variant,
-        "tokens_per_s": tokens / statistics.median(timings),
-        "positions_per_step": rows / len(batches),
-        "real_tokens_per_step": tokens / len(batches),
-        "first_loss": losses[0],
-        "trainable": trainable,
-        "peak_bytes": peak,
-    }
+    variant = Variant(name, args)
+    variant.run()
+    if args.device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    return {"variant": name, "peak_bytes": peak}
 
 
 def current_rss() -> int:
@@ -178,27 +183,37 @@ def main() -> None:
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant, in a subprocess
     args = parser.parse_args()
     if args.variant:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        print(json.dumps(run_variant(args.variant, args)))
+        print(json.dumps(peak_memory(args.variant, args)))
         return
     print(f"start: {load_line()}", flush=True)
     loads = [os.getloadavg()[0]]
-    results = []
-    forwarded = [a for a in sys.argv[1:]]
-    for variant in VARIANTS:
+    variants = [Variant(name, args) for name in VARIANTS]
+    for repeat in range(args.repeats + 1):  # in turns, so load changes hit every variant alike
+        for variant in variants:
+            elapsed = variant.run()
+            if repeat:  # the first round warms up
+                variant.times.append(elapsed)
+        loads.append(os.getloadavg()[0])
+    peaks = {}
+    for name in VARIANTS:
         out = subprocess.run(
-            [sys.executable, __file__, *forwarded, "--variant", variant],
+            [sys.executable, __file__, *sys.argv[1:], "--variant", name],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        peaks[name] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
         loads.append(os.getloadavg()[0])
+    results = [
+        {"variant": v.name, "tokens_per_s": v.tokens / statistics.median(v.times),
+         "real_tokens_per_step": v.tokens / len(v.batches), "first_loss": v.losses[0],
+         "trainable": v.trainable, "peak_bytes": peaks[v.name]}
+        for v in variants
+    ]  # fmt: skip
     print(f"end:   {load_line()}")
     print(f"1-min load over the run: min {min(loads):.2f} median {statistics.median(loads):.2f} "
           f"max {max(loads):.2f}")  # fmt: skip
-    print(
-        f"model dim {args.dim}, {args.layers} layers, vocab {args.vocab}, rows of {args.seq}, "
-        f"{args.rows} rows/step, {args.steps} steps x {args.repeats} repeats, {args.device}\n"
-    )
+    print(f"model dim {args.dim}, {args.layers} layers, vocab {args.vocab}, rows of {args.seq}, "
+          f"{args.rows} rows/step, {args.steps} steps; median of {args.repeats} rounds "
+          f"(variants in turns), {args.device}, torch {torch.__version__}\n")  # fmt: skip
     by = {r["variant"]: r for r in results}
     print(
         "| variant | real tokens/s | real tokens/step | trainable params | peak memory MB (above imports) |"
