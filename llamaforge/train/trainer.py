@@ -137,6 +137,8 @@ class Trainer:
         self.tokenizer_source = cfg.data.tokenizer or start.tokenizer
         if cfg.finetune.enabled and cfg.finetune.epochs > 0 and cfg.train.max_steps == 0:
             self.max_steps = self.loader.steps_for_epochs(cfg.finetune.epochs)
+        if cfg.finetune.enabled and cfg.finetune.warmup_ratio > 0:
+            cfg.optim.warmup_steps = math.ceil(round(cfg.finetune.warmup_ratio * self.max_steps, 9))
         if self.is_main:
             write_data_report(self.run_dir, self.data_report)
         if self.loader.vocab_size > self.model_config.vocab_size:

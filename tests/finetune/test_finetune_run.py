@@ -118,3 +118,15 @@ def test_finetune_resume_after_sigkill_reproduces_the_loss_curve(base, tmp_path)
     assert last_train_step(run_dir / "metrics.jsonl") < MAX_STEPS
     finetune(config, run_dir)
     assert curves(run_dir) == reference
+
+
+def test_steps_and_warmup_come_from_epochs(base, tmp_path) -> None:
+    config = finetune_config(
+        tmp_path / "ft.toml", base, base["hf"], tmp_path / "run", epochs=2.0, warmup_ratio=0.1
+    )
+    cfg = load_train_config(config, ["train.max_steps=0"])
+    trainer = Trainer(cfg, progress=False)
+    loader = trainer.loader
+    rows = len(loader._epoch_rows(0)) + len(loader._epoch_rows(1))
+    assert trainer.max_steps == -(-rows // loader.global_batch)
+    assert cfg.optim.warmup_steps == -(-trainer.max_steps // 10)
