@@ -5,7 +5,9 @@ instruction examples instead of token folders (``data.sources`` is ignored),
 ``data.seq_len`` is the longest example (``max_seq_len``) and a packed row's
 width, and ``data.batch_tokens / data.seq_len`` is the global batch in rows
 (one example per row unpacked, several packed). ``finetune.epochs > 0`` sets
-the number of steps when ``train.max_steps`` is 0.
+the number of steps when ``train.max_steps`` is 0, and ``finetune.warmup_ratio > 0``
+replaces ``optim.warmup_steps`` by that share of the run's steps (recipes give
+warm-up as a fraction, and the step count is only known once the data is read).
 
 The ``[lora]`` fields mirror ``llamaforge.finetune.lora.LoRAConfig``, which
 the trainer builds from them when ``lora.enabled``.
@@ -35,6 +37,8 @@ class FinetuneSection(Section):
     skip_bad_examples: bool = False  # skip and count bad records instead of stopping
     init: str = ""  # checkpoint to start from (native, HF or Meta folder); "" = random init
     epochs: float = field_with_rule(0.0, ">= 0")  # > 0 and train.max_steps = 0: steps from epochs
+    # > 0: optim.warmup_steps = ceil(warmup_ratio * steps), e.g. Alpaca's 3 %
+    warmup_ratio: float = field_with_rule(0.0, "in [0, 1)")
 
     @property
     def enabled(self) -> bool:

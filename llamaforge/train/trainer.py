@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from llamaforge.errors import CheckpointError, LlamaforgeError
+from llamaforge.errors import CheckpointError, ConfigError, LlamaforgeError
 from llamaforge.model import build_model
 from llamaforge.train.activation_checkpoint import apply_activation_checkpointing
 from llamaforge.train.checkpoint import CheckpointManager
@@ -92,6 +92,11 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         start = start_point(cfg)  # finetuning: the model and weights of finetune.init
         self.model_config = start.model_config
+        if start.state is not None:
+            try:
+                cfg.validate(self.model_config)
+            except ConfigError as error:
+                raise ConfigError(f"finetune.init {cfg.finetune.init}: {error}") from None
         # Built on meta, then materialised: the full model in one process, only this
         # rank's shards under a process group. Both draw the same initial weights.
         self.model = build_model(self.model_config, device="meta")
@@ -132,6 +137,8 @@ class Trainer:
         self.tokenizer_source = cfg.data.tokenizer or start.tokenizer
         if cfg.finetune.enabled and cfg.finetune.epochs > 0 and cfg.train.max_steps == 0:
             self.max_steps = self.loader.steps_for_epochs(cfg.finetune.epochs)
+        if cfg.finetune.enabled and cfg.finetune.warmup_ratio > 0:
+            cfg.optim.warmup_steps = math.ceil(round(cfg.finetune.warmup_ratio * self.max_steps, 9))
         if self.is_main:
             write_data_report(self.run_dir, self.data_report)
         if self.loader.vocab_size > self.model_config.vocab_size:
