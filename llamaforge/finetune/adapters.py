@@ -115,19 +115,40 @@ def save_adapters(
     return Path(directory)
 
 
-def _lora_table(data: Mapping[str, Any], path: Path) -> tuple[LoRAConfig, Path, str]:
-    table = data["lora"]
-    if not isinstance(table, Mapping) or not isinstance(table.get("base"), str):
-        raise CheckpointError(f"{path}: the 'lora' table has no 'base' checkpoint path")
+def lora_table(data: Any) -> Mapping[str, Any] | None:
+    """The LoRA settings a parsed ``config.json`` declares, or None for a plain model.
+
+    The top-level ``"lora"`` table (:func:`adapter_config`) wins; a training
+    checkpoint whose ``"train"`` config has ``lora.enabled`` counts too (its
+    weights file then holds the full state dict, adapters included).
+    """
+    if not isinstance(data, Mapping):
+        return None
+    if isinstance(data.get("lora"), Mapping):
+        return data["lora"]
+    train = data.get("train")
+    table = train.get("lora") if isinstance(train, Mapping) else None
+    if isinstance(table, Mapping) and table.get("enabled") is True:
+        return table
+    return None
+
+
+def _lora_table(data: Mapping[str, Any], path: Path) -> tuple[LoRAConfig, Path | None, str]:
+    table = lora_table(data)
+    if table is None:
+        raise CheckpointError(f"{path}: no 'lora' table")
     fields = {k: table[k] for k in ("rank", "alpha", "dropout", "target_modules") if k in table}
     try:
         cfg = LoRAConfig(enabled=True, **fields)
     except Exception as error:
         raise CheckpointError(f"{path}: invalid 'lora' table ({error})") from error
-    base = Path(table["base"])
-    if not base.is_absolute():
-        base = path.parent / base
-    return cfg, base, str(table.get("base_format", "auto"))
+    base = table.get("base")
+    if base is not None and not isinstance(base, str):
+        raise CheckpointError(f"{path}: lora.base must be a path, got {base!r}")
+    base_path = None if base is None else Path(base)
+    if base_path is not None and not base_path.is_absolute():
+        base_path = path.parent / base_path
+    return cfg, base_path, str(table.get("base_format", "auto"))
 
 
 def load_adapter_folder(
@@ -165,9 +186,14 @@ def load_adapter_folder(
         base_state = {k: state.pop(k) for k in base_names}
         model = model_from_state_dict(expected, base_state, weights_path, device, dtype)
         base_tokenizer = None
+    elif base is None:
+        raise CheckpointError(
+            f"{weights_path} holds only adapters and {config_path} names no base checkpoint "
+            "(lora.base); add the path of the model the adapters were trained on"
+        )
     else:
         model, base_tokenizer = _load_base(base, base_format, expected, config_path, device, dtype)
-        stored = data["lora"].get("base_fingerprint")
+        stored = lora_table(data).get("base_fingerprint")
         if stored and stored != weights_fingerprint(model.state_dict()):
             warnings.warn(
                 f"{base}: its weights differ from the base {config_path} was trained on "
@@ -210,11 +236,11 @@ def _load_base(base: Path, base_format: str, expected, config_path: Path, device
 
 
 def is_adapter_folder(directory: str | os.PathLike) -> bool:
-    """True for a native folder whose ``config.json`` has a ``"lora"`` table."""
+    """True for a native folder whose ``config.json`` declares LoRA (see :func:`lora_table`)."""
     from llamaforge.formats.native import CONFIG_NAME, read_json
 
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         return False
     data = read_json(path)
-    return isinstance(data, dict) and data.get("format") == "llamaforge" and "lora" in data
+    return isinstance(data, dict) and data.get("format") == "llamaforge" and bool(lora_table(data))

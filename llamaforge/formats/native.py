@@ -275,9 +275,9 @@ def load_native(
     """
     folder = Path(directory)
     cfg = read_model_config(folder)
-    if "lora" in read_json(folder / CONFIG_NAME):
-        from llamaforge.finetune.adapters import load_adapter_folder
+    from llamaforge.finetune.adapters import load_adapter_folder, lora_table
 
+    if lora_table(read_json(folder / CONFIG_NAME)) is not None:
         return load_adapter_folder(folder, device=device, dtype=dtype)
     weights_path = folder / WEIGHTS_NAME
     if not weights_path.is_file() and is_dcp_folder(folder):  # a distributed run's checkpoint

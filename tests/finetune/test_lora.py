@@ -205,3 +205,28 @@ def test_a_lora_folder_with_the_full_weights_needs_no_base(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(tokens()), model(tokens()), rtol=1e-5, atol=1e-5)
     assert not any(isinstance(m, LoRALinear) for m in loaded.modules())
+
+
+def test_a_lora_training_checkpoint_converts_merged(tmp_path) -> None:
+    """What CheckpointManager writes for a LoRA run: full state dict, lora in the train config."""
+    from llamaforge.train.checkpoint import CheckpointManager
+
+    model = random_model()
+    cfg = LoRAConfig(rank=4, alpha=8, target_modules=("wq", "w2"))
+    apply_lora(model, cfg)
+    randomize_b(model)
+    optimizer = build_optimizer(model, OptimConfig())
+    train = {"lora": cfg.to_dict() | {"enabled": True}}
+    folder = CheckpointManager(tmp_path / "run").save(
+        3, model, optimizer, model_config=model.config, train_config=train, state={}
+    )
+    out = convert(folder, tmp_path / "hf", dst_format="hf")
+    exported, _ = load_any(out)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(tokens()), model(tokens()), rtol=1e-5, atol=1e-5)
+    train["lora"]["enabled"] = False  # a run without LoRA: its adapters would be unexpected
+    plain = CheckpointManager(tmp_path / "run2").save(
+        3, model, optimizer, model_config=model.config, train_config=train, state={}
+    )
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_any(plain)
