@@ -23,7 +23,7 @@ Speed: all five variants are built in one process and timed in turns
 (round-robin, median of ``--repeats`` rounds after a warm-up round), so a
 change of machine load hits them alike. Peak memory is measured in a fresh
 subprocess per variant: on CPU the peak
-resident size (``ru_maxrss``) minus the resident size after the imports,
+resident size (``VmHWM``, reset after the imports) minus the resident size then,
 i.e. model + optimizer + activations; on a GPU ``torch.cuda.max_memory_allocated``. The machine's load average is printed at the start
 and the end: on a shared machine, ratios are meaningful, absolute numbers
 less so.
@@ -150,12 +150,13 @@ def peak_memory(name: str, args: argparse.Namespace) -> dict:
         import peft  # noqa: F401  (its import is not the variant's memory)
         import transformers  # noqa: F401
     baseline = current_rss()
+    reset_peak_rss()
     variant = Variant(name, args)
     variant.run()
     if args.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+        peak = peak_rss() - baseline
     return {"variant": name, "peak_bytes": peak}
 
 
@@ -166,6 +167,27 @@ def current_rss() -> int:
             return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM), so imports before it do not count (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss() -> int:
+    """Peak resident bytes since :func:`reset_peak_rss` (VmHWM; ``ru_maxrss`` elsewhere)."""
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def load_line() -> str:
