@@ -10,10 +10,18 @@ Prompt: the paper's format (its Appendix A figure), not lm-eval's::
     A:
 
 A question that does not end with "?" gets one (NQ-open questions never
-have it; lm-eval adds it too). The completion is decoded greedily, cut at the
-first newline, and scored by exact match against any gold alias after
+have it; lm-eval adds it too). The completion is decoded greedily and cut
+where the paper's Appendix A says, "at the first line break, final dot or
+comma": generation stops at the first ``\n``, ``.`` or ``,`` (stop strings
+``CLOSED_BOOK_STOP``, lm-eval's ``until`` for these tasks) and the same cut
+is applied again when scoring
+(:func:`~llamaforge.eval.answers.closed_book_answer`, which also covers a
+completion that ended at the token limit or comes from elsewhere). The
+answer is stripped and scored by exact match against any gold alias after
 :func:`~llamaforge.eval.answers.normalize_answer` (the SQuAD/TriviaQA
 normalisation: lowercase, no punctuation, no articles, single spaces).
+A dot or comma inside an answer ("3.5", "St. Louis") ends it too, as in
+lm-eval; ``docs/evaluation.md`` explains the choice.
 
 Shots: the paper reports 0, 1, 5 and 64; the default is 0 (``--shots``
 chooses). Examples are drawn at random from the training split per question
@@ -38,7 +46,7 @@ import random
 from typing import ClassVar
 
 from llamaforge.errors import DataError
-from llamaforge.eval.answers import exact_match, first_line
+from llamaforge.eval.answers import CLOSED_BOOK_STOP, closed_book_answer, exact_match
 from llamaforge.eval.generation import (
     context_length,
     draw_shots,
@@ -50,7 +58,7 @@ from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field
 from llamaforge.inference import SamplingConfig
 
 INSTRUCTION = "Answer these questions:"
-# Answers are a few words; the newline stop usually ends generation much earlier.
+# Answers are a few words; the stop strings usually end generation much earlier.
 MAX_NEW_TOKENS = 32
 
 
@@ -79,9 +87,9 @@ class ClosedBookQA(Task):
         return "\n".join(lines)
 
     def score(self, docs: list[dict], predictions: list[str]) -> float:
-        """Exact match of each prediction's first line against the document's gold answers."""
+        """Exact match of each prediction's answer (cut as the paper says) against the golds."""
         hits = [
-            exact_match(first_line(prediction).strip(), self.gold_answers(doc))
+            exact_match(closed_book_answer(prediction), self.gold_answers(doc))
             for doc, prediction in zip(docs, predictions, strict=True)
         ]
         return sum(hits) / len(hits)
@@ -91,7 +99,7 @@ class ClosedBookQA(Task):
     ) -> dict[str, float]:
         if not docs:
             raise DataError(f"task {self.name}: no documents to evaluate")
-        cfg = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=("\n",))
+        cfg = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=CLOSED_BOOK_STOP)
         budget = prompt_token_budget(context_length(ctx.model, ctx.max_seq_len), MAX_NEW_TOKENS)
         rng = random.Random(ctx.seed)
         prompts, used = [], []

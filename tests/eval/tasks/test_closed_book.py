@@ -70,6 +70,36 @@ def test_exact_match_uses_the_normalisation_aliases_and_first_line():
         nq.prompt({"query": "x", "answer": ["y"]}, [])
 
 
+CANBERRA = {"question": "what is the capital of australia", "answer": ["Canberra"]}
+
+
+def test_answer_stops_at_the_first_line_break_dot_or_comma():
+    # Appendix A: "we stop at the first line break, final dot or comma"
+    nq = get_task("nq_open")
+    assert nq.score([CANBERRA], [" Canberra, not Sydney"]) == 1.0
+    assert nq.score([CANBERRA], [" Canberra. It is in the ACT"]) == 1.0
+    assert nq.score([CANBERRA], [" Canberra\nQ: next, question."]) == 1.0
+    assert nq.score([CANBERRA], [" Sydney, then Canberra"]) == 0.0
+    # a dot inside an answer ends it too, as in lm-eval (documented consequence)
+    assert nq.score([{"question": "q", "answer": ["St. Louis"]}], [" St. Louis"]) == 0.0
+    assert nq.score([{"question": "q", "answer": ["3"]}], [" 3.5 metres"]) == 1.0
+
+
+def test_the_stop_strings_end_generation_at_the_comma():
+    class CountingModel(ScriptedModel):
+        steps = 0
+
+        def forward(self, tokens, **kwargs):
+            self.steps += 1
+            return super().forward(tokens, **kwargs)
+
+    model = CountingModel(answer_last_question({CANBERRA["question"]: "Canberra, not Sydney"}))
+    ctx = EvalContext(model, TOK, progress=False)
+    assert get_task("nq_open").evaluate(ctx, [CANBERRA], [], 0)["exact_match"] == 1.0
+    # prefill + one step per token after the first, up to the comma: " Canberra," is 10 tokens
+    assert model.steps == len(" Canberra,")
+
+
 def answer_last_question(answers):
     """A model that knows ``answers[question]`` for the last question of the prompt."""
 
