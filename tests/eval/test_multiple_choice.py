@@ -65,26 +65,12 @@ def test_chars_counts_the_choice_without_its_delimiter_space():
         normalise_scores("chars", [" a", " "], [-1.0, -1.0], [])
 
 
+WORDS = ("cat", "dog", "mat", "sun", "rain", "jar", "lid", "open", "twist", "pour", "cup",
+         "tea", "hot", "cold", "run", "walk")  # fmt: skip
+
+
 def _phrase(rng, lo, hi):
-    words = [
-        "cat",
-        "dog",
-        "mat",
-        "sun",
-        "rain",
-        "jar",
-        "lid",
-        "open",
-        "twist",
-        "pour",
-        "cup",
-        "tea",
-        "hot",
-        "cold",
-        "run",
-        "walk",
-    ]
-    return " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi)))
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
 
 
 def _reference_records(rng):
