@@ -11,7 +11,10 @@ the four categories and the average, as Table 9), else ``acc`` when the task
 has one, else every metric but ``n``. When the same task was run with
 different numbers of shots in the files given, it gets one column per shot
 count ("NQ (5-shot)"), the layout of the paper's Tables 4 and 5. Tables come
-in the paper's order (by their number).
+in the paper's order (by their number). Notes under the tables say when a
+run used ``--limit`` and, from a task's ``prompts_fewer_shots`` and
+``prompts_truncated`` metrics, how many prompts lost few-shot examples or
+were cut to fit the context.
 """
 
 from __future__ import annotations
@@ -108,7 +111,28 @@ def markdown_report(
             + ", ".join(limited)
             + "."
         )
+    crowded = _fitting_notes(runs, labels)
+    if crowded:
+        sections.append(
+            "Prompts that did not fit the context (few-shot examples dropped; cut from the "
+            "left only where 0 shots did not fit either): " + "; ".join(crowded) + "."
+        )
     return "\n\n".join(sections) + "\n"
+
+
+def _fitting_notes(runs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
+    """ "MMLU (run, 5-shot): 3 of 14042 with fewer shots, 0 cut from the left" per such task."""
+    notes = []
+    for label, run in zip(labels, runs, strict=True):
+        for entry in run["results"].values():
+            metrics = entry.get("metrics", {})
+            fewer, cut = metrics.get("prompts_fewer_shots", 0), metrics.get("prompts_truncated", 0)
+            if _is_number(fewer) and _is_number(cut) and (fewer or cut):
+                notes.append(
+                    f"{entry.get('title', '?')} ({label}, {entry.get('shots', 0)}-shot): "
+                    f"{fewer:g} of {metrics.get('n', entry.get('n', '?'))} with fewer shots, {cut:g} cut from the left"
+                )
+    return notes
 
 
 def _cell(entry: Mapping[str, Any] | None, shots: int, metric: str) -> str:

@@ -29,7 +29,10 @@ chooses). Examples are drawn at random from the training split per question
 all shots would not leave room for the answer in the context (64 shots do
 not fit a 2048-token window for some questions), shots are dropped from the
 end until it fits; the mean number actually used is reported as
-``shots_used`` (not a column of the Markdown report, which shows exact match).
+``shots_used``, the number of questions asked with fewer shots as
+``prompts_fewer_shots`` and the number cut from the left even at 0 shots as
+``prompts_truncated`` (not columns of the Markdown report, which shows exact
+match, but a note under its tables when not 0).
 
 Data: NaturalQuestions is NQ-open (``google-research-datasets/nq_open``,
 formerly ``nq_open``; {question, answer: [aliases]}), validation split (3,610
@@ -102,12 +105,14 @@ class ClosedBookQA(Task):
         cfg = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=CLOSED_BOOK_STOP)
         budget = prompt_token_budget(context_length(ctx.model, ctx.max_seq_len), MAX_NEW_TOKENS)
         rng = random.Random(ctx.seed)
-        prompts, used = [], []
+        prompts, used, truncated = [], [], 0
         for doc in docs:
             examples = draw_shots(fewshot_docs, shots, rng, exclude=doc)
             prompt, k = fit_shots(
                 ctx.tokenizer, lambda k, d=doc, e=examples: self.prompt(d, e[:k]), shots, budget
             )
+            if k == 0:  # fit_shots returns the 0-shot prompt even when it does not fit
+                truncated += len(ctx.tokenizer.encode(prompt, bos=True, eos=False)) > budget
             prompts.append(prompt)
             used.append(k)
         completions = generate_completions(
@@ -122,6 +127,8 @@ class ClosedBookQA(Task):
         return {
             "exact_match": self.score(docs, [c[0] for c in completions]),
             "shots_used": sum(used) / len(used),
+            "prompts_fewer_shots": sum(k < shots for k in used),
+            "prompts_truncated": truncated,
         }
 
 

@@ -121,7 +121,9 @@ def test_end_to_end_from_local_jsonl_greedy_until_newline(tmp_path):
         answer_last_question({NQ["question"]: "Darwin", wrong["question"]: "Cusco"})
     )
     ctx = EvalContext(model, TOK, batch_size=2, progress=False)
-    assert task.evaluate(ctx, docs, fewshot, 1) == {"exact_match": 0.5, "shots_used": 1.0}
+    assert task.evaluate(ctx, docs, fewshot, 1) == {
+        "exact_match": 0.5, "shots_used": 1.0, "prompts_fewer_shots": 0, "prompts_truncated": 0
+    }  # fmt: skip
     assert all(p.startswith("Answer these questions:\nQ: where is") for p in model.prompts_seen)
 
 
@@ -136,7 +138,12 @@ def test_shots_that_do_not_fit_the_context_are_dropped():
     assert len(TOK.encode(prompt)) <= 200 - 32  # room left for the 32-token answer
     # BOS + 24 (instruction) + 38 (question) + 36 per shot <= 200 - 32: 2 shots fit
     assert metrics["shots_used"] == prompt.count("\nA: ") == 2
+    assert metrics["prompts_fewer_shots"] == 1 and metrics["prompts_truncated"] == 0
     # the same prompts with a large context keep all 64 shots
     model = ScriptedModel(answer_last_question({}), max_seq_len=4096)
     wide = get_task("nq_open").evaluate(EvalContext(model, TOK, progress=False), [NQ], pool, 64)
-    assert wide == {"exact_match": 0.0, "shots_used": 64.0}
+    assert wide["shots_used"] == 64.0 and wide["prompts_fewer_shots"] == 0
+    # a window the question does not fit even alone: cut from the left, and counted
+    model = ScriptedModel(answer_last_question({}), max_seq_len=40)
+    tight = get_task("nq_open").evaluate(EvalContext(model, TOK, progress=False), [NQ], pool, 64)
+    assert tight["shots_used"] == 0.0 and tight["prompts_truncated"] == 1
