@@ -12,7 +12,8 @@ what evaluation adds on top:
   batches, two batches holding the same prompt would draw identical
   samples). ``seed = None`` uses torch's global generator.
 * **Stop strings** are matched on the decoded completion, which is cut before
-  the earliest one (the paper's "stop at the first newline" is ``stop="\\n"``).
+  the earliest one (closed-book QA passes the paper's "first line break,
+  final dot or comma" as ``stop=("\\n", ".", ",")``).
 * **Left truncation.** A prompt that leaves too little room is cut from the
   left (its oldest tokens, BOS included, go), as lm-evaluation-harness does.
   The prompt keeps ``max(context - max_new_tokens, context // 2)`` tokens: the
@@ -145,10 +146,14 @@ def fit_shots(
 
 
 def draw_shots(pool: Sequence[dict], shots: int, rng: random.Random, exclude: dict) -> list[dict]:
-    """``shots`` distinct examples drawn from ``pool`` (lm-eval's default sampler).
+    """``shots`` distinct examples drawn from ``pool`` with ``rng.sample``.
 
     ``exclude`` (the document being asked) is never its own example, which
-    matters when the few-shot pool is the evaluation split.
+    matters when the few-shot pool is the evaluation split. ``shots + 1`` are
+    drawn and the first ``shots`` other than ``exclude`` kept: lm-eval's default
+    sampler does the same when the pool is the evaluated split, but draws
+    exactly ``shots`` from another split, so with the same seed the draws can
+    differ from lm-eval's.
     """
     if shots == 0:
         return []

@@ -25,7 +25,8 @@ lm-eval; ``docs/evaluation.md`` explains the choice.
 
 Shots: the paper reports 0, 1, 5 and 64; the default is 0 (``--shots``
 chooses). Examples are drawn at random from the training split per question
-(seeded with ``EvalContext.seed``; lm-eval's sampler). When the prompt with
+(seeded with ``EvalContext.seed``; see :func:`~llamaforge.eval.generation.draw_shots`
+for how this differs from lm-eval's sampler). When the prompt with
 all shots would not leave room for the answer in the context (64 shots do
 not fit a 2048-token window for some questions), shots are dropped from the
 end until it fits; the mean number actually used is reported as
