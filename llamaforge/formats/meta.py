@@ -26,9 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.atomic import atomic_folder
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
-    atomic_folder,
     copy_tokenizer,
     model_from_state_dict,
     plain_state_dict,
@@ -215,6 +215,7 @@ def to_meta(
     tokenizer_path: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     shards: int = 1,
+    overwrite: bool = False,
 ) -> Path:
     """Write Meta's layout with ``shards`` model-parallel ranks, atomically.
 
@@ -241,7 +242,7 @@ def to_meta(
             state[name] = half_split_to_meta(state[name], cfg.n_heads)
     exponents = torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim
     freqs = (1.0 / cfg.rope_theta**exponents).to(state["output.weight"].dtype)
-    with atomic_folder(directory) as tmp:
+    with atomic_folder(directory, overwrite=overwrite) as tmp:
         for rank in tqdm(range(shards), desc="writing shards", disable=None):
             shard = {}
             for name, tensor in state.items():
