@@ -47,6 +47,7 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from llamaforge.errors import CheckpointError, LlamaforgeError
+from llamaforge.formats.messages import brief
 
 METADATA_NAME = ".metadata"
 _DCP_META = "torch.distributed.checkpoint.metadata"
@@ -189,7 +190,9 @@ def read_dcp_metadata(directory: str | os.PathLike, rank: int | None = None) -> 
     except LlamaforgeError:
         raise
     except Exception as error:  # truncated, not a pickle, an allowed class misused...
-        raise CheckpointError(f"{source}: cannot be read as DCP metadata ({error})") from error
+        raise CheckpointError(
+            f"{source}: cannot be read as DCP metadata ({brief(error)})"
+        ) from error
     return _check_metadata(source, metadata)
 
 
@@ -235,8 +238,8 @@ class SafeLoadPlanner(DefaultLoadPlanner):
             obj = torch.load(value, map_location="cpu", weights_only=True)
         except Exception as error:
             raise CheckpointError(
-                f"{self.source}: the entry {fqn} cannot be read as plain data ({error}); "
-                "refusing to load it"
+                f"{self.source}: the entry {fqn} cannot be read as plain data "
+                f"({brief(error)}); refusing to load it"
             ) from error
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[fqn], obj)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
+from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
     copy_tokenizer,
@@ -199,7 +200,9 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path}: cannot be read ({error}); truncated or corrupt") from error
+        raise CheckpointError(
+            f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
+        ) from error
 
 
 def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:

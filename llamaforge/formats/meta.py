@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
+from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
     copy_tokenizer,
@@ -99,7 +100,9 @@ def _load_shard(path: Path) -> dict[str, torch.Tensor]:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except Exception as error:
-        raise CheckpointError(f"{path}: cannot be read ({error}); truncated or corrupt") from error
+        raise CheckpointError(
+            f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
+        ) from error
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict")
     return state

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.filesystem import _StorageInfo
-from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
 
 from llamaforge.formats import save_pretrained
 
@@ -72,7 +72,7 @@ def assert_live(payload: bytes, marker: Path) -> None:
     marker.unlink()
 
 
-def bytes_item_payload(folder: Path, fqn: str, marker: Path, as_bytes: bool = False) -> None:
+def bytes_item_payload(folder: Path, fqn: str, marker: Path, as_bytes: bool = False) -> bytes:
     """Point entry ``fqn`` of ``folder`` at appended ``torch.save`` bytes that run code.
 
     DCP's default planner reads bytes entries with ``torch.load(weights_only=False)``.
@@ -93,16 +93,15 @@ def bytes_item_payload(folder: Path, fqn: str, marker: Path, as_bytes: bool = Fa
     for index in list(metadata.storage_data):
         if index.fqn == fqn:
             del metadata.storage_data[index]
-    from torch.distributed.checkpoint.metadata import MetadataIndex
-
     metadata.storage_data[MetadataIndex(fqn)] = _StorageInfo("__0_0.distcp", offset, len(data))
     (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+    return data
 
 
 def write_dcp_model_folder(folder: Path, model: torch.nn.Module, tokenizer: Path | None) -> Path:
     """A native ``config.json`` + DCP shards of the weights, no model.safetensors.
 
-    The shape of a distributed run's checkpoint as ``generate``/``convert``/
+    The layout of a distributed run's checkpoint as ``generate``/``convert``/
     ``eval`` read it (the optimizer entries are not needed by them).
     """
     save_pretrained(model, folder, tokenizer_path=tokenizer)
