@@ -1,6 +1,6 @@
 """Writing a model folder without losing anything already there.
 
-Rules (see docs/formats.md, "What convert promises"):
+Rules (summarised in the README, "Checkpoint formats"):
 
 * A new or empty destination is written as a hidden sibling
   ``.DST.tmp-XXXX/new/`` and renamed into place, so a crash leaves no
@@ -212,11 +212,18 @@ def _merge(new: Path, final: Path) -> None:
             os.replace(new / name, final / name)
             placed.append(name)
     except BaseException:
-        for name in placed:
-            (final / name).unlink(missing_ok=True)
-        for name in moved:
-            os.replace(aside / name, final / name)
-        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            for name in placed:
+                (final / name).unlink(missing_ok=True)
+            for name in moved:
+                os.replace(aside / name, final / name)
+        except OSError:
+            print(
+                f"warning: could not move the previous files back from {aside}; they are there",
+                file=sys.stderr,
+            )
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
         raise
     shutil.rmtree(aside, ignore_errors=True)
 
