@@ -53,6 +53,7 @@ _OUTPUT_NAMES = frozenset(
         "params.json",
     }
 )
+_TEMP_NAME = re.compile(r"^\..+\.(tmp|old)-")
 _OUTPUT_PATTERNS = (
     re.compile(r"^consolidated\.\d+\.pth$"),
     re.compile(r"^model-\d+-of-\d+\.safetensors$"),
@@ -119,14 +120,14 @@ def _abandoned(folder: Path) -> dict | None:
     if not isinstance(marker, dict) or marker.get("kind") != _MARKER_KIND:
         return None
     pid = marker.get("pid")
-    if marker.get("name") != folder.name or not isinstance(pid, int) or pid <= 0:
+    if marker.get("name") != folder.name or not isinstance(pid, int) or not 0 < pid < 2**31:
         return None
     if marker.get("host") != socket.gethostname():
         return None  # its writer may be alive on another machine sharing the folder
     if marker.get("boot") is not None and marker.get("boot") != _boot_id():
         return marker  # written before this machine last booted
-    if pid == os.getpid() or (_alive(pid) and _start_time(pid) == marker.get("start")):
-        return None
+    if _alive(pid) and _start_time(pid) == marker.get("start"):
+        return None  # still writing (a live pid with another start time is a reused pid)
     return marker
 
 
@@ -137,7 +138,7 @@ def remove_stale_temporaries(parent: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return removed
     for child in sorted(folder.iterdir()):
-        if not child.name.startswith(".") or _abandoned(child) is None:
+        if not _TEMP_NAME.match(child.name) or _abandoned(child) is None:
             continue
         if ".tmp-" in child.name:
             shutil.rmtree(child, ignore_errors=True)
