@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.atomic import check_destination
 from llamaforge.formats.huggingface import from_hf, to_hf
 from llamaforge.formats.meta import from_meta, to_meta
 from llamaforge.formats.native import (
@@ -71,16 +72,30 @@ def save_any(
     tokenizer_path: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     shards: int = 1,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``model`` as ``fmt``; ``dtype`` casts the written copy, the model is not modified."""
+    """Write ``model`` as ``fmt``; ``dtype`` casts the written copy, the model is not modified.
+
+    An existing non-empty ``directory`` is refused unless ``overwrite`` (see
+    :mod:`llamaforge.formats.atomic` for the files it may replace).
+    """
     if fmt == "native":
         if shards != 1:
             raise ConfigError("the native format is a single model.safetensors; drop --shards")
-        return save_native(model, directory, tokenizer_path=tokenizer_path, dtype=dtype)
+        return save_native(
+            model, directory, tokenizer_path=tokenizer_path, dtype=dtype, overwrite=overwrite
+        )
     writers = {"hf": to_hf, "meta": to_meta}
     if fmt not in writers:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {FORMATS}")
-    return writers[fmt](model, directory, tokenizer_path=tokenizer_path, dtype=dtype, shards=shards)
+    return writers[fmt](
+        model,
+        directory,
+        tokenizer_path=tokenizer_path,
+        dtype=dtype,
+        shards=shards,
+        overwrite=overwrite,
+    )
 
 
 def convert(
@@ -90,12 +105,26 @@ def convert(
     dst_format: str = "native",
     dtype: torch.dtype | None = None,
     shards: int = 1,
+    overwrite: bool = False,
 ) -> Path:
-    """Convert a model folder; ``dtype=None`` keeps the source dtype (no fp16 -> fp32 -> fp16)."""
+    """Convert a model folder; ``dtype=None`` keeps the source dtype (no fp16 -> fp32 -> fp16).
+
+    The destination is checked before the source is read, so a file, a
+    non-empty folder without ``overwrite``, or an unwritable path fails at once.
+    """
     if dst_format not in FORMATS:
         raise ConfigError(f"unknown format {dst_format!r}; choose one of {FORMATS}")
+    check_destination(dst, overwrite)
     model, tokenizer = load_any(src, src_format, dtype=dtype)
-    return save_any(model, dst, dst_format, tokenizer_path=tokenizer, dtype=dtype, shards=shards)
+    return save_any(
+        model,
+        dst,
+        dst_format,
+        tokenizer_path=tokenizer,
+        dtype=dtype,
+        shards=shards,
+        overwrite=overwrite,
+    )
 
 
 __all__ = [

@@ -24,9 +24,10 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.atomic import atomic_folder
+from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
-    atomic_folder,
     copy_tokenizer,
     model_from_state_dict,
     plain_state_dict,
@@ -199,7 +200,9 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path}: cannot be read ({error}); truncated or corrupt") from error
+        raise CheckpointError(
+            f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
+        ) from error
 
 
 def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
@@ -283,6 +286,7 @@ def to_hf(
     tokenizer_path: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     shards: int = 1,
+    overwrite: bool = False,
 ) -> Path:
     """Write a folder ``LlamaForCausalLM.from_pretrained`` loads, atomically.
 
@@ -296,7 +300,7 @@ def to_hf(
         raise ConfigError(f"shards must be between 1 and {len(weights)}, got {shards!r}")
     tokens = _special_tokens(tokenizer_path)
     store_dtype = weights["lm_head.weight"].dtype
-    with atomic_folder(directory) as tmp:
+    with atomic_folder(directory, overwrite=overwrite) as tmp:
         if shards == 1:
             save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
         else:

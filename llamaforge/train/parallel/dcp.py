@@ -14,6 +14,10 @@ verify / fall-back-to-the-previous-valid semantics as
 :class:`~llamaforge.train.checkpoint.CheckpointManager`. A shared filesystem
 is assumed, as DCP's ``FileSystemWriter`` itself does.
 
+Loading goes through :func:`llamaforge.formats.dcp_safe.load_dcp`: DCP's own
+reader unpickles ``.metadata`` and ``torch.load``s non-tensor entries without
+``weights_only``, which would let a crafted checkpoint run code on resume.
+
 Resharding comes from DCP: the state dict holds DTensors with global shapes,
 so any ("dp", "tp") layout, or one process without a process group, loads any
 other layout's checkpoint. A resume with a different world size restores the
@@ -42,7 +46,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.errors import CheckpointError, ConfigError, LlamaforgeError
+from llamaforge.formats.dcp_safe import load_dcp
 from llamaforge.train.checkpoint import CheckpointManager, _as_dict
 from llamaforge.train.checkpoint_files import (
     FORMAT_VERSION,
@@ -88,16 +93,18 @@ def _load_into(
             warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled")
             if optimizer is None:
                 model_sd = get_model_state_dict(model)
-                dcp.load({"model": model_sd}, checkpoint_id=folder, no_dist=not distributed)
+                load_dcp({"model": model_sd}, folder, no_dist=not distributed)
                 set_model_state_dict(model, model_sd)
             else:
                 model_sd, optim_sd = get_state_dict(model, optimizer)
                 wanted = {"model": model_sd, "optimizer": optim_sd}
-                dcp.load(wanted, checkpoint_id=folder, no_dist=not distributed)
+                load_dcp(wanted, folder, no_dist=not distributed)
                 set_state_dict(
                     model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd
                 )
-    except (RuntimeError, ValueError, KeyError) as error:
+    except LlamaforgeError:
+        raise  # already names the file and what to do
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(
             f"{folder}: the sharded checkpoint does not fit this model/optimizer ({error}); "
             "build the model from the checkpoint's config.json"
