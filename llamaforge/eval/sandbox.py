@@ -188,10 +188,14 @@ class _Run:
             cwd, home = str(self.folder), str(self.folder)
             preexec = functools.partial(_set_limits, self.config["limits"])
         out_path, err_path = self.folder / "stdout.txt", self.folder / "stderr.txt"
+
         def private(path, flags):  # only we read the program's output
             return os.open(path, flags | os.O_EXCL, 0o600)
 
-        with open(out_path, "wb", opener=private) as out, open(err_path, "wb", opener=private) as err:
+        with (
+            open(out_path, "wb", opener=private) as out,
+            open(err_path, "wb", opener=private) as err,
+        ):
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-B", "-X", "utf8", *argv],
                 cwd=cwd,
@@ -259,7 +263,9 @@ def _run(source: str, limits: SandboxLimits, audit_hook: bool, jailed: bool) -> 
     if setup:
         raise SandboxUnavailable(f"the code sandbox could not be set up: {setup[0]}")
     if jailed:  # the keeper's report on the init; none if the keeper itself was killed
-        kept = next((json.loads(line) for line in status.splitlines() if line.startswith("{")), None)
+        kept = next(
+            (json.loads(line) for line in status.splitlines() if line.startswith("{")), None
+        )
         timed_out = timed_out or kept is None or kept["timed_out"]
         code = os.waitstatus_to_exitcode(kept["wait"]) if kept else None
     else:
@@ -271,7 +277,9 @@ def _classify(report: str, code, timed_out: bool, limits: SandboxLimits, run: _R
     def result(status: Status, detail: str = "") -> SandboxResult:
         return SandboxResult(status, detail, run.stdout, run.stderr)
 
-    lines = [tuple(line.split("\t", 1)) if "\t" in line else (line, "") for line in report.splitlines()]
+    lines = [
+        tuple(line.split("\t", 1)) if "\t" in line else (line, "") for line in report.splitlines()
+    ]
     refusals = [detail for status, detail in lines if status == "refused"]
     if refusals:
         return result("refused", refusals[0])
@@ -295,7 +303,9 @@ def probe_boundary() -> tuple[bool, str]:
     if not sys.platform.startswith("linux"):
         return False, f"the sandbox needs Linux namespaces and seccomp; this is {sys.platform}"
     try:
-        result = _run("import os\nassert os.getuid() != 0\n", SandboxLimits(timeout_s=10), True, True)
+        result = _run(
+            "import os\nassert os.getuid() != 0\n", SandboxLimits(timeout_s=10), True, True
+        )
     except (OSError, LlamaforgeError) as error:
         return False, str(error)
     if not result.passed:
@@ -315,7 +325,11 @@ def require_boundary(unsafe: bool = False) -> None:
 
 
 def run_program(
-    source: str, limits: SandboxLimits | None = None, *, unsafe: bool = False, audit_hook: bool = True
+    source: str,
+    limits: SandboxLimits | None = None,
+    *,
+    unsafe: bool = False,
+    audit_hook: bool = True,
 ) -> SandboxResult:
     """Run ``source`` as a Python program in a fresh sandbox; never raises for its failures.
 

