@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
+import marshal
 import math
 import os
 import resource
@@ -211,7 +211,7 @@ class _Run:
             self.close(fd)
         try:
             with contextlib.suppress(BrokenPipeError):
-                proc.stdin.write(json.dumps(self.config).encode())
+                proc.stdin.write(marshal.dumps(self.config))
                 proc.stdin.close()
             if self.jailed:
                 self._map_user_namespace(proc.pid, ctl_out_r, ctl_in_w)
@@ -263,11 +263,11 @@ def _run(source: str, limits: SandboxLimits, audit_hook: bool, jailed: bool) -> 
     if setup:
         raise SandboxUnavailable(f"the code sandbox could not be set up: {setup[0]}")
     if jailed:  # the keeper's report on the init; none if the keeper itself was killed
-        kept = next(
-            (json.loads(line) for line in status.splitlines() if line.startswith("{")), None
-        )
-        timed_out = timed_out or kept is None or kept["timed_out"]
-        code = os.waitstatus_to_exitcode(kept["wait"]) if kept else None
+        kept = [line.split("\t")[1:] for line in status.splitlines() if line.startswith("kept\t")]
+        if not kept and not timed_out:  # the keeper died on its own: a harness bug, not a verdict
+            raise SandboxUnavailable(f"the code sandbox's keeper failed: {run.stderr[-300:]!r}")
+        timed_out = timed_out or not kept or kept[0][1] == "1"
+        code = os.waitstatus_to_exitcode(int(kept[0][0])) if kept else None
     else:
         code = returncode
     return _classify(report, code, timed_out, limits, run)

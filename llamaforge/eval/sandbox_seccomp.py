@@ -41,7 +41,6 @@ unavailable.
 
 import ctypes
 import os
-import platform
 import struct
 
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -148,7 +147,7 @@ NR, ARCH, ARG0 = 0, 4, 16  # offsets in struct seccomp_data (ARG0: its low 32 bi
 
 
 def machine() -> str:
-    name = platform.machine().lower()
+    name = os.uname().machine.lower()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(name, name)
 
 

@@ -3,7 +3,7 @@
 Standard library only. Inside the OS boundary, :mod:`sandbox_jail` calls
 :func:`run` in the sandbox's init process; without it (``unsafe`` mode) the
 supervisor starts ``python -I -S -B sandbox_worker.py`` with the same
-configuration as JSON on stdin.
+configuration on stdin.
 
 **Pass/fail.** The harness reports to the supervisor through the pipe
 ``report_fd``: ``refused<TAB>reason`` the moment the hook refuses something,
@@ -268,10 +268,10 @@ def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=Non
 
 
 def main() -> None:
-    """Unsafe mode: ``python -I -S -B sandbox_worker.py REPORT_FD`` with JSON on stdin."""
-    import json
+    """Unsafe mode: ``python -I -S -B sandbox_worker.py REPORT_FD``, a marshal dict on stdin."""
+    import marshal
 
-    config = json.loads(sys.stdin.buffer.read())
+    config = marshal.loads(sys.stdin.buffer.read())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     report_fd = int(sys.argv[1])
     code = run(
