@@ -5,7 +5,8 @@ without it (``audit_hook=False``), which shows that the OS boundary alone
 contains it. The assertions look at the world outside the sandbox (a marker
 file, a secret, a victim process, a listening socket, the process table),
 never at the sandbox's own status string, except where the status is the
-effect (a faked pass must not count as one).
+effect (a faked pass must not count as one). They are not skipped where the
+boundary is missing: there they fail with the reason, as code tasks refuse.
 """
 
 import os
@@ -22,9 +23,6 @@ import pytest
 from llamaforge.eval import sandbox
 from llamaforge.eval.sandbox import SandboxLimits, SandboxUnavailable, run_program, run_programs
 
-pytestmark = pytest.mark.skipif(
-    not sandbox.probe_boundary()[0], reason=f"no OS sandbox here: {sandbox.probe_boundary()[1]}"
-)
 LIMITS = SandboxLimits(timeout_s=3.0, memory_mb=512, disk_mb=8)
 HOOK = pytest.mark.parametrize("hook", [True, False], ids=["with-hook", "boundary-only"])
 # Name the process from inside (ctypes where allowed), so that the test can find it from outside.
@@ -84,10 +82,12 @@ def write_attempts(marker: Path) -> list[str]:
 @HOOK
 def test_nothing_is_written_outside(tmp_path, hook):
     marker = tmp_path / "marker.txt"
-    results = run_all(write_attempts(marker), hook)
+    stdlib = Path(os.__file__).resolve().parent / f"lf_{uuid.uuid4().hex}.py"  # read-only inside
+    results = run_all([*write_attempts(marker), *write_attempts(stdlib)[:1]], hook)
+    assert not stdlib.exists()
     assert not marker.exists() and not marker.is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-    assert len(results) == len(write_attempts(marker))
+    assert len(results) == len(write_attempts(marker)) + 1
 
 
 @HOOK
@@ -230,9 +230,10 @@ def test_no_process_outlives_the_call(tmp_path, hook):
 def test_the_program_runs_as_nobody_without_capabilities_in_its_own_namespaces():
     comm = f"lf{uuid.uuid4().hex[:10]}"
     program = f"{SET_COMM}\nset_comm({comm!r})\nimport time\ntime.sleep(60)\n"
+    slow = SandboxLimits(timeout_s=5.0)  # time to look at it from outside, even under load
     box = {}
     thread = threading.Thread(
-        target=lambda: box.update(result=run_program(program, LIMITS, audit_hook=False))
+        target=lambda: box.update(result=run_program(program, slow, audit_hook=False))
     )
     thread.start()
     try:
@@ -334,4 +335,4 @@ def test_eval_cli_refuses_code_tasks_without_the_boundary(monkeypatch, tmp_path,
 def test_the_supervisor_kills_the_sandbox_at_the_wall_clock_limit():
     started = time.monotonic()
     result = run_program("import time\ntime.sleep(60)", SandboxLimits(timeout_s=1.0))
-    assert result.status == "timeout" and time.monotonic() - started < 5
+    assert result.status == "timeout" and time.monotonic() - started < 8
