@@ -2,10 +2,10 @@
 
 Standard library only (it runs inside the sandbox, under ``python -I -S``).
 The filter is a classic BPF program handed to ``prctl(PR_SET_SECCOMP)``
-through :mod:`ctypes`; it is installed after ``PR_SET_NO_NEW_PRIVS`` by the
-sandbox's init process, as the last step before the untrusted program runs,
-and like every seccomp filter it can be neither removed nor loosened, and is
-inherited by every thread.
+through :mod:`ctypes`; the sandbox's init process installs it after
+``PR_SET_NO_NEW_PRIVS``, just before the untrusted program runs (only the
+audit hook comes later). Like every seccomp filter it can be neither removed
+nor loosened, and every thread started afterwards inherits it.
 
 It is a deny list (the default is to allow) so that any pure-Python program
 keeps working; what it denies is what would let a program act on anything but
