@@ -9,11 +9,10 @@ same loss curve as an uninterrupted run (tested with a real SIGKILL).
 Under torchrun (``WORLD_SIZE > 1``) or with ``parallel.dp * parallel.tp > 1``
 the same loop runs on a ("dp", "tp") mesh: FSDP2 x tensor/sequence
 parallelism, sharded DCP checkpoints (see ``llamaforge.train.parallel``).
-Before anything is allocated or written, the data folders are opened and
-``llamaforge.train.preflight`` checks the output paths and the memory the
-model needs; the run folder is locked (``llamaforge.train.run_lock``) while
-``run`` executes. The model is built on the meta device and initialised from a generator
-seeded with ``train.seed`` after it is placed (single process) or sharded
+Data, output paths and memory are checked before anything is allocated
+(``train.preflight``); ``run`` holds the run folder's lock (``train.run_lock``).
+The model is built on the meta device and initialised from a generator seeded
+with ``train.seed`` after it is placed (single process) or sharded
 (distributed: no rank holds the full model), with the same draws in both, so
 every layout starts from the same weights.
 Only rank 0 writes logs, the summary and the progress bar. Logged throughput
@@ -159,12 +158,9 @@ class Trainer:
         return self.checkpoints.save(
             self.step, self.model, self.optimizer,
             model_config=self.model_config.to_dict(), train_config=self.cfg.to_dict(),
-            state=self._state(), tokenizer_path=self._tokenizer_path(),
+            state=self._state(), tokenizer_path=self.cfg.data.tokenizer
+            if os.path.isfile(self.cfg.data.tokenizer) else None,
         )  # fmt: skip
-
-    def _tokenizer_path(self) -> str | None:
-        path = self.cfg.data.tokenizer
-        return path if path and os.path.isfile(path) else None
 
     def resume(self) -> Path | None:
         choice = self.cfg.checkpoint.resume
