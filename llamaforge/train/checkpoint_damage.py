@@ -12,8 +12,9 @@ missing, truncated or fails its sha256 (see
   ``checkpoint.restart_over_damaged = true`` (``--restart-over-damaged``):
   then all are set aside and the run starts from step 0.
 * **Pruning** counts a checkpoint toward ``keep_last`` only once it is known
-  intact (written by this process, or verified once); one found damaged is
-  set aside instead. Pruning deletes only folders holding our manifest that
+  intact (written by this process, or verified once: one sha256 pass over
+  each older checkpoint inside the window, at the first save after a
+  resume); one found damaged is set aside instead. Pruning deletes only folders holding our manifest that
   are older than the ``keep_last`` newest intact ones.
 * **A save of a step that exists** replaces the old folder only when it is
   intact; a damaged (or foreign, manifest-less) one is set aside first.
