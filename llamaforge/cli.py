@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from collections.abc import Callable
 
 from llamaforge.errors import LlamaforgeError
 
@@ -82,9 +84,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def one_line_warnings(command: str) -> Callable[..., str]:
+    """A ``warnings.formatwarning`` that prints llamaforge's own warnings as one line.
+
+    They are messages for the user, like the errors; where in our code they
+    were raised is noise. Warnings of other libraries keep Python's format.
+    """
+    default = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if category.__module__.startswith("llamaforge."):
+            return f"llamaforge {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    return format_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, one_line_warnings(args.command)
     try:
         result = args.run(args)
     except KeyboardInterrupt:
@@ -92,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except LlamaforgeError as error:
         print(f"llamaforge {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = previous
     return int(result or 0)
 
 

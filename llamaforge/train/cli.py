@@ -22,6 +22,21 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         help="override any config field, e.g. optim.lr=1e-3 train.max_steps=50",
     )  # fmt: skip
     parser.add_argument("--resume", help="'auto' (default from the config), 'never' or a folder")
+    parser.add_argument(
+        "--allow-config-change", action="store_true",
+        help="resume although optim/model/data/seed/run length differ from the checkpoint's "
+        "(checkpoint.allow_config_change=true)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--restart-over-damaged", action="store_true",
+        help="when every checkpoint is damaged, set them aside as damaged-step_* and start "
+        "from step 0 (checkpoint.restart_over_damaged=true)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-memory-check", action="store_true",
+        help="start even if the memory estimate says the model cannot fit "
+        "(train.check_memory=false)",
+    )  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip report.md at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_train)
@@ -35,6 +50,12 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume!r}")
+    flags = {
+        "allow_config_change": "checkpoint.allow_config_change=true",
+        "restart_over_damaged": "checkpoint.restart_over_damaged=true",
+        "skip_memory_check": "train.check_memory=false",
+    }
+    overrides += [override for name, override in flags.items() if getattr(args, name)]
     cfg = load_train_config(args.config, overrides)
     trainer = Trainer(cfg, progress=not args.quiet, hooks=benchmark_hooks(cfg))
     try:

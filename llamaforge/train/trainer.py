@@ -9,8 +9,10 @@ same loss curve as an uninterrupted run (tested with a real SIGKILL).
 Under torchrun (``WORLD_SIZE > 1``) or with ``parallel.dp * parallel.tp > 1``
 the same loop runs on a ("dp", "tp") mesh: FSDP2 x tensor/sequence
 parallelism, sharded DCP checkpoints (see ``llamaforge.train.parallel``).
-The model is built on the meta device and initialised from a generator
-seeded with ``train.seed`` after it is placed (single process) or sharded
+Data, output paths and memory are checked before anything is allocated
+(``train.preflight``); ``run`` holds the run folder's lock (``train.run_lock``).
+The model is built on the meta device and initialised from a generator seeded
+with ``train.seed`` after it is placed (single process) or sharded
 (distributed: no rank holds the full model), with the same draws in both, so
 every layout starts from the same weights.
 Only rank 0 writes logs, the summary and the progress bar. Logged throughput
@@ -33,16 +35,19 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from llamaforge.data.loader import TokenLoader
+from llamaforge.data.shards import atomic_write_text
 from llamaforge.errors import CheckpointError, LlamaforgeError
 from llamaforge.model import build_model
 from llamaforge.train.activation_checkpoint import apply_activation_checkpointing
 from llamaforge.train.checkpoint import CheckpointManager
 from llamaforge.train.config import TrainConfig
+from llamaforge.train.config_change import check_resume_config
 from llamaforge.train.metrics import MetricsLogger, TrainResult, detect_peak_flops, mfu
 from llamaforge.train.optim import apply_lr, build_optimizer
 from llamaforge.train.parallel.mesh import wants_distributed
 from llamaforge.train.parallel.meta_init import init_generator
+from llamaforge.train.preflight import open_data, preflight
+from llamaforge.train.run_lock import RunLock
 from llamaforge.train.step import evaluate_loss, train_step
 
 
@@ -85,6 +90,15 @@ class Trainer:
 
         torch.manual_seed(cfg.train.seed)
         self.model_config = cfg.model_config
+        rank = self.dist.ctx.dp_rank if self.dist else 0
+        self.loader, self.val_loader = open_data(
+            cfg, rank, self.dp
+        )  # opens and checks every folder
+        # Everything is checked before the model is allocated (preflight) or the folder locked.
+        any_rank = self.dist.any_rank if self.dist else None
+        preflight(cfg, self.device, self.world_size, self.is_main, any_rank)
+        self.run_lock = RunLock([self.run_dir, cfg.checkpoint_dir], self.is_main, any_rank)
+        self.run_lock.probe()
         # Built on meta, then materialised: the full model in one process, only this
         # rank's shards under a process group. Both draw the same initial weights.
         self.model = build_model(self.model_config, device="meta")
@@ -106,23 +120,6 @@ class Trainer:
             )
             self.step_precision = cfg.train.precision
 
-        sources = [(s.path, s.weight) for s in cfg.data.sources]
-        if not sources:
-            raise LlamaforgeError("data.sources is empty: give at least one token folder")
-        common = dict(seq_len=cfg.data.seq_len, batch_size=cfg.data.micro_batch_size,
-                      val_fraction=cfg.data.val_fraction, seed=cfg.data.seed,
-                      rank=self.dist.ctx.dp_rank if self.dist else 0, world_size=self.dp)  # fmt: skip
-        self.loader = TokenLoader(sources, split="train", **common)
-        self.val_loader = (
-            TokenLoader(sources, split="val", max_batches=cfg.train.val_batches, **common)
-            if cfg.data.val_fraction > 0
-            else None
-        )
-        if self.loader.vocab_size > self.model_config.vocab_size:
-            raise LlamaforgeError(
-                f"token data has vocab_size {self.loader.vocab_size} but model.vocab_size is "
-                f"{self.model_config.vocab_size}; set model.vocab_size={self.loader.vocab_size}"
-            )
         self.checkpoints = (
             self.dist.checkpoint_manager()
             if self.dist
@@ -161,23 +158,23 @@ class Trainer:
         return self.checkpoints.save(
             self.step, self.model, self.optimizer,
             model_config=self.model_config.to_dict(), train_config=self.cfg.to_dict(),
-            state=self._state(), tokenizer_path=self._tokenizer_path(),
+            state=self._state(), tokenizer_path=self.cfg.data.tokenizer
+            if os.path.isfile(self.cfg.data.tokenizer) else None,
         )  # fmt: skip
-
-    def _tokenizer_path(self) -> str | None:
-        path = self.cfg.data.tokenizer
-        return path if path and os.path.isfile(path) else None
 
     def resume(self) -> Path | None:
         choice = self.cfg.checkpoint.resume
         if choice == "never":
             return None
-        path = self.checkpoints.latest() if choice == "auto" else Path(choice)
+        auto = choice == "auto"
+        damaged_ok = self.cfg.checkpoint.restart_over_damaged
+        path = self.checkpoints.resume_point(damaged_ok) if auto else Path(choice)
         if path is None:
             return None
         if not path.is_dir():
             raise CheckpointError(f"checkpoint.resume = {choice!r}: no checkpoint folder there")
-        state = self.checkpoints.load(path, self.model, self.optimizer)
+        check_resume_config(self.cfg, path, warn=self.is_main)
+        state = self.checkpoints.load(path, self.model, self.optimizer, verify=not auto)
         self.step = int(state["step"])
         self.tokens = int(state["tokens"])
         self.loader.load_state_dict(state["loader"])
@@ -202,6 +199,11 @@ class Trainer:
         self._stop_signal = signal.Signals(signum).name
 
     def run(self) -> TrainResult:
+        """Train to the end (or a stop signal), holding the run folder's lock throughout."""
+        with self.run_lock:
+            return self._run_locked()
+
+    def _run_locked(self) -> TrainResult:
         self._summary: TrainResult | None = None
         cfg = self.cfg
         resumed_from = self.resume()
@@ -338,7 +340,4 @@ class Trainer:
         result = self._summary = self._result()  # every rank: finding the latest is collective
         if not self.is_main:
             return
-        path = self.run_dir / "summary.json"
-        tmp = path.with_name(".summary.json.tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(result.to_dict(), indent=2))
