@@ -14,9 +14,20 @@ bibliography. We also removed the comments from the .tex files, and inline-expan
 definitions and macros written by users"), in this order:
 
 1. comments are removed from every file (so a commented-out ``\\section`` or ``\\input`` does
-   not count); macro definitions are collected from the whole paper, preamble included;
-2. everything before the first ``\\section`` goes: preamble, title, authors and abstract;
-   a paper without any ``\\section`` is dropped as ``arxiv.no_section``;
+   not count) by :func:`~llamaforge.data.sources.latex.strip_comments`, which leaves ``\\%``
+   and a ``%`` inside ``\\url{}``, ``\\verb`` or a verbatim environment alone. (RedPajama's
+   ``[^\\\\]%.+$`` cuts ``\\url{a%20b}``, eats the character before each ``%`` and removes
+   only comment lines that start in column 0; we deliberately differ, to keep the text
+   TeX would typeset.) Macro definitions are collected from the whole paper, preamble
+   included;
+2. everything before the first section-like header goes -- ``\\part``, ``\\chapter``,
+   ``\\section``, ``\\subsection`` or ``\\subsubsection`` (starred or not, with its
+   ``{title}``), the commands of RedPajama's ``arxiv_cleaner`` -- so a thesis keeps its first
+   chapter; preamble, title, authors and abstract go. A paper without any is dropped as
+   ``arxiv.no_section``. (RedPajama's regex, ``^(.*)(\\chapter...|\\section...)`` with a
+   greedy ``.*``, in fact keeps from the *last* such header of each file; we keep from the
+   first, as its docstring and the paper say. Its ``\\paragraph`` alternatives lack a ``|``
+   and never match alone, so ``\\paragraph`` does not start a body here either.);
 3. the bibliography goes with everything after it: from the first ``\\begin{thebibliography}``,
    ``\\bibliography{...}``, ``\\printbibliography`` or ``\\end{document}``;
 4. user macros are expanded (:mod:`llamaforge.data.sources.latex`), bounded by
@@ -59,7 +70,11 @@ TEX_MEMBER_SUFFIXES = (".tex", ".ltx")
 _DOCUMENTCLASS = re.compile(r"\\document(?:class|style)(?![A-Za-z])")
 _BEGIN_DOCUMENT = re.compile(r"\\begin\s*\{document\}")
 _INPUT = re.compile(r"\\(?:input|include|subfile)(?![A-Za-z])\s*(?:\{([^}]*)\}|([^\s{}\\%]+))")
-_SECTION = re.compile(r"\\section(?![A-Za-z])")
+# RedPajama's arxiv_cleaner section-like headers: \part, \chapter, \section, \subsection,
+# \subsubsection, starred or not, optional [short title], then the {title}.
+_SECTION = re.compile(
+    r"\\(?:part|chapter|section|subsection|subsubsection)(?![A-Za-z])\*?\s*(?:\[[^\]]*\]\s*)?\{"
+)
 _BIBLIOGRAPHY = re.compile(
     r"\\begin\s*\{thebibliography\}|\\bibliography\s*\{|\\printbibliography(?![A-Za-z])"
     r"|\\end\s*\{document\}"

@@ -211,3 +211,48 @@ def test_ids_config_and_pickling(tmp_path):
         config_from_table(ArxivConfig, {"max_depth": 3}, "sources.arxiv")
     source = pickle.loads(pickle.dumps(ArxivSource(ArxivConfig(max_input_depth=2))))
     assert source.config.max_input_depth == 2
+
+
+def test_strip_comments_keeps_percent_in_urls_verb_and_verbatim():
+    text = (
+        "see \\url{https://a.org/x%20y} and \\href{https://b.org/%7Eme}{me} % gone\n"
+        "\\verb|50%| \\verb*+a%b+ rate 5\\% % gone\n"
+        '\\begin{verbatim}\n% printf("%d")\n\\end{verbatim}\n'
+        "\\begin{lstlisting}\nx = 10 % 3\n\\end{lstlisting}\n"
+        "% whole line\n"
+        "after 100% done\n"
+    )
+    assert strip_comments(text) == (
+        "see \\url{https://a.org/x%20y} and \\href{https://b.org/%7Eme}{me} \n"
+        "\\verb|50%| \\verb*+a%b+ rate 5\\% \n"
+        '\\begin{verbatim}\n% printf("%d")\n\\end{verbatim}\n'
+        "\\begin{lstlisting}\nx = 10 % 3\n\\end{lstlisting}\n"
+        "after 100\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("first_header", "later"),
+    [
+        ("\\chapter{Introduction}", "\\section{Background}"),
+        ("\\chapter*{Preface}", "\\chapter{One}"),
+        ("\\part{Theory}", "\\chapter{One}"),
+        ("\\subsection[short]{A long title}", "\\section{B}"),
+    ],
+)
+def test_body_starts_at_the_first_section_like_header(tmp_path, first_header, later):
+    body = f"{first_header}\nFirst chapter text.\n{later}\nMore text.\n"
+    path = tmp_path / "2301.00099.tex"
+    path.write_text(PREAMBLE.replace("%EXTRA%", "") + "\\maketitle\nAbstract here.\n" + body)
+    docs, report = run([path])
+    text = docs["2301.00099"].text
+    assert text.startswith(first_header) and "First chapter text." in text
+    assert "More text." in text and "Abstract here." not in text
+
+
+def test_url_with_percent_survives_cleaning(tmp_path):
+    path = tmp_path / "2301.00098.tex"
+    body = "\\section{Data}\nFrom \\url{https://x.org/a%20b} at 50\\% rate.\n"
+    path.write_text(PREAMBLE.replace("%EXTRA%", "") + body + BIBLIOGRAPHY)
+    docs, _ = run([path])
+    assert "\\url{https://x.org/a%20b} at 50\\% rate." in docs["2301.00098"].text
