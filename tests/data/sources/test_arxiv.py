@@ -256,3 +256,42 @@ def test_url_with_percent_survives_cleaning(tmp_path):
     path.write_text(PREAMBLE.replace("%EXTRA%", "") + body + BIBLIOGRAPHY)
     docs, _ = run([path])
     assert "\\url{https://x.org/a%20b} at 50\\% rate." in docs["2301.00098"].text
+
+
+def test_monthly_bulk_tar_is_streamed_paper_by_paper(tmp_path):
+    def paper(title):
+        return (
+            PREAMBLE.replace("%EXTRA%", "") + f"\\section{{{title}}} body of {title}" + BIBLIOGRAPHY
+        )
+
+    members = {
+        "2301/2301.00001.gz": tar_gz({"main.tex": paper("Project"), "fig.png": b"\x89PNG"}),
+        "2301/2301.00002.gz": gzip.compress(paper("Single").encode()),
+        "2301/2301.00003.pdf": b"%PDF-1.4 no source for this one",
+        "2301/2301.00004.gz": gzip.compress(paper("Broken").encode())[:40],  # cut member
+        "2301/2301.00005.gz": gzip.compress(paper("Last").encode()),
+    }
+    bulk = tmp_path / "arXiv_src_2301_001.tar"
+    with tarfile.open(bulk, "w") as archive:  # plain tar, as arXiv ships them
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    source = ArxivSource(ArxivConfig())
+    assert source.list_inputs(tmp_path) == [bulk]
+    docs, report = run([bulk])
+    assert sorted(docs) == ["2301.00001", "2301.00002", "2301.00005"]
+    assert docs["2301.00001"].text == "\\section{Project} body of Project"
+    assert docs["2301.00002"].meta["bulk_tar"] == bulk.name
+    assert dict(report.dropped_docs) == {"arxiv.pdf_only": 1}
+    assert dict(report.bad_input) == {"truncated": 1}
+    assert "2301.00004" in report.bad_input_examples["truncated"]
+    # A bulk tar cut in the middle keeps the papers before the cut.
+    cut = tmp_path / "cut" / "arXiv_src_2301_002.tar"
+    cut.parent.mkdir()
+    with tarfile.open(bulk) as archive:
+        last = archive.getmembers()[-1].offset_data
+    cut.write_bytes(bulk.read_bytes()[: last + 10])  # inside the last paper's data
+    docs, report = run([cut])
+    assert {"2301.00001", "2301.00002"} <= set(docs) and "2301.00005" not in docs
+    assert report.bad_input["truncated"] >= 1
