@@ -200,6 +200,7 @@ class C4Source:
     """C4-style JSON lines -> pages cleaned by :func:`c4_clean`, deduplicated by span."""
 
     name: ClassVar[str] = "c4"
+    VERSION: ClassVar[int] = 2  # bump when the cleaning code changes its output (build recipes)
 
     def __init__(self, config: C4Config) -> None:
         self.config = config
