@@ -58,6 +58,7 @@ from llamaforge.train.checkpoint_files import (
     latest_valid,
     list_checkpoints,
     read_json,
+    save_failed,
     step_dir_name,
     verify_checkpoint,
     write_json,
@@ -146,13 +147,7 @@ class CheckpointManager(DamagedCheckpoints):
                 raise
             return self._commit(tmp, step)
         except (OSError, SafetensorError) as error:  # disk full, quota, permissions, read-only
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-            where = getattr(error, "filename", None) or self.directory
-            raise CheckpointError(
-                f"saving checkpoint {step_dir_name(step)} failed: {where}: {reason}; the "
-                "previous checkpoints are unchanged. Free disk space (or fix permissions) "
-                "and resume"
-            ) from error
+            raise save_failed(step, error, self.directory) from error
 
     def _begin(self, step: int) -> Path:
         """A fresh temporary folder for step ``step``; leftovers of crashed saves are removed."""

@@ -40,6 +40,26 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
 
 
+def save_failed(
+    step: int, error: BaseException, directory: Path, rank: int | None = None
+) -> CheckpointError:
+    """The one line a save that could not write raises (disk full, quota, permissions).
+
+    Every save writes into a temporary folder that is removed on failure, so the
+    previous checkpoints are always as they were; the line says so.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    else:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())  # one line
+    where = getattr(error, "filename", None) or directory
+    on = f" on rank {rank}" if rank is not None else ""
+    return CheckpointError(
+        f"saving checkpoint {step_dir_name(step)} failed{on}: {where}: {reason}; the previous "
+        "checkpoints are unchanged. Free disk space (or fix permissions) and resume"
+    )
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file, or a directory entry on POSIX (Windows cannot open directories)."""
     if path.is_dir() and os.name != "posix":

@@ -33,6 +33,11 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         "from step 0 (checkpoint.restart_over_damaged=true)",
     )  # fmt: skip
     parser.add_argument(
+        "--fresh-run", action="store_true",
+        help="start from step 0 in a run folder that holds an earlier run, moving that run "
+        "into RUN/previous-<timestamp>/ (implies --resume never; checkpoint.fresh_run=true)",
+    )  # fmt: skip
+    parser.add_argument(
         "--skip-memory-check", action="store_true",
         help="start even if the memory estimate says the model cannot fit "
         "(train.check_memory=false)",
@@ -48,11 +53,12 @@ def run_train(args: argparse.Namespace) -> int:
     from llamaforge.train.trainer import Trainer
 
     overrides = list(args.overrides)
-    if args.resume:
-        overrides.append(f"checkpoint.resume={args.resume!r}")
+    if args.resume or args.fresh_run:
+        overrides.append(f"checkpoint.resume={args.resume or 'never'!r}")
     flags = {
         "allow_config_change": "checkpoint.allow_config_change=true",
         "restart_over_damaged": "checkpoint.restart_over_damaged=true",
+        "fresh_run": "checkpoint.fresh_run=true",
         "skip_memory_check": "train.check_memory=false",
     }
     overrides += [override for name, override in flags.items() if getattr(args, name)]

@@ -151,6 +151,17 @@ class CheckpointConfig(Section):
     # With resume = "auto" and every checkpoint damaged: refuse (false) or set them aside as
     # damaged-step_* and start from step 0 (true). Damaged checkpoints are never deleted.
     restart_over_damaged: bool = False
+    # resume = "never" over a folder holding an earlier run: refuse (false) or move that run
+    # into <run_dir>/previous-<timestamp>/ and start from step 0 (true); see train.fresh_run.
+    fresh_run: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fresh_run and self.resume != "never":
+            raise ConfigError(
+                f"checkpoint.fresh_run = true starts a new run, but checkpoint.resume = "
+                f"{self.resume!r}; set checkpoint.resume = 'never' (or drop --fresh-run)"
+            )
 
 
 @dataclass

@@ -42,6 +42,7 @@ NOT_COMPARED = {
     "checkpoint.resume",
     "checkpoint.allow_config_change",
     "checkpoint.restart_over_damaged",
+    "checkpoint.fresh_run",
     "train.check_memory",
     "train.max_steps",  # compared as "run length"
     "train.total_tokens",

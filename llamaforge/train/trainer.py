@@ -36,12 +36,13 @@ import torch
 from tqdm.auto import tqdm
 
 from llamaforge.data.shards import atomic_write_text
-from llamaforge.errors import CheckpointError, LlamaforgeError
+from llamaforge.errors import CheckpointError, ConfigError, LlamaforgeError
 from llamaforge.model import build_model
 from llamaforge.train.activation_checkpoint import apply_activation_checkpointing
 from llamaforge.train.checkpoint import CheckpointManager
 from llamaforge.train.config import TrainConfig
 from llamaforge.train.config_change import check_resume_config
+from llamaforge.train.fresh_run import earlier_run, move_earlier_run
 from llamaforge.train.metrics import MetricsLogger, TrainResult, detect_peak_flops, mfu
 from llamaforge.train.optim import apply_lr, build_optimizer
 from llamaforge.train.parallel.mesh import wants_distributed
@@ -99,6 +100,8 @@ class Trainer:
         preflight(cfg, self.device, self.world_size, self.is_main, any_rank)
         self.run_lock = RunLock([self.run_dir, cfg.checkpoint_dir], self.is_main, any_rank)
         self.run_lock.probe()
+        if problem := earlier_run(cfg):  # resume = "never" over another run: refused now
+            raise ConfigError(problem)
         # Built on meta, then materialised: the full model in one process, only this
         # rank's shards under a process group. Both draw the same initial weights.
         self.model = build_model(self.model_config, device="meta")
@@ -164,7 +167,8 @@ class Trainer:
 
     def resume(self) -> Path | None:
         choice = self.cfg.checkpoint.resume
-        if choice == "never":
+        if choice == "never":  # under the lock: refuse, or move the earlier run aside
+            self.checkpoints._agree(lambda: move_earlier_run(self.cfg))
             return None
         auto = choice == "auto"
         damaged_ok = self.cfg.checkpoint.restart_over_damaged
