@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
+from llamaforge.formats.hf_tokenizer import write_hf_tokenizer
 from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
@@ -317,18 +318,7 @@ def to_hf(
         generation = {"bos_token_id": tokens["bos"][0], "eos_token_id": tokens["eos"][0]}
         write_json(tmp / "generation_config.json", generation)
         if copy_tokenizer(tokenizer_path, tmp) is not None:
-            specials = {f"{k}_token": tokens[k][1] for k in ("bos", "eos", "unk", "pad")}
-            write_json(tmp / "special_tokens_map.json", specials)
-            tokenizer_config = {
-                "tokenizer_class": "LlamaTokenizer",
-                **specials,
-                "add_bos_token": True,
-                "add_eos_token": False,
-                "legacy": True,
-                "clean_up_tokenization_spaces": False,
-                "model_max_length": model.config.max_seq_len,
-            }
-            write_json(tmp / "tokenizer_config.json", tokenizer_config)
+            write_hf_tokenizer(Path(tokenizer_path), tmp, tokens, model.config.max_seq_len)
     return Path(directory)
 
 
