@@ -88,7 +88,7 @@ def benchmark_hooks(cfg) -> list:
 
 def configure_eval_loss(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "checkpoint", type=Path, help="model folder (native or training checkpoint)"
+        "checkpoint", type=Path, help="model folder: native, training checkpoint, HF or Meta"
     )
     parser.add_argument("data", type=Path, help="token folder written by `llamaforge tokenize`")
     parser.add_argument("--seq-len", type=int, default=0, help="default: the model's max_seq_len")
@@ -100,10 +100,10 @@ def configure_eval_loss(parser: argparse.ArgumentParser) -> None:
 
 def run_eval_loss(args: argparse.Namespace) -> int:
     from llamaforge.data.loader import sequential_batches
-    from llamaforge.formats.native import load_pretrained
+    from llamaforge.inference.loading import load_checkpoint
     from llamaforge.train.step import evaluate_loss
 
-    model, _ = load_pretrained(args.checkpoint)
+    model, _ = load_checkpoint(args.checkpoint)
     seq_len = args.seq_len or model.config.max_seq_len
     batches = sequential_batches(args.data, seq_len, args.batch_size)
     loss, tokens = evaluate_loss(
