@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
@@ -37,6 +36,7 @@ from llamaforge.formats.native import (
     write_json,
 )
 from llamaforge.model import ModelConfig, Transformer
+from llamaforge.umask import save_safetensors
 
 _LAYER_NAMES = {
     "attention.wq": "self_attn.q_proj",
@@ -303,13 +303,13 @@ def to_hf(
     store_dtype = weights["lm_head.weight"].dtype
     with atomic_folder(directory, overwrite=overwrite) as tmp:
         if shards == 1:
-            save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+            save_safetensors(weights, tmp / "model.safetensors", {"format": "pt"})
         else:
             weight_map = {}
             groups = _split(weights, shards)
             for i, group in enumerate(tqdm(groups, desc="writing shards", disable=None)):
                 name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-                save_file({k: weights[k] for k in group}, tmp / name, metadata={"format": "pt"})
+                save_safetensors({k: weights[k] for k in group}, tmp / name, {"format": "pt"})
                 weight_map.update(dict.fromkeys(group, name))
             total = sum(t.nbytes for t in weights.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.model.naming import plain_name
@@ -56,6 +56,7 @@ from llamaforge.train.checkpoint_files import (
     write_manifest,
 )
 from llamaforge.train.rng import CheckpointWarning, capture_rng_state, restore_rng_state
+from llamaforge.umask import make_temp_dir, save_safetensors
 
 __all__ = [
     "FORMAT_VERSION",
@@ -141,7 +142,8 @@ class CheckpointManager:
         """A fresh temporary folder for step ``step``; leftovers of crashed saves are removed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
-        return Path(tempfile.mkdtemp(prefix=f".tmp-{step_dir_name(step)}-", dir=self.directory))
+        # Renamed to step_N as it is: the user's umask, not mkdtemp's 0700.
+        return make_temp_dir(self.directory, f".tmp-{step_dir_name(step)}-")
 
     def _commit(self, tmp: Path, step: int) -> Path:
         """Rename a complete ``tmp`` (manifest written) to ``step_N`` atomically, then prune."""
@@ -247,7 +249,7 @@ class CheckpointManager:
             if plain in weights:
                 raise ValueError(f"parameters {key!r} and another both map to {plain!r}")
             weights[plain] = tensor.detach().to("cpu").contiguous()
-        save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+        save_safetensors(weights, tmp / "model.safetensors", {"format": "pt"})
         _write_json(
             tmp / "config.json",
             {
