@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from llamaforge.errors import DataError
+from llamaforge.umask import make_temp_file
 
 MISSING = "-"
 
@@ -149,7 +149,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp_file(path.parent, f".{path.name}.", ".tmp")  # umask, not 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

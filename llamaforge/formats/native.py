@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
 from llamaforge.formats.dcp import is_dcp_folder, read_dcp_weights
 from llamaforge.model import ModelConfig, Transformer, build_model
 from llamaforge.model.naming import plain_name
+from llamaforge.umask import save_safetensors
 
 if TYPE_CHECKING:
     from llamaforge.tokenizer import Tokenizer
@@ -170,7 +171,7 @@ def save_native(
     config.update(extra)
     json.dumps(config)  # fail before writing anything if extra_config is not JSON
     with atomic_folder(directory, overwrite=overwrite) as tmp:
-        save_file(plain_state_dict(model, dtype), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        save_safetensors(plain_state_dict(model, dtype), tmp / WEIGHTS_NAME, {"format": "pt"})
         write_json(tmp / CONFIG_NAME, config)
         copy_tokenizer(tokenizer_path, tmp)
     return Path(directory)

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.model.naming import plain_name
@@ -66,6 +66,7 @@ from llamaforge.train.checkpoint_files import (
 )
 from llamaforge.train.optimizer_state import read_optimizer_state
 from llamaforge.train.rng import CheckpointWarning, capture_rng_state, restore_rng_state
+from llamaforge.umask import make_temp_dir, save_safetensors
 
 __all__ = [
     "FORMAT_VERSION",
@@ -153,7 +154,8 @@ class CheckpointManager(DamagedCheckpoints):
         """A fresh temporary folder for step ``step``; leftovers of crashed saves are removed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
-        return Path(tempfile.mkdtemp(prefix=f".tmp-{step_dir_name(step)}-", dir=self.directory))
+        # Renamed to step_N as it is: the user's umask, not mkdtemp's 0700.
+        return make_temp_dir(self.directory, f".tmp-{step_dir_name(step)}-")
 
     def _commit(self, tmp: Path, step: int) -> Path:
         """Rename a complete ``tmp`` (manifest written) to ``step_N`` atomically, then prune."""
@@ -262,7 +264,7 @@ class CheckpointManager(DamagedCheckpoints):
             if plain in weights:
                 raise ValueError(f"parameters {key!r} and another both map to {plain!r}")
             weights[plain] = tensor.detach().to("cpu").contiguous()
-        save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+        save_safetensors(weights, tmp / "model.safetensors", {"format": "pt"})
         _write_json(
             tmp / "config.json",
             {

@@ -63,6 +63,7 @@ def run_train(args: argparse.Namespace) -> int:
     }
     overrides += [override for name, override in flags.items() if getattr(args, name)]
     cfg = load_train_config(args.config, overrides)
+    check_token_sources(cfg)  # before the Trainer allocates the model
     trainer = Trainer(cfg, progress=not args.quiet, hooks=benchmark_hooks(cfg))
     try:
         result = trainer.run()
@@ -84,6 +85,21 @@ def run_train(args: argparse.Namespace) -> int:
         report = write_run_report(cfg, result, model, DEFAULT_PROMPTS)
         print(f"report: {report}")
     return 0
+
+
+def check_token_sources(cfg) -> None:
+    """Refuse token folders of another tokenizer (checksum, vocabulary) than the config's.
+
+    Checked against ``model.vocab_size`` and, when ``data.tokenizer`` names an
+    existing file, against that tokenizer; see :mod:`llamaforge.data.token_check`.
+    """
+    from llamaforge.data.token_check import check_tokens_match
+
+    tokenizer = cfg.data.tokenizer if cfg.data.tokenizer else None
+    if tokenizer is not None and not Path(tokenizer).is_file():
+        tokenizer = None  # nothing to compare with; the benchmarks hook reports it if needed
+    for source in cfg.data.sources:
+        check_tokens_match(source.path, cfg.model_config, tokenizer)
 
 
 def benchmark_hooks(cfg) -> list:
@@ -115,7 +131,7 @@ def benchmark_hooks(cfg) -> list:
 
 def configure_eval_loss(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "checkpoint", type=Path, help="model folder (native or training checkpoint)"
+        "checkpoint", type=Path, help="model folder: native, training checkpoint, HF or Meta"
     )
     parser.add_argument("data", type=Path, help="token folder written by `llamaforge tokenize`")
     parser.add_argument("--seq-len", type=int, default=0, help="default: the model's max_seq_len")
@@ -127,10 +143,12 @@ def configure_eval_loss(parser: argparse.ArgumentParser) -> None:
 
 def run_eval_loss(args: argparse.Namespace) -> int:
     from llamaforge.data.loader import sequential_batches
-    from llamaforge.formats.native import load_pretrained
+    from llamaforge.data.token_check import check_tokens_match
+    from llamaforge.inference.loading import load_checkpoint
     from llamaforge.train.step import evaluate_loss
 
-    model, _ = load_pretrained(args.checkpoint)
+    model, tokenizer_path = load_checkpoint(args.checkpoint)
+    check_tokens_match(args.data, model.config, tokenizer_path)
     seq_len = args.seq_len or model.config.max_seq_len
     batches = sequential_batches(args.data, seq_len, args.batch_size)
     loss, tokens = evaluate_loss(

@@ -133,11 +133,11 @@ def _marker(folder: Path, pid: int, **extra) -> None:
 KILL_AFTER_WEIGHTS = """
 import os, signal, sys
 import llamaforge.formats.native as native
-real = native.save_file
+real = native.save_safetensors
 def save_then_die(*args, **kwargs):
     real(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)  # mid-convert: weights written, folder not committed
-native.save_file = save_then_die
+native.save_safetensors = save_then_die
 from llamaforge.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -76,7 +76,7 @@ def test_failed_replace_keeps_the_old_folder(tmp_path, tiny_model, tokens, monke
         path.write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(native, "save_file", broken_save)
+    monkeypatch.setattr(native, "save_safetensors", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(random_model(seed=5), out, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporaries left behind
@@ -140,7 +140,7 @@ def test_weights_with_an_extra_tensor(tmp_path, tiny_model):
     out = save_pretrained(tiny_model, tmp_path / "m")
     weights = load_file(out / "model.safetensors")
     weights["layers.0.attention.bias"] = torch.zeros(3)
-    native.save_file(weights, out / "model.safetensors")
+    native.save_safetensors(weights, out / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"unexpected \['layers.0.attention.bias'\]"):
         load_pretrained(out)
 

@@ -30,9 +30,12 @@ cutoffs with :func:`perplexity_cutoffs` on a sample of your documents.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
-from collections.abc import Iterable, Sequence
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,32 @@ def ccnet_cutoffs(
     return table[language][head], table[language][tail]
 
 
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null, for C++ code that writes its progress there.
+
+    KenLM prints a "Loading the LM will be faster if you build a binary file"
+    banner and a row of progress stars while reading an ARPA file, straight
+    to fd 2, around our own output. Load errors still reach the user: KenLM
+    raises them as exceptions, which :class:`PerplexityScorer` turns into one
+    line. The redirect is process-wide for the duration of the load.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a detached process): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def prepare_line(line: str, sp=None) -> str:
     """Text as the LM sees it: CCNet-normalised, then SentencePiece pieces if ``sp`` is given."""
     normalized = normalize_line(line)
@@ -91,7 +120,8 @@ class PerplexityScorer:
         import kenlm
 
         try:
-            self.model = kenlm.Model(str(lm_path))
+            with _quiet_c_stderr():
+                self.model = kenlm.Model(str(lm_path))
         except (OSError, RuntimeError) as error:
             raise ConfigError(f"cannot load KenLM model {lm_path}: {error}") from error
         self.sp = None

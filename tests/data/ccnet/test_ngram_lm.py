@@ -137,3 +137,16 @@ def test_unloadable_lm_is_config_error(tmp_path):
     bad.write_text("not an arpa file\n")
     with pytest.raises(ConfigError, match="bad.arpa"):
         PerplexityScorer(bad)
+
+
+def test_kenlm_loading_banner_is_kept_off_our_output(tmp_path, capfd):
+    lm_path = train_arpa(CORPUS * 3, 3, tmp_path / "lm.arpa")
+    capfd.readouterr()
+    kenlm.Model(str(lm_path))
+    assert "Loading" in capfd.readouterr().err  # KenLM's own banner, on fd 2
+    scorer = PerplexityScorer(lm_path)
+    print("ours", file=__import__("sys").stderr)
+    assert capfd.readouterr().err == "ours\n"
+    assert scorer.perplexity("the cat sat on the mat") > 0
+    with pytest.raises(ConfigError, match="cannot load KenLM model"):
+        PerplexityScorer(tmp_path / "missing.arpa")
