@@ -18,6 +18,7 @@ from llamaforge.formats.huggingface import to_hf
 from llamaforge.formats.meta import to_meta
 from llamaforge.model import ModelConfig, build_model
 from llamaforge.train.config import load_train_config
+from llamaforge.train.report import write_run_report
 from llamaforge.train.step import evaluate_loss
 from llamaforge.train.trainer import Trainer
 from tests.train.test_train_cli import ENV, curves, last_train_step
@@ -80,6 +81,8 @@ def test_finetune_starts_from_the_checkpoint_and_learns(base, tmp_path, fmt) -> 
     report = json.loads((tmp_path / "run" / "finetune_data.json").read_text())
     assert report["read"] == {"records": 48, "kept": 48, "skipped": {}}
     assert report["train"]["examples"] + report["val"]["examples"] == 48
+    markdown = write_run_report(trainer.cfg, result, trainer.model).read_text(encoding="utf-8")
+    assert '"kept": 48' in markdown  # the training report carries the data counts
 
 
 def finetune(config: Path, run_dir: Path, kill_after: int = 0) -> int:
