@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build the pretraining mixture from raw dumps (data build CONFIG.toml)",
     ),
     "train": ("llamaforge.train.cli:configure_train", "pretrain a model from a TOML config"),
+    "finetune": (
+        "llamaforge.finetune.cli:configure",
+        "instruction finetuning (LLaMA-I, §4) from a checkpoint and a TOML config",
+    ),
     "eval": (
         "llamaforge.eval.cli:configure_eval",
         "zero/few-shot benchmarks of the paper on a checkpoint",

@@ -60,15 +60,30 @@ class Transformer(nn.Module):
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits of shape (batch, seq, vocab), or (batch, 1, vocab) with ``last_only``.
 
-        Training passes only ``tokens``. Incremental decoding passes a
+        Pretraining passes only ``tokens``: plain causal attention through
+        SDPA's ``is_causal`` kernels, no mask built. Incremental decoding passes a
         ``cache`` (advanced by ``seq`` positions here), per-sequence rotary
         ``positions`` (batch, seq) and a boolean ``mask`` (batch, 1, seq,
         cache.filled + seq) with True where attention is allowed.
+
+        Packed finetuning passes ``documents`` (batch, seq): an id per token,
+        equal within each example, different between neighbours. Attention is
+        then block-diagonal causal (a token sees only earlier tokens of its own
+        example) and, unless ``positions`` are given, rotary positions restart at
+        0 for every example, so each example is computed exactly as if it sat
+        alone at the start of a sequence.
         """
         _, seq = tokens.shape
+        if documents is not None:
+            if cache is not None or mask is not None:
+                raise ValueError("documents cannot be combined with a KV cache or a mask")
+            mask = document_mask(documents)
+            if positions is None:
+                positions = document_positions(documents)
         start = cache.filled if cache is not None else 0
         if start + seq > self.config.max_seq_len:
             raise ValueError(
@@ -149,6 +164,24 @@ class Transformer(nn.Module):
             dtype or param.dtype,
             param.device,
         )
+
+
+def document_positions(documents: torch.Tensor) -> torch.Tensor:
+    """Per-token offset from the start of its run of equal ``documents`` ids (batch, seq)."""
+    seq = documents.shape[-1]
+    index = torch.arange(seq, device=documents.device).expand_as(documents)
+    starts = torch.ones_like(documents, dtype=torch.bool)
+    starts[..., 1:] = documents[..., 1:] != documents[..., :-1]
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=-1).values
+    return index - first
+
+
+def document_mask(documents: torch.Tensor) -> torch.Tensor:
+    """Boolean (batch, 1, seq, seq) mask: causal and within the same document only."""
+    seq = documents.shape[-1]
+    same = documents.unsqueeze(-1) == documents.unsqueeze(-2)
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=documents.device).tril()
+    return (same & causal).unsqueeze(1)
 
 
 @torch.no_grad()

@@ -49,8 +49,6 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from llamaforge.train.config import load_train_config
-    from llamaforge.train.report import write_run_report
-    from llamaforge.train.trainer import Trainer
 
     overrides = list(args.overrides)
     if args.resume or args.fresh_run:
@@ -64,6 +62,14 @@ def run_train(args: argparse.Namespace) -> int:
     overrides += [override for name, override in flags.items() if getattr(args, name)]
     cfg = load_train_config(args.config, overrides)
     check_token_sources(cfg)  # before the Trainer allocates the model
+    return train_and_report(cfg, args, DEFAULT_PROMPTS)
+
+
+def train_and_report(cfg, args: argparse.Namespace, prompts) -> int:
+    """The run shared by ``llamaforge train`` and ``llamaforge finetune``."""
+    from llamaforge.train.report import write_run_report
+    from llamaforge.train.trainer import Trainer
+
     trainer = Trainer(cfg, progress=not args.quiet, hooks=benchmark_hooks(cfg))
     try:
         result = trainer.run()
@@ -82,7 +88,9 @@ def run_train(args: argparse.Namespace) -> int:
             from llamaforge.formats.native import load_native
 
             model, _ = load_native(result.checkpoint, device=trainer.device)
-        report = write_run_report(cfg, result, model, DEFAULT_PROMPTS)
+        if not cfg.data.tokenizer and trainer.tokenizer_source:  # finetuning: init's tokenizer
+            cfg.data.tokenizer = trainer.tokenizer_source
+        report = write_run_report(cfg, result, model, prompts)
         print(f"report: {report}")
     return 0
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamaforge.errors import ConfigError
+from llamaforge.finetune.config import FinetuneSection, LoraSection
 from llamaforge.model.config import PRESETS, ModelConfig, get_preset
 from llamaforge.train.config_fields import DataSource, Section, coerce, field_with_rule
 from llamaforge.train.mixture_file import use_mixture_file
@@ -215,6 +216,8 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "parallel": ParallelConfig,
     "benchmarks": BenchmarksConfig,
+    "finetune": FinetuneSection,
+    "lora": LoraSection,
 }
 
 
@@ -228,13 +231,25 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    lora: LoraSection = field(default_factory=LoraSection)
 
     def __post_init__(self) -> None:
-        self.validate()
+        # Finetuning from finetune.init: the model is the checkpoint's, checked when loaded.
+        self.validate(skip_model=self.finetune.enabled and bool(self.finetune.init))
 
-    def validate(self) -> None:
-        """Checks that span sections (each section checks its own fields)."""
-        model, data = self.model_config, self.data
+    def validate(self, model: ModelConfig | None = None, *, skip_model: bool = False) -> None:
+        """Checks that span sections (each section checks its own fields).
+
+        ``model`` is the model the run trains (default: ``[model]``'s);
+        ``skip_model`` leaves out the checks that need it.
+        """
+        if not skip_model:
+            self._validate_model(model or self.model_config)
+        self._validate_batch()
+
+    def _validate_model(self, model: ModelConfig) -> None:
+        data = self.data
         if data.seq_len > model.max_seq_len:
             raise ConfigError(
                 f"data.seq_len ({data.seq_len}) exceeds model.max_seq_len ({model.max_seq_len}); "
@@ -250,6 +265,9 @@ class TrainConfig:
         for name, value in split_by_tp.items():
             if value % tp:
                 raise ConfigError(f"{name} ({value}) must be divisible by parallel.tp ({tp})")
+
+    def _validate_batch(self) -> None:
+        data = self.data
         per_pass = self.micro_batch_tokens * self.parallel.dp
         if data.batch_tokens % per_pass:
             lower = max(per_pass, data.batch_tokens // per_pass * per_pass)

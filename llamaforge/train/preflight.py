@@ -39,6 +39,7 @@ import torch
 
 from llamaforge.data.loader import TokenLoader
 from llamaforge.errors import ConfigError
+from llamaforge.model import ModelConfig
 from llamaforge.train.config import TrainConfig
 
 GiB = 2**30
@@ -63,9 +64,15 @@ class MemoryEstimate:
         return self.state_bytes + self.activation_bytes
 
 
-def estimate_memory(cfg: TrainConfig, world_size: int = 1) -> MemoryEstimate:
-    """Bytes one rank needs for ``cfg`` (see the module docstring for what is counted)."""
-    model = cfg.model_config
+def estimate_memory(
+    cfg: TrainConfig, world_size: int = 1, model: ModelConfig | None = None
+) -> MemoryEstimate:
+    """Bytes one rank needs for ``cfg`` (see the module docstring for what is counted).
+
+    ``model`` is the shape actually trained when it is not ``cfg``'s own
+    (finetuning takes it from ``finetune.init``).
+    """
+    model = model or cfg.model_config
     params = model.num_params()
     tp = cfg.parallel.tp if world_size > 1 else 1
     tokens = cfg.data.micro_batch_size * cfg.data.seq_len
@@ -130,11 +137,13 @@ def _cpu_available() -> tuple[int | None, str]:
     return min(found)
 
 
-def memory_refusal(cfg: TrainConfig, device: torch.device, world_size: int) -> str | None:
+def memory_refusal(
+    cfg: TrainConfig, device: torch.device, world_size: int, model: ModelConfig | None = None
+) -> str | None:
     """Why ``cfg`` cannot fit on ``device``, or None when it may (or the check is off)."""
     if not cfg.train.check_memory:
         return None
-    estimate = estimate_memory(cfg, world_size)
+    estimate = estimate_memory(cfg, world_size, model)
     budget, source = available_memory(device)
     if budget is None or estimate.total_bytes <= budget:
         return None
@@ -225,6 +234,7 @@ def preflight(
     world_size: int = 1,
     is_main: bool = True,
     any_rank: Callable[[bool], bool] | None = None,
+    model: ModelConfig | None = None,
 ) -> None:
     """All checks of this module, in the order a user would fix them.
 
@@ -232,7 +242,7 @@ def preflight(
     refused, so all ranks stop together instead of waiting for one another.
     """
     check_output_paths(cfg)
-    refusal = memory_refusal(cfg, device, world_size)
+    refusal = memory_refusal(cfg, device, world_size, model)
     if any_rank is not None and any_rank(refusal is not None) and refusal is None:
         refusal = "another rank does not have the memory for this model (see its error)"
     if refusal is not None:

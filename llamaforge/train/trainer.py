@@ -47,8 +47,15 @@ from llamaforge.train.metrics import MetricsLogger, TrainResult, detect_peak_flo
 from llamaforge.train.optim import apply_lr, build_optimizer
 from llamaforge.train.parallel.mesh import wants_distributed
 from llamaforge.train.parallel.meta_init import init_generator
-from llamaforge.train.preflight import open_data, preflight
+from llamaforge.train.preflight import preflight
 from llamaforge.train.run_lock import RunLock
+from llamaforge.train.sources import (
+    apply_lora_if_enabled,
+    build_data,
+    load_start_weights,
+    start_point,
+    write_data_report,
+)
 from llamaforge.train.step import evaluate_loss, train_step
 
 
@@ -90,14 +97,29 @@ class Trainer:
         self._stop_signal: str | None = None
 
         torch.manual_seed(cfg.train.seed)
-        self.model_config = cfg.model_config
+        start = start_point(cfg)  # finetuning: the model and weights of finetune.init
+        self.model_config = start.model_config
+        if start.state is not None:
+            try:
+                cfg.validate(self.model_config)
+            except ConfigError as error:
+                raise ConfigError(f"finetune.init {cfg.finetune.init}: {error}") from None
         rank = self.dist.ctx.dp_rank if self.dist else 0
-        self.loader, self.val_loader = open_data(
-            cfg, rank, self.dp
-        )  # opens and checks every folder
+        plan = build_data(cfg, start, rank, self.dp)  # token folders, or finetuning examples
+        self.loader, self.val_loader, self.data_report = plan.loader, plan.val_loader, plan.report
+        self.tokenizer_source = cfg.data.tokenizer or start.tokenizer
+        if cfg.finetune.enabled and cfg.finetune.epochs > 0 and cfg.train.max_steps == 0:
+            self.max_steps = self.loader.steps_for_epochs(cfg.finetune.epochs)
+        if cfg.finetune.enabled and cfg.finetune.warmup_ratio > 0:
+            cfg.optim.warmup_steps = math.ceil(round(cfg.finetune.warmup_ratio * self.max_steps, 9))
+        if self.loader.vocab_size > self.model_config.vocab_size:
+            raise ConfigError(
+                f"token data has vocab_size {self.loader.vocab_size} but model.vocab_size is "
+                f"{self.model_config.vocab_size}; set model.vocab_size={self.loader.vocab_size}"
+            )
         # Everything is checked before the model is allocated (preflight) or the folder locked.
         any_rank = self.dist.any_rank if self.dist else None
-        preflight(cfg, self.device, self.world_size, self.is_main, any_rank)
+        preflight(cfg, self.device, self.world_size, self.is_main, any_rank, self.model_config)
         self.run_lock = RunLock([self.run_dir, cfg.checkpoint_dir], self.is_main, any_rank)
         self.run_lock.probe()
         if problem := earlier_run(cfg):  # resume = "never" over another run: refused now
@@ -106,13 +128,26 @@ class Trainer:
         # rank's shards under a process group. Both draw the same initial weights.
         self.model = build_model(self.model_config, device="meta")
         self.params = self.model.num_params()
+        lora = apply_lora_if_enabled(self.model, cfg)
         if self.dist:  # bf16 then comes from FSDP's mixed-precision policy, not autocast
             self.optimizer = self.dist.prepare(self.model)
+            if lora:
+                from llamaforge.finetune.lora import reset_lora_parameters
+
+                reset_lora_parameters(self.model, init_generator(self.device, cfg.train.seed))
+            if start.state is not None:
+                load_start_weights(self.model, start.state, distributed=True)
             self.forward_model = self.model
             self.step_precision = "fp32"
         else:
             self.model.to_empty(device=self.device)
             self.model.init_weights(init_generator(self.device, cfg.train.seed))
+            if lora:
+                from llamaforge.finetune.lora import reset_lora_parameters
+
+                reset_lora_parameters(self.model, init_generator(self.device, cfg.train.seed))
+            if start.state is not None:
+                load_start_weights(self.model, start.state, distributed=False)
             self.optimizer = build_optimizer(self.model, cfg.optim)
             mode = cfg.train.activation_checkpointing
             self.model = apply_activation_checkpointing(self.model, mode)
@@ -161,9 +196,12 @@ class Trainer:
         return self.checkpoints.save(
             self.step, self.model, self.optimizer,
             model_config=self.model_config.to_dict(), train_config=self.cfg.to_dict(),
-            state=self._state(), tokenizer_path=self.cfg.data.tokenizer
-            if os.path.isfile(self.cfg.data.tokenizer) else None,
+            state=self._state(), tokenizer_path=self._tokenizer_path(),
         )  # fmt: skip
+
+    def _tokenizer_path(self) -> str | None:
+        path = self.tokenizer_source
+        return path if path and os.path.isfile(path) else None
 
     def resume(self) -> Path | None:
         choice = self.cfg.checkpoint.resume
@@ -211,6 +249,8 @@ class Trainer:
         self._summary: TrainResult | None = None
         cfg = self.cfg
         resumed_from = self.resume()
+        if self.is_main:
+            write_data_report(self.run_dir, self.data_report)
         handlers = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
         }
@@ -246,7 +286,7 @@ class Trainer:
                 batches = (self.loader.next_batch() for _ in range(accumulation))
                 result = train_step(
                     self.forward_model, self.optimizer, batches, accumulation, cfg.optim.grad_clip,
-                    self.step_precision, **self._step_hooks(),
+                    self.step_precision, masked=self._masked, dp=self.dp, **self._step_hooks(),
                 )  # fmt: skip
                 elapsed = time.perf_counter() - start
                 self.wall_time_s += elapsed
@@ -307,10 +347,17 @@ class Trainer:
             self._stop_signal = self.dist.agree_stop(self._stop_signal)
         return self._stop_signal is not None
 
+    @property
+    def _masked(self) -> bool:  # finetuning batches: the global token-mean loss
+        return bool(getattr(self.loader, "masked", False))
+
     def _step_hooks(self) -> dict[str, Any]:
         if self.dist is None:
             return {}
-        return {"clip_fn": self.dist.clip_fn, "loss_reduce": self.dist.loss_reduce}
+        hooks = {"clip_fn": self.dist.clip_fn, "loss_reduce": self.dist.loss_reduce}
+        if self._masked:
+            hooks["count_reduce"] = self.dist.count_reduce
+        return hooks
 
     def _per_device(self, metrics: dict[str, Any]) -> dict[str, Any]:
         per_device = metrics["tokens_per_s"] / self.world_size

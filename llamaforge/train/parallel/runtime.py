@@ -73,6 +73,12 @@ class DistributedRuntime:
         dist.all_reduce(loss)
         return loss / self.ctx.world_size
 
+    def count_reduce(self, count: int) -> float:
+        """Scored targets of the global batch: summed over data-parallel ranks only
+        (the tp ranks of one data-parallel group hold the same batch)."""
+        (total,) = self.ctx.all_reduce([float(count)])
+        return total / self.ctx.tp
+
     def mean_eval_loss(self, loss: float, count: int) -> float:
         """Token-weighted mean of per-rank held-out losses."""
         total, tokens = self.ctx.all_reduce([loss * count, float(count)])

@@ -1,0 +1,165 @@
+"""Where a run's data and starting weights come from: pretraining or finetuning.
+
+The trainer asks this module for its loaders and its starting point and
+otherwise runs the same loop for both. Pretraining reads token folders
+(``data.sources``) and starts from the seeded initialisation. Finetuning
+(``finetune.data`` set) reads instruction examples through
+:mod:`llamaforge.finetune` and starts from ``finetune.init``, any folder
+:func:`llamaforge.formats.load_any` reads (native, Hugging Face, Meta); the
+model's shape then comes from that checkpoint, not from ``[model]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from llamaforge.errors import ConfigError, LlamaforgeError
+from llamaforge.model import ModelConfig
+from llamaforge.train.config import TrainConfig
+
+
+@dataclass
+class StartPoint:
+    model_config: ModelConfig
+    state: dict[str, torch.Tensor] | None = None  # full, plain-named weights to load
+    tokenizer: str | None = None  # the checkpoint's tokenizer.model, if any
+
+
+@dataclass
+class DataPlan:
+    loader: Any
+    val_loader: Any | None
+    report: dict[str, Any] = field(default_factory=dict)  # finetuning: what was read and kept
+
+
+def start_point(cfg: TrainConfig) -> StartPoint:
+    init = cfg.finetune.init if cfg.finetune.enabled else ""
+    if not init:
+        return StartPoint(cfg.model_config)
+    from llamaforge.formats import load_any
+
+    if not Path(init).is_dir():
+        raise ConfigError(f"finetune.init {init!r} is not a checkpoint folder")
+    model, tokenizer = load_any(init, device="cpu", dtype=torch.float32)
+    state = {name: t.detach() for name, t in model.state_dict().items()}
+    return StartPoint(model.config, state, str(tokenizer) if tokenizer else None)
+
+
+def load_start_weights(model: nn.Module, state: dict[str, torch.Tensor], distributed: bool) -> None:
+    """Copy the full ``state`` into ``model`` (plain, or FSDP2/TP-sharded: each rank its shard).
+
+    Names absent from ``state`` (LoRA adapters) keep their initialisation;
+    every name of ``state`` must exist in the model.
+    """
+    if distributed:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(model, state, options=options)
+        return
+    missing = set(state) - set(model.state_dict())
+    if missing:
+        raise LlamaforgeError(
+            f"the start checkpoint has weights the model lacks: {sorted(missing)[:5]}"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def tokenizer_for(cfg: TrainConfig, start: StartPoint):
+    from llamaforge.tokenizer import Tokenizer
+
+    path = cfg.data.tokenizer or start.tokenizer
+    if not path:
+        raise ConfigError(
+            "finetuning needs a tokenizer: set data.tokenizer or use a finetune.init "
+            "checkpoint folder holding tokenizer.model"
+        )
+    return Tokenizer(path)
+
+
+def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataPlan:
+    if not cfg.finetune.enabled:
+        return _pretraining_data(cfg, rank, dp)
+    from llamaforge.finetune.data import read_conversations
+    from llamaforge.finetune.examples import build_examples, split_indices
+    from llamaforge.finetune.source import FinetuneLoader
+    from llamaforge.finetune.templates import load_template
+
+    ft = cfg.finetune
+    tokenizer = tokenizer_for(cfg, start)
+    conversations, read = read_conversations(
+        ft.data, ft.schema, ft.skip_bad_examples, ft.dataset_split
+    )
+    template = load_template(ft.template)
+    train_ids, val_ids = split_indices(len(conversations), ft.val_fraction, cfg.data.seed)
+    kw = dict(
+        max_seq_len=cfg.data.seq_len, overlong=ft.overlong, train_on_prompt=ft.train_on_prompt
+    )
+    train, train_counts = build_examples(
+        tokenizer, template, [conversations[i] for i in train_ids], **kw
+    )
+    common = dict(
+        seq_len=cfg.data.seq_len, batch_size=cfg.data.micro_batch_size, packing=ft.packing,
+        seed=cfg.data.seed, rank=rank, world_size=dp, vocab_size=tokenizer.vocab_size,
+        pad_multiple=math.lcm(8, cfg.parallel.tp),
+    )  # fmt: skip
+    loader = FinetuneLoader(train, split="train", **common)
+    report = {"read": read.to_dict(), "train": dict(train_counts), "template": template.name,
+              "packing": ft.packing, "train_on_prompt": ft.train_on_prompt}  # fmt: skip
+    val_loader = None
+    if len(val_ids):
+        val, val_counts = build_examples(
+            tokenizer, template, [conversations[i] for i in val_ids], **kw
+        )
+        report["val"] = dict(val_counts)
+        if val:
+            val_loader = FinetuneLoader(
+                val, split="val", max_batches=cfg.train.val_batches, **common
+            )
+    return DataPlan(loader, val_loader, report)
+
+
+def _pretraining_data(cfg: TrainConfig, rank: int, dp: int) -> DataPlan:
+    from llamaforge.train.preflight import open_data
+
+    return DataPlan(*open_data(cfg, rank, dp))
+
+
+def apply_lora_if_enabled(model: nn.Module, cfg: TrainConfig) -> bool:
+    """Wrap the target linears with LoRA adapters (``lora.enabled``); True if it did."""
+    if not cfg.lora.enabled:
+        return False
+    try:
+        from llamaforge.finetune.lora import LoRAConfig, apply_lora
+    except ImportError:
+        raise ConfigError(
+            "lora.enabled = true but llamaforge.finetune.lora is not installed in this checkout"
+        ) from None
+    if cfg.parallel.tp > 1:
+        raise ConfigError(
+            "lora.enabled does not support parallel.tp > 1 (FSDP2 only); set parallel.tp=1"
+        )
+    apply_lora(model, LoRAConfig(**asdict(cfg.lora)))
+    return True
+
+
+def write_data_report(run_dir: Path, report: dict[str, Any]) -> None:
+    """``finetune_data.json``: records read, skipped by reason, truncated, dropped, kept."""
+    if not report:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "finetune_data.json"
+    tmp = path.with_name(".finetune_data.json.tmp")
+    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,94 @@
+"""Every schema reads; every bad input is an error naming file and line, or is counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llamaforge.errors import ConfigError, DataError
+from llamaforge.finetune.data import read_conversations
+
+
+def write_lines(path: Path, rows: list) -> Path:
+    lines = [r if isinstance(r, bytes) else json.dumps(r).encode() for r in rows]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+ALPACA = {"instruction": "Add", "input": "1 2", "output": "3"}
+FLAN = {"inputs": "Translate: chat", "targets": "cat"}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+        {"role": "assistant", "content": "a2"},
+    ]
+}
+
+
+def test_each_schema_becomes_messages(tmp_path) -> None:
+    path = write_lines(
+        tmp_path / "mixed.jsonl", [ALPACA, FLAN, CHAT, {"instruction": "x", "output": "y"}]
+    )
+    conversations, report = read_conversations(str(path))
+    assert conversations[0] == [
+        {"role": "user", "content": "Add", "input": "1 2"},
+        {"role": "assistant", "content": "3"},
+    ]
+    assert conversations[1] == [
+        {"role": "user", "content": "Translate: chat"},
+        {"role": "assistant", "content": "cat"},
+    ]
+    assert conversations[2] == CHAT["messages"]
+    assert conversations[3][0]["input"] == ""  # Alpaca without "input"
+    assert report.to_dict() == {"records": 4, "kept": 4, "skipped": {}}
+
+
+def test_json_array_file_and_forced_schema(tmp_path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([ALPACA, ALPACA], indent=2), encoding="utf-8")
+    assert len(read_conversations(str(path), schema="alpaca")[0]) == 2
+    with pytest.raises(DataError, match=r"data.json:2: missing field 'inputs'"):
+        read_conversations(str(path), schema="flan")
+
+
+BAD = [
+    ({"instruction": "x"}, "matches no schema", "unknown_schema"),
+    ({"instruction": "x", "output": "  "}, "empty response", "empty_response"),
+    ({"instruction": 3, "output": "y"}, "must be a string", "bad_field"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "unknown role", "unknown_role"),
+    ({"messages": [{"role": "user", "content": "x"}]}, "no assistant turn", "no_response"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
+     "empty response", "empty_response"),
+    (b"\xff\xfe not utf-8", "not UTF-8", "not_utf8"),
+    (b"{not json", "invalid JSON", "invalid_json"),
+    ([1, 2], "JSON object", "not_an_object"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("record", "message", "reason"), BAD)
+def test_bad_record_names_file_and_line_or_is_counted(tmp_path, record, message, reason) -> None:
+    path = write_lines(tmp_path / "d.jsonl", [ALPACA, record, FLAN])
+    with pytest.raises(DataError, match=rf"d\.jsonl:2: .*{message}.*skip_bad_examples"):
+        read_conversations(str(path))
+    conversations, report = read_conversations(str(path), skip_bad=True)
+    assert len(conversations) == 2
+    assert report.to_dict() == {"records": 3, "kept": 2, "skipped": {reason: 1}}
+
+
+def test_missing_inputs_are_clear_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_conversations(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(ConfigError, match="schema"):
+        read_conversations(str(tmp_path / "x.jsonl"), schema="sharegpt")
+    empty = write_lines(tmp_path / "bad.jsonl", [{"instruction": "x"}])
+    with pytest.raises(DataError, match="no usable example"):
+        read_conversations(str(empty), skip_bad=True)
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n{"instruction": "a", "output": "b"},\n{oops}\n]', encoding="utf-8")
+    with pytest.raises(DataError, match=r"broken.json:3: invalid JSON"):
+        read_conversations(str(broken), skip_bad=True)  # one array: nothing of it can be skipped
