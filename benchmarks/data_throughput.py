@@ -19,6 +19,12 @@ holds more documents than a real dump. The ``raw`` columns divide the
 decompressed size instead, which does not depend on that.
 ``--profile N`` prints cProfile's top ``N`` functions of each source.
 
+Each source runs in its own fresh (spawned) process, which reports its peak RSS
+(``VmHWM``): ``base RSS`` after imports (torch comes in with ``llamaforge.data``),
+``peak RSS`` at the end, including the sample writing and the kept documents
+that this benchmark holds for ``global_filter`` (a build streams them to disk).
+The first line prints the machine's CPU count and load average.
+
     python benchmarks/data_throughput.py [--mb 4] [--sources c4,wikipedia] [--profile 25]
 """
 
@@ -31,6 +37,8 @@ import gzip
 import importlib
 import io
 import lzma
+import multiprocessing
+import os
 import pstats
 import tempfile
 import time
@@ -89,7 +97,28 @@ def write_inputs(
     return directory, settings
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (Linux ``VmHWM``; ``ru_maxrss`` elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_in_child(*args) -> dict:
+    """:func:`measure` in a fresh spawned process, so each source's peak RSS is its own."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, args)
+
+
 def measure(name: str, target_bytes: int, seed: int, small_docs: bool, profile: int) -> dict:
+    base_rss = peak_rss_mb()
     doc_bytes = 0 if small_docs else registry.typical_doc_bytes(name)
     with tempfile.TemporaryDirectory() as tmp:
         directory, settings = write_inputs(name, Path(tmp), target_bytes, seed, doc_bytes)
@@ -121,6 +150,8 @@ def measure(name: str, target_bytes: int, seed: int, small_docs: bool, profile: 
         "docs": len(kept),
         "kb_per_doc": kept_bytes / max(len(kept), 1) / 1e3,
         "cpu": cpu,
+        "base_rss": base_rss,
+        "peak_rss": peak_rss_mb(),
     }
 
 
@@ -142,18 +173,19 @@ def main() -> None:
     if missing:
         parser.error(f"no source module or sample writer for: {', '.join(missing)}")
     target = int(args.mb * 1e6)
-    rows = [measure(n, target, args.seed, args.small_docs, args.profile) for n in names]
+    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()} (1, 5, 15 min)")
+    rows = [measure_in_child(n, target, args.seed, args.small_docs, args.profile) for n in names]
     print(
         "| source | files | input MB | raw MB | kept docs | kept KB/doc | CPU s "
-        "| MB/s per core | raw MB/s per core |"
+        "| MB/s per core | raw MB/s per core | base RSS MB | peak RSS MB |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         cpu = max(r["cpu"], 1e-9)
         print(
             f"| {r['source']} | {r['files']} | {r['mb']:.2f} | {r['raw_mb']:.2f} | {r['docs']:,} "
             f"| {r['kb_per_doc']:.1f} | {r['cpu']:.2f} | {r['mb'] / cpu:.2f} "
-            f"| {r['raw_mb'] / cpu:.2f} |"
+            f"| {r['raw_mb'] / cpu:.2f} | {r['base_rss']:.0f} | {r['peak_rss']:.0f} |"
         )
 
 

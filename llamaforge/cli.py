@@ -8,9 +8,14 @@ carbon`` does not pay for importing the trainer.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
+import os
 import sys
+import warnings
+from collections.abc import Callable
 
+from llamaforge import __version__
 from llamaforge.errors import LlamaforgeError
 
 # name -> ("module:function that adds arguments and sets `run`", one-line help)
@@ -54,11 +59,50 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option with a default says it, even one without a help text.
+
+    argparse's own formatter skips options without ``help`` and repeats a
+    default that the help already states; a help that mentions "default"
+    is left as written.
+    """
+
+    def add_argument(self, action: argparse.Action) -> None:
+        if action.help is None and self._default_text(action):
+            action = copy.copy(action)
+            action.help = self._default_text(action)
+        super().add_argument(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if "default" in help_text.lower():
+            return help_text
+        return f"{help_text} {self._default_text(action)}".strip()
+
+    @staticmethod
+    def _default_text(action: argparse.Action) -> str:
+        default = action.default
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return ""
+        if default is None or default is False or default == argparse.SUPPRESS or default == []:
+            return ""
+        return "(default: %(default)s)"
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):  # nested commands (data build)
+            for child in action.choices.values():
+                _use_formatter(child)
+
+
 def build_parser(
     command: str | None,
 ) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
     """The top-level parser and, when ``command`` is known, its sub-command parser."""
     parser = argparse.ArgumentParser(prog="llamaforge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"llamaforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = None
     for name, (target, help_text) in COMMANDS.items():
@@ -66,6 +110,7 @@ def build_parser(
         if name == command:
             module_name, function = target.split(":")
             getattr(importlib.import_module(module_name), function)(sub_parser)
+            _use_formatter(sub_parser)
             chosen = sub_parser
     return parser, chosen
 
@@ -90,16 +135,60 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def one_line_warnings(command: str) -> Callable[..., str]:
+    """A ``warnings.formatwarning`` that prints llamaforge's own warnings as one line.
+
+    They are messages for the user, like the errors; where in our code they
+    were raised is noise. Warnings of other libraries keep Python's format.
+    """
+    default = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if category.__module__.startswith("llamaforge."):
+            return f"llamaforge {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    return format_warning
+
+
+def _rank_prefix() -> str:
+    """``"rank N: "`` in a torchrun worker of a multi-process job, else nothing."""
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
+    if rank is None or "TORCHELASTIC_RUN_ID" not in os.environ and world == "1":
+        return ""
+    return f"rank {rank}: "
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors are one line on stderr (one per rank under torchrun).
+
+    Under torchrun an unexpected exception is also reported as one line per
+    rank instead of each rank's traceback (torchrun prints its own summary
+    after them); ``LLAMAFORGE_TRACEBACK=1`` shows the tracebacks again.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, one_line_warnings(args.command)
+    prefix = _rank_prefix()
     try:
         result = args.run(args)
     except KeyboardInterrupt:
         return 130
     except LlamaforgeError as error:
-        print(f"llamaforge {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prefix}llamaforge {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if not prefix or os.environ.get("LLAMAFORGE_TRACEBACK"):
+            raise
+        line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            f"{prefix}llamaforge {args.command}: {type(error).__name__}: {line} "
+            "(LLAMAFORGE_TRACEBACK=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        warnings.formatwarning = previous
     return int(result or 0)
 
 

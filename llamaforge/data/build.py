@@ -11,7 +11,11 @@ Stages (the units of work are in :mod:`llamaforge.data.build_stages`):
    ``OUT/report.json`` / ``report.md`` (:mod:`llamaforge.data.mixture`).
 
 Every stage is restartable: finished output is skipped on a re-run and
-partial output is never taken for finished. A worker that crashes on one file
+partial output is never taken for finished. Finished output is reused only
+when the recipe that made it (source settings, code versions, inputs; see
+:mod:`llamaforge.data.build_recipe`) equals the current one; otherwise it is
+redone, and ``report.json``'s ``"redone"`` lists each output redone and why
+(``"reused"`` counts the rest), so a changed filter setting never yields old shards. A worker that crashes on one file
 (a bug: bad *data* is counted, never raised) is reported with the file name;
 other files keep their output, and that source's later stages wait for a
 re-run, so they never silently miss a file.
@@ -48,12 +52,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from llamaforge.data.build_config import DataBuildConfig, SourceSection
+from llamaforge.data.build_recipe import file_recipe, source_settings
 from llamaforge.data.build_stages import (
     FILTERED,
+    file_status,
     finish_source,
     input_keys,
-    is_file_done,
-    load_file_report,
     process_file,
 )
 from llamaforge.data.mixture import source_summary, write_mixture_toml, write_reports
@@ -155,8 +159,13 @@ def build(
             executor = stack.enter_context(
                 open_executor(settings.executor, workers, settings.scheduler)
             )
-        records, failures = _stage_files(executor, sources, plans, out, progress)
+        records, failures, redone, reused = _stage_files(executor, sources, plans, out, progress)
         finished = _stage_sources(executor, sources, plans, records, failures, config, progress)
+    for name, result in sorted(finished.items()):
+        if result["final"].get("redone"):
+            redone.append({"source": name, "stage": "final", "why": result["final"]["redone"]})
+        else:
+            reused += 1
     total_weight = sum(s.weight for s in config.sources)
     rows = {
         s.name: source_summary(
@@ -177,6 +186,8 @@ def build(
         "total_tokens": config.total_tokens,
         "sources": rows,
         "failures": failures,
+        "redone": redone,
+        "reused": reused,
     }
     if settings.tokenizer is not None and not failures:
         report["left_out_of_mixture"] = write_mixture_toml(
@@ -192,22 +203,33 @@ def _stage_files(
     plans: dict[str, dict[str, Path]],
     out: Path,
     progress: bool,
-) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Stage 1 across every source's files at once (one pool keeps all workers busy)."""
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Stage 1 across every source's files at once (one pool keeps all workers busy).
+
+    Returns the per-file records, the failures, what was redone (with why) and
+    how many finished outputs were reused.
+    """
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in plans}
     failures: list[dict[str, Any]] = []
+    redone: list[dict[str, Any]] = []
     todo = []
     for name, keys in plans.items():
-        folder = out / name / FILTERED
+        folder, settings = out / name / FILTERED, source_settings(sources[name])
         for key, path in keys.items():
-            if is_file_done(folder, key):
-                records[name].append(load_file_report(folder, key))
+            recipe = file_recipe(sources[name], path, settings)
+            record, why = file_status(folder, key, recipe)
+            if record is not None:
+                records[name].append(record)
             else:
-                todo.append((name, key, path))
+                todo.append((name, key, path, recipe))
+                redone.append({"source": name, "stage": "filtered", "file": key, "why": why})
     bar = tqdm(total=len(todo), desc="stage 1: input files", unit="file", disable=not progress)
     futures = {
-        executor.submit(process_file, sources[name], path, out / name / FILTERED, key): (name, path)
-        for name, key, path in todo
+        executor.submit(process_file, sources[name], path, out / name / FILTERED, key, recipe): (
+            name,
+            path,
+        )
+        for name, key, path, recipe in todo
     }
     for future in cf.as_completed(futures):
         name, path = futures[future]
@@ -217,7 +239,8 @@ def _stage_files(
             failures.append(_failure(name, str(path), error))
         bar.update()
     bar.close()
-    return records, failures
+    reused = sum(len(keys) for keys in plans.values()) - len(todo)
+    return records, failures, redone, reused
 
 
 def _stage_sources(

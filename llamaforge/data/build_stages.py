@@ -10,9 +10,15 @@ leaves either finished output or nothing a re-run could mistake for it:
   report is finished; data without a report is redone.
 * **per source** -> ``OUT/<source>/final/`` (shards cut at ``shard_docs`` /
   ``shard_bytes``, then ``report.json``) is built in ``.final.tmp/`` and
-  renamed when complete. Its report lists the per-file keys it consumed; if
-  that set changes (an input was added) the final shards and tokens are
-  rebuilt, so new input is never silently left out.
+  renamed when complete. Its report lists the per-file outputs it consumed;
+  if that set changes (an input was added or redone) the final shards and
+  tokens are rebuilt, so new input is never silently left out.
+
+Both reports record the *recipe* that made them (settings, code versions,
+inputs: :mod:`llamaforge.data.build_recipe`); a re-run whose recipe differs
+redoes that output and says why, one whose recipe is the same reuses it.
+Redoing replaces only files this pipeline wrote (``part-NNNNN.jsonl.zst``,
+``report.json``, token shards): anything else a user left in those folders stays.
 * **tokens** -> ``OUT/<source>/tokens/`` via :func:`tokenize_to_shards`, which
   is restartable on its own.
 
@@ -26,6 +32,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -34,12 +41,15 @@ from typing import Any
 
 import zstandard
 
+from llamaforge.data.build_recipe import digest, final_recipe, what_changed
 from llamaforge.data.shards import INDEX_NAME, TokenIndex, atomic_write_text, tokenize_to_shards
 from llamaforge.data.sources.base import Document, FilterReport, Source
 from llamaforge.data.sources.textio import strip_compression_suffix
 
 FILTERED, FINAL, TOKENS = "filtered", "final", "tokens"
 REPORT_NAME = "report.json"
+_FINAL_FILE = re.compile(r"^part-\d{5}\.jsonl\.zst$|^report\.json$")
+_TOKEN_FILE = re.compile(r"^shard_\d{5}\.bin$|^\.shard_\d{5}\.bin\.tmp$|^\.?index\.json(\.tmp)?$")
 
 
 def input_keys(paths: list[tuple[Path, Path]]) -> dict[str, Path]:
@@ -82,16 +92,33 @@ def read_jsonl_zst(path: Path) -> Iterator[Document]:
                 yield Document.from_json(json.loads(line))
 
 
-def is_file_done(out_dir: Path, key: str) -> bool:
-    return (out_dir / f"{key}.report.json").is_file()
-
-
 def load_file_report(out_dir: Path, key: str) -> dict[str, Any]:
     return json.loads((out_dir / f"{key}.report.json").read_text(encoding="utf-8"))
 
 
-def process_file(source: Source, path: Path, out_dir: Path, key: str) -> dict[str, Any]:
-    """Stage 1 on one input file: ``source.process`` -> filtered JSONL.zst + report JSON."""
+def file_status(out_dir: Path, key: str, recipe: dict[str, Any]) -> tuple[dict | None, str]:
+    """``(finished record, "")`` if ``key``'s output was made by ``recipe``, else ``(None, why)``."""
+    report = out_dir / f"{key}.report.json"
+    if not report.is_file():
+        return None, "not built yet"
+    try:
+        record = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return None, f"its report is unreadable ({error})"
+    if not (out_dir / f"{key}.jsonl.zst").is_file():
+        return None, "its filtered data is missing"
+    why = what_changed(record.get("recipe"), recipe)
+    return (record, "") if not why else (None, why)
+
+
+def process_file(
+    source: Source, path: Path, out_dir: Path, key: str, recipe: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Stage 1 on one input file: ``source.process`` -> filtered JSONL.zst + report JSON.
+
+    ``recipe`` (:func:`~llamaforge.data.build_recipe.file_recipe`) is stored
+    in the report so a re-run can tell whether this output is still current.
+    """
     start = time.process_time()
     out_dir.mkdir(parents=True, exist_ok=True)
     data, tmp = out_dir / f"{key}.jsonl.zst", out_dir / f".{key}.jsonl.zst.tmp"
@@ -113,6 +140,8 @@ def process_file(source: Source, path: Path, out_dir: Path, key: str) -> dict[st
         "input_bytes": path.stat().st_size,
         "cpu_seconds": time.process_time() - start,
         "report": report.to_json(),
+        "recipe": recipe,
+        "recipe_sha256": digest(recipe) if recipe else "",
     }
     atomic_write_text(out_dir / f"{key}.report.json", json.dumps(record, indent=1) + "\n")
     return record
@@ -148,19 +177,49 @@ class _ShardSink:
             self._writer, self._docs, self._bytes = None, 0, 0
 
 
+def _remove_ours(folder: Path, ours: re.Pattern[str]) -> None:
+    """Delete the files of ``folder`` this pipeline writes; others (and the folder) stay."""
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.is_file() and ours.match(entry.name):
+                entry.unlink()
+
+
+def _install_final(tmp: Path, final: Path) -> None:
+    """Replace ``final/``'s shards and report by ``tmp``'s, the report last."""
+    _remove_ours(final, _FINAL_FILE)
+    if final.is_dir() and not any(final.iterdir()):
+        final.rmdir()
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    names = sorted(p.name for p in tmp.iterdir() if p.name != REPORT_NAME)
+    for name in [*names, REPORT_NAME]:
+        os.replace(tmp / name, final / name)
+    tmp.rmdir()
+
+
 def global_filter_source(
     source: Source, source_dir: Path, keys: list[str], shard_docs: int, shard_bytes: int
 ) -> dict[str, Any]:
-    """Stage 2: ``source.global_filter`` over every filtered doc -> ``final/`` shards + report."""
+    """Stage 2: ``source.global_filter`` over every filtered doc -> ``final/`` shards + report.
+
+    The returned record's ``"redone"`` says why the shards were (re)built,
+    or is "" when the finished ones were made by the same recipe and reused.
+    """
     final, tmp = source_dir / FINAL, source_dir / ".final.tmp"
+    filtered = source_dir / FILTERED
+    digests = {key: load_file_report(filtered, key).get("recipe_sha256", "") for key in keys}
+    recipe = final_recipe(source, digests, shard_docs, shard_bytes)
+    why = "not built yet"
     if (final / REPORT_NAME).is_file():
         record = json.loads((final / REPORT_NAME).read_text(encoding="utf-8"))
-        if record.get("inputs") == keys:
-            return record
-    shutil.rmtree(tmp, ignore_errors=True)
+        why = what_changed(record.get("recipe"), recipe)
+        if not why:
+            return {**record, "redone": ""}
+    shutil.rmtree(tmp, ignore_errors=True)  # our hidden temporary folder
     tmp.mkdir(parents=True)
     start = time.process_time()
-    filtered = source_dir / FILTERED
     docs = (d for key in keys for d in read_jsonl_zst(filtered / f"{key}.jsonl.zst"))
     report, sink, kept, kept_bytes = FilterReport(), _ShardSink(tmp, shard_docs, shard_bytes), 0, 0
     for doc in source.global_filter(docs, report):
@@ -172,12 +231,12 @@ def global_filter_source(
         "shards": sink.shards,
         "cpu_seconds": time.process_time() - start,
         "report": report.to_json(),
+        "recipe": recipe,
     }
     atomic_write_text(tmp / REPORT_NAME, json.dumps(record, indent=1) + "\n")
-    shutil.rmtree(source_dir / TOKENS, ignore_errors=True)  # made from the old final shards
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return record
+    _remove_ours(source_dir / TOKENS, _TOKEN_FILE)  # made from the old final shards
+    _install_final(tmp, final)
+    return {**record, "redone": why}
 
 
 def shuffled_documents(final: Path, seed: int, buffer: int) -> Iterator[str]:

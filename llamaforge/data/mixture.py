@@ -150,6 +150,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {name} | {row['weight']:g} | {row['share']:.2%} | {_number(row['tokens'], ',')} "
             f"| {_number(row['epochs_planned'], '.3g')} | {_number(row['epochs_table1'], 'g')} |"
         )
+    redone = report.get("redone") or []
+    out += ["", f"## Redone this run: {len(redone)} (reused: {report.get('reused', 0)})", ""]
+    for item in redone:
+        what = f"{item['source']} {item['stage']}" + (f" {item['file']}" if "file" in item else "")
+        out.append(f"- {what}: {item['why']}")
     if report["failures"]:
         out += ["", "## Failures (bugs, not bad data: fix and run again)", ""]
         out += [f"- {f['source']} {f['where']}: {f['error']}" for f in report["failures"]]

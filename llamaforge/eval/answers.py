@@ -2,9 +2,19 @@
 
 ``normalize_answer`` is the SQuAD/TriviaQA official normalisation (lowercase,
 drop punctuation, drop the articles a/an/the, collapse whitespace), so exact
-match numbers are comparable with published ones. The paper decodes greedily
-and stops at the first newline; :func:`first_line` applies that cut to an
-uncut generation (literally: a generation starting with a newline yields "").
+match numbers are comparable with published ones.
+
+Closed-book QA answers are cut as the paper's Appendix A says: "we stop at
+the first line break, final dot or comma". The paper says nothing more, so
+:func:`closed_book_answer` does what lm-eval 0.4's ``nq_open`` and
+``triviaqa`` tasks do (``until: ["\\n", ".", ","]``, then their
+``remove_whitespace`` filter): it keeps the text before the *first* newline,
+``.`` or ``,``, whatever that character is doing there, and strips it. So a
+decimal point, an abbreviation's dot or a thousands separator ends the
+answer too ("3.5" -> "3", "St. Louis" -> "St", "1,000" -> "1"); a gold
+answer holding one of these characters can only be matched through an
+alias without it. :func:`first_line` is the newline-only cut (a generation
+starting with a newline yields "").
 """
 
 from __future__ import annotations
@@ -29,9 +39,24 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+# The closed-book stop strings, in lm-eval's order (the order does not change the cut).
+CLOSED_BOOK_STOP: tuple[str, ...] = ("\n", ".", ",")
+
+
 def first_line(text: str) -> str:
     """The generation up to (not including) its first newline."""
     return text.split("\n", 1)[0]
+
+
+def closed_book_answer(text: str) -> str:
+    """The answer in a closed-book generation: before the first newline, "." or ",", stripped.
+
+    Equal to lm-eval's ``postprocess_generated_text(text, CLOSED_BOOK_STOP)``
+    followed by ``str.strip`` (its ``remove_whitespace`` filter); see the
+    module docstring for what this does to decimals and abbreviations.
+    """
+    cut = min((i for i in (text.find(s) for s in CLOSED_BOOK_STOP) if i >= 0), default=len(text))
+    return text[:cut].strip()
 
 
 def exact_match(prediction: str, gold_answers: Sequence[str]) -> bool:

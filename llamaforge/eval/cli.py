@@ -46,14 +46,28 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
         help="earlier results JSON to show as extra rows (repeatable)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--unsafe-code-execution",
+        action="store_true",
+        help="run generated code (humaneval, mbpp) even where the OS sandbox (user namespaces, "
+        "seccomp) is unavailable, with only in-process guards: use a throw-away VM",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from llamaforge.eval.report import markdown_report, read_results
-    from llamaforge.eval.runner import evaluate_tasks, resolve_task_names, write_results
+    from llamaforge.eval.runner import (
+        evaluate_tasks,
+        is_code_task,
+        resolve_task_names,
+        write_results,
+    )
+    from llamaforge.eval.sandbox import require_boundary
 
     names = resolve_task_names(args.tasks)  # fail on a typo before loading the model
+    if any(is_code_task(name) for name in names):  # refuse before the model loads
+        require_boundary(unsafe=args.unsafe_code_execution)
     earlier = [read_results(path) for path in args.compare]
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device, args.dtype)
     results = evaluate_tasks(
@@ -67,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         seed=args.seed,
         checkpoint=args.checkpoint,
+        unsafe_code_execution=args.unsafe_code_execution,
     )
     if args.out is not None:
         write_results(results, args.out)

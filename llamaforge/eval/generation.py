@@ -12,13 +12,15 @@ what evaluation adds on top:
   batches, two batches holding the same prompt would draw identical
   samples). ``seed = None`` uses torch's global generator.
 * **Stop strings** are matched on the decoded completion, which is cut before
-  the earliest one (the paper's "stop at the first newline" is ``stop="\\n"``).
+  the earliest one (closed-book QA passes the paper's "first line break,
+  final dot or comma" as ``stop=("\\n", ".", ",")``).
 * **Left truncation.** A prompt that leaves too little room is cut from the
   left (its oldest tokens, BOS included, go), as lm-evaluation-harness does.
   The prompt keeps ``max(context - max_new_tokens, context // 2)`` tokens: the
   first term is lm-eval's rule, the second keeps prompts meaningful when
   ``max_new_tokens`` is large for a small context (the completion then ends at
-  the context length instead). Tasks avoid truncation where they can by
+  the context length instead: ``max_seq_len`` when given, counted from the
+  longest prompt of the batch). Tasks avoid truncation where they can by
   dropping few-shot examples first (:func:`fit_shots`).
 * Rows are sorted longest prompt first (less padding; an out-of-memory error
   shows on the first batch) and results come back in input order.
@@ -78,7 +80,8 @@ def generate_completions(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if not prompts:
         return []
-    keep = prompt_token_budget(context_length(model, max_seq_len), cfg.max_new_tokens)
+    context = context_length(model, max_seq_len)
+    keep = prompt_token_budget(context, cfg.max_new_tokens)
     encoded = []
     for i, prompt in enumerate(prompts):
         ids = tokenizer.encode(prompt, bos=True, eos=False)
@@ -99,10 +102,12 @@ def generate_completions(
                 batch = rows[start : start + batch_size]
                 seed = None if cfg.seed is None else cfg.seed + b
                 batch_ids = [encoded[p] for p, _ in batch]
+                # the completion ends at the context (the last token is not fed back: + 1)
+                room = context - max(len(ids) for ids in batch_ids) + 1
                 new_ids = generate_ids(
                     model,
                     batch_ids,
-                    replace(cfg, seed=seed),
+                    replace(cfg, seed=seed, max_new_tokens=min(cfg.max_new_tokens, room)),
                     tokenizer.eos_id,
                     tokenizer=tokenizer if cfg.stop else None,
                 )
@@ -141,10 +146,14 @@ def fit_shots(
 
 
 def draw_shots(pool: Sequence[dict], shots: int, rng: random.Random, exclude: dict) -> list[dict]:
-    """``shots`` distinct examples drawn from ``pool`` (lm-eval's default sampler).
+    """``shots`` distinct examples drawn from ``pool`` with ``rng.sample``.
 
     ``exclude`` (the document being asked) is never its own example, which
-    matters when the few-shot pool is the evaluation split.
+    matters when the few-shot pool is the evaluation split. ``shots + 1`` are
+    drawn and the first ``shots`` other than ``exclude`` kept: lm-eval's default
+    sampler does the same when the pool is the evaluated split, but draws
+    exactly ``shots`` from another split, so with the same seed the draws can
+    differ from lm-eval's.
     """
     if shots == 0:
         return []

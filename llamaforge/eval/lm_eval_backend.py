@@ -25,8 +25,18 @@ Decisions where lm-eval leaves the choice to the backend:
   ``normalize_gen_kwargs`` (``until``, ``max_gen_toks`` and its aliases,
   ``do_sample``/``temperature``); ``top_p``/``top_k`` are honoured, other keys
   are ignored with a warning. Greedy unless ``do_sample`` with a temperature
-  above 0. Contexts are cut from the left to leave ``max_gen_toks`` of room, as
-  lm-eval's Hugging Face backend does; EOS always ends a completion.
+  above 0; a greedy request's ``temperature`` (which ``normalize_gen_kwargs``
+  always sets) is consumed silently, not reported as ignored. Decoding is our
+  runner's :func:`llamaforge.eval.generation.generate_completions`, so the
+  generation budget follows its rule: the prompt keeps
+  ``max(max_length - max_gen_toks, max_length // 2)`` tokens (cut from the
+  left) and the completion ends at ``max_gen_toks`` or at ``max_length``,
+  whichever comes first. Where ``max_gen_toks`` leaves half the window or more
+  for the prompt this is lm-eval's Hugging Face rule; for a window of 256
+  tokens or fewer, where lm-eval's default ``max_gen_toks=256`` would leave no
+  room for any prompt (lm-eval itself refuses), the budget is what the context
+  leaves. Completions are cut before the earliest ``until`` string (as
+  lm-eval's ``postprocess_generated_text``); EOS always ends a completion.
 * A CUDA ``device`` on a machine without one falls back to the CPU with a
   warning, because lm-eval's command line asks for ``cuda:0`` by default.
 * ``batch_size="auto"`` (lm-eval's memory probe) is not implemented; it means
@@ -44,13 +54,12 @@ from typing import Any
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.models.utils import normalize_gen_kwargs
 from torch import nn
-from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.eval.generation import generate_completions
 from llamaforge.eval.likelihood import loglikelihood, loglikelihood_rolling, model_max_len
-from llamaforge.inference.generate import completion_text, generate_ids
 from llamaforge.inference.sampling import SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -197,59 +206,45 @@ class LlamaforgeLM(LM):
         return results
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        """Completions grouped by identical ``gen_kwargs`` and decoded in batches."""
-        out: list[str | None] = [None] * len(requests)
+        """Completions grouped by identical ``gen_kwargs``, decoded by our runner's code."""
+        out: list[str] = [""] * len(requests)
         groups: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(repr(sorted(request.args[1].items())), []).append(i)
-        bar = tqdm(
-            total=len(requests),
-            desc="generate_until",
-            disable=disable_tqdm or not self.progress,
-        )
         for indices in groups.values():
-            cfg, until = self._sampling(requests[indices[0]].args[1])
-            room = self.max_length - cfg.max_new_tokens
-            if room < 1:
-                raise ConfigError(
-                    f"max_gen_toks={cfg.max_new_tokens} leaves no room for a prompt in the "
-                    f"model's {self.max_length} positions"
-                )
-            # longest first so a memory error shows up on the first batch
-            indices = sorted(indices, key=lambda i: -len(requests[i].args[0]))
-            for start in range(0, len(indices), self.batch_size):
-                batch = indices[start : start + self.batch_size]
-                prompts = [self.tok_encode(requests[i].args[0])[-room:] for i in batch]
-                new = generate_ids(
-                    self.model, prompts, cfg, self.tokenizer.eos_id, tokenizer=self.tokenizer
-                )
-                for i, prompt, ids in zip(batch, prompts, new, strict=True):
-                    text = completion_text(self.tokenizer, prompt, ids)
-                    text = postprocess_generated_text(text, until, None)
-                    out[i] = text
-                    self.cache_hook.add_partial("generate_until", requests[i].args, text)
-                bar.update(len(batch))
-        bar.close()
-        return [text or "" for text in out]
+            cfg = self._sampling(requests[indices[0]].args[1])
+            completions = generate_completions(
+                self.model,
+                self.tokenizer,
+                [requests[i].args[0] for i in indices],
+                cfg,
+                batch_size=self.batch_size,
+                max_seq_len=self.max_length,
+                progress=self.progress and not disable_tqdm,
+            )
+            for i, (text,) in zip(indices, completions, strict=True):
+                out[i] = text
+                self.cache_hook.add_partial("generate_until", requests[i].args, text)
+        return out
 
-    def _sampling(self, gen_kwargs: dict) -> tuple[SamplingConfig, list[str]]:
+    def _sampling(self, gen_kwargs: dict) -> SamplingConfig:
         kwargs = dict(normalize_gen_kwargs(dict(gen_kwargs), self.max_gen_toks))
         until = [s for s in kwargs.pop("until") if s]
         max_new = int(kwargs.pop("max_gen_toks"))
         sample = bool(kwargs.pop("do_sample", False))
-        temperature = float(kwargs.pop("temperature", 0.0)) if sample else 0.0
+        # normalize_gen_kwargs sets temperature 0.0 on every greedy request: not an ignored key
+        temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
         top_p = float(kwargs.pop("top_p", None) or 1.0)
         top_k = int(kwargs.pop("top_k", None) or 0)
         if kwargs:
             logger.warning("llamaforge backend ignores gen_kwargs %s", sorted(kwargs))
-        cfg = SamplingConfig(
+        return SamplingConfig(
             max_new_tokens=max_new,
-            temperature=temperature,
+            temperature=temperature if sample else 0.0,
             top_p=top_p,
             top_k=top_k,
             stop=tuple(until),
         )
-        return cfg, until
 
 
 def main() -> None:

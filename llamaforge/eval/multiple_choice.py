@@ -8,9 +8,18 @@ completion given ``"Answer:"`` as context:
 ``method`` values are:
 
 * ``"raw"``: sum of log-probs (lm-eval's ``acc``);
-* ``"chars"``: sum / ``len(choice)`` in characters of the choice string as
-  given, leading space included (lm-eval's ``acc_norm``);
-* ``"answer"``: the unconditional normalisation above (lm-eval's ``acc_mutual_info``).
+* ``"chars"``: sum / the number of characters of the choice *without* the
+  space that separates it from the prompt (:func:`choice_chars`). This is
+  lm-eval's ``acc_norm``: lm-eval scores the continuation
+  ``target_delimiter + choice`` (delimiter ``" "``) but divides by
+  ``len(choice)``, the string ``doc_to_choice`` returned, and so did the 2021
+  harness the paper cites (continuation ``" " + choice``, length of
+  ``doc["choices"][i]``). Our continuations carry that space, so one leading
+  space is not counted;
+* ``"answer"``: the unconditional normalisation above with ``"Answer:"`` as
+  the context (Brown et al.'s rule, which the paper follows). lm-eval's
+  ``acc_mutual_info`` is the same difference but with an empty context (BOS
+  alone), so the two are not the same number.
 
 Ties go to the lowest choice index (``max`` over the list), so a model that
 scores everything equally is not credited by chance ordering. Every request of
@@ -32,6 +41,8 @@ from llamaforge.eval.likelihood import loglikelihood
 Method = Literal["raw", "chars", "answer"]
 METHODS: tuple[str, ...] = ("raw", "chars", "answer")
 UNCONDITIONAL_CONTEXT = "Answer:"
+# lm-eval's default target_delimiter: what separates a choice from its prompt.
+TARGET_DELIMITER = " "
 
 
 @dataclass
@@ -48,6 +59,17 @@ def _check_method(method: str) -> None:
         raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
 
 
+def choice_chars(continuation: str) -> int:
+    """Characters ``"chars"`` divides by: the continuation less one leading delimiter space.
+
+    ``" Paris"`` counts 5, as lm-eval counts ``len("Paris")``; a choice whose
+    own text starts with a space (``"  x"``, scored as ``" " + " x"``) keeps
+    that space, as ``len(" x")`` does in lm-eval; a continuation with no
+    leading space counts whole.
+    """
+    return len(continuation.removeprefix(TARGET_DELIMITER))
+
+
 def normalise_scores(
     method: str, choices: Sequence[str], conditional: list[float], unconditional: list[float]
 ) -> list[float]:
@@ -59,9 +81,14 @@ def normalise_scores(
     if method == "raw":
         return conditional
     if method == "chars":
-        if any(len(c) == 0 for c in choices):
-            raise DataError("an empty choice cannot be normalised by its number of characters")
-        return [lp / len(c) for lp, c in zip(conditional, choices, strict=True)]
+        lengths = [choice_chars(c) for c in choices]
+        if 0 in lengths:
+            empty = choices[lengths.index(0)]
+            raise DataError(
+                f"choice {empty!r} has no characters to normalise by (an empty choice); "
+                "fix the task's data or score it with method='raw'"
+            )
+        return [lp / n for lp, n in zip(conditional, lengths, strict=True)]
     return [lp - u for lp, u in zip(conditional, unconditional, strict=True)]
 
 
@@ -148,7 +175,8 @@ def rank_request_groups(
     Each group holds one ``(context, continuation)`` request per choice; every
     group goes through one :func:`loglikelihood` call, so batching and
     shared-prefix reuse span the whole task. The normalisation counts the
-    characters of each continuation (the choice as scored).
+    characters of each continuation less its leading delimiter space
+    (:func:`choice_chars`, lm-eval's ``len(choice)``).
     """
     _check_method(method)
     requests: list[tuple[str, str]] = []

@@ -11,7 +11,10 @@ the four categories and the average, as Table 9), else ``acc`` when the task
 has one, else every metric but ``n``. When the same task was run with
 different numbers of shots in the files given, it gets one column per shot
 count ("NQ (5-shot)"), the layout of the paper's Tables 4 and 5. Tables come
-in the paper's order (by their number).
+in the paper's order (by their number). Notes under the tables say when a
+run used ``--limit`` and, from a task's ``prompts_fewer_shots`` and
+``prompts_truncated`` metrics, how many prompts lost few-shot examples or
+were cut to fit the context.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from llamaforge.errors import DataError
+from llamaforge.umask import make_temp_file
 
 MISSING = "-"
 
@@ -108,7 +111,28 @@ def markdown_report(
             + ", ".join(limited)
             + "."
         )
+    crowded = _fitting_notes(runs, labels)
+    if crowded:
+        sections.append(
+            "Prompts that did not fit the context (few-shot examples dropped; cut from the "
+            "left only where 0 shots did not fit either): " + "; ".join(crowded) + "."
+        )
     return "\n\n".join(sections) + "\n"
+
+
+def _fitting_notes(runs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
+    """ "MMLU (run, 5-shot): 3 of 14042 with fewer shots, 0 cut from the left" per such task."""
+    notes = []
+    for label, run in zip(labels, runs, strict=True):
+        for entry in run["results"].values():
+            metrics = entry.get("metrics", {})
+            fewer, cut = metrics.get("prompts_fewer_shots", 0), metrics.get("prompts_truncated", 0)
+            if _is_number(fewer) and _is_number(cut) and (fewer or cut):
+                notes.append(
+                    f"{entry.get('title', '?')} ({label}, {entry.get('shots', 0)}-shot): "
+                    f"{fewer:g} of {metrics.get('n', entry.get('n', '?'))} with fewer shots, {cut:g} cut from the left"
+                )
+    return notes
 
 
 def _cell(entry: Mapping[str, Any] | None, shots: int, metric: str) -> str:
@@ -125,7 +149,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp_file(path.parent, f".{path.name}.", ".tmp")  # umask, not 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

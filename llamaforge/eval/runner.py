@@ -67,6 +67,13 @@ def resolve_task_names(names: str | Iterable[str]) -> list[str]:
     return resolved
 
 
+def is_code_task(name: str) -> bool:
+    """Whether the task runs generated programs (and so needs the code sandbox)."""
+    from llamaforge.eval.tasks.code import CodeTask
+
+    return isinstance(get_task(name), CodeTask)
+
+
 def model_metadata(model: nn.Module) -> dict[str, Any]:
     """The model's config as JSON-able fields, and its parameter count."""
     config = getattr(model, "config", None)
@@ -94,8 +101,13 @@ def evaluate_tasks(
     seed: int = 1234,
     max_seq_len: int | None = None,
     checkpoint: str | os.PathLike | None = None,
+    unsafe_code_execution: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on each task; ``shots=None`` uses each task's paper default.
+
+    Code tasks run generated programs only inside the OS sandbox
+    (:mod:`llamaforge.eval.sandbox`) and refuse to run where it is
+    unavailable, unless ``unsafe_code_execution``.
 
     ``limit`` scores only the first ``limit`` documents of each task (a quick
     check, not a number comparable with the paper's); the few-shot split is
@@ -110,6 +122,8 @@ def evaluate_tasks(
     results: dict[str, Any] = {}
     for name in names:
         task = get_task(name)
+        if is_code_task(name):
+            task.unsafe_code_execution = unsafe_code_execution
         k = task.default_shots if shots is None else shots
         spec = task.dataset
         if task.needs_fewshot_docs(k) and spec.fewshot_split is None:

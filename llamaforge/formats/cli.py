@@ -14,7 +14,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="folder to read")
-    parser.add_argument("dst", help="folder to write (replaced atomically if it is a model folder)")
+    parser.add_argument("dst", help="folder to write: new or empty, unless --overwrite")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty DST: replaces only the model files convert writes "
+        "(config.json, weights, tokenizer files); every other file is kept",
+    )
     parser.add_argument(
         "--from",
         dest="src_format",
@@ -47,7 +53,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     src_format = detect_format(args.src) if args.src_format == "auto" else args.src_format
     dtype = DTYPES[args.dtype] if args.dtype else None
-    out = convert(args.src, args.dst, src_format, args.dst_format, dtype=dtype, shards=args.shards)
+    out = convert(
+        args.src,
+        args.dst,
+        src_format,
+        args.dst_format,
+        dtype=dtype,
+        shards=args.shards,
+        overwrite=args.overwrite,
+    )
     if not (out / "tokenizer.model").is_file():
         print(f"note: {args.src} has no tokenizer.model, so {out} has none", file=sys.stderr)
     print(f"converted {args.src} ({src_format}) -> {out} ({args.dst_format})", file=sys.stderr)

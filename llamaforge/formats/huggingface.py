@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.atomic import atomic_folder
+from llamaforge.formats.hf_tokenizer import write_hf_tokenizer
+from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
-    atomic_folder,
     copy_tokenizer,
     model_from_state_dict,
     plain_state_dict,
@@ -35,6 +36,7 @@ from llamaforge.formats.native import (
     write_json,
 )
 from llamaforge.model import ModelConfig, Transformer
+from llamaforge.umask import save_safetensors
 
 if TYPE_CHECKING:
     from llamaforge.finetune.templates import ChatTemplate
@@ -202,7 +204,9 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path}: cannot be read ({error}); truncated or corrupt") from error
+        raise CheckpointError(
+            f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
+        ) from error
 
 
 def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
@@ -287,6 +291,7 @@ def to_hf(
     dtype: torch.dtype | None = None,
     shards: int = 1,
     chat_template: ChatTemplate | str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a folder ``LlamaForCausalLM.from_pretrained`` loads, atomically.
 
@@ -303,15 +308,15 @@ def to_hf(
         raise ConfigError(f"shards must be between 1 and {len(weights)}, got {shards!r}")
     tokens = _special_tokens(tokenizer_path)
     store_dtype = weights["lm_head.weight"].dtype
-    with atomic_folder(directory) as tmp:
+    with atomic_folder(directory, overwrite=overwrite) as tmp:
         if shards == 1:
-            save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+            save_safetensors(weights, tmp / "model.safetensors", {"format": "pt"})
         else:
             weight_map = {}
             groups = _split(weights, shards)
             for i, group in enumerate(tqdm(groups, desc="writing shards", disable=None)):
                 name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-                save_file({k: weights[k] for k in group}, tmp / name, metadata={"format": "pt"})
+                save_safetensors({k: weights[k] for k in group}, tmp / name, {"format": "pt"})
                 weight_map.update(dict.fromkeys(group, name))
             total = sum(t.nbytes for t in weights.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
@@ -320,24 +325,14 @@ def to_hf(
         generation = {"bos_token_id": tokens["bos"][0], "eos_token_id": tokens["eos"][0]}
         write_json(tmp / "generation_config.json", generation)
         if copy_tokenizer(tokenizer_path, tmp) is not None:
-            specials = {f"{k}_token": tokens[k][1] for k in ("bos", "eos", "unk", "pad")}
-            write_json(tmp / "special_tokens_map.json", specials)
-            tokenizer_config = {
-                "tokenizer_class": "LlamaTokenizer",
-                **specials,
-                "add_bos_token": True,
-                "add_eos_token": False,
-                "legacy": True,
-                "clean_up_tokenization_spaces": False,
-                "model_max_length": model.config.max_seq_len,
-            }
+            extra = {}
             if chat_template is not None:
-                tokenizer_config["chat_template"] = (
+                extra["chat_template"] = (
                     chat_template
                     if isinstance(chat_template, str)
                     else chat_template.to_jinja(tokens["bos"][1], tokens["eos"][1])
                 )
-            write_json(tmp / "tokenizer_config.json", tokenizer_config)
+            write_hf_tokenizer(Path(tokenizer_path), tmp, tokens, model.config.max_seq_len, extra)
     return Path(directory)
 
 

@@ -26,9 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.atomic import atomic_folder
+from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
-    atomic_folder,
     copy_tokenizer,
     model_from_state_dict,
     plain_state_dict,
@@ -99,10 +100,41 @@ def _load_shard(path: Path) -> dict[str, torch.Tensor]:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except Exception as error:
-        raise CheckpointError(f"{path}: cannot be read ({error}); truncated or corrupt") from error
+        raise CheckpointError(
+            f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
+        ) from error
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict")
     return state
+
+
+def _check_shard_count(params: Any, params_path: Path, paths: list[Path], first: dict) -> None:
+    """Refuse a folder missing its last shard(s), naming the files expected and found.
+
+    The numbering alone cannot show that ``consolidated.03.pth`` of four is
+    gone; the split embedding can: each shard holds ``dim / n_shards`` of
+    its columns, so ``params.json``'s ``dim`` gives the count.
+    """
+    embedding = first.get("tok_embeddings.weight")
+    dim = params.get("dim") if isinstance(params, dict) else None
+    if not isinstance(embedding, torch.Tensor) or embedding.ndim != 2 or not isinstance(dim, int):
+        return  # reported with a clearer message by the checks that follow
+    columns = embedding.shape[1]
+    if columns == 0 or dim % columns or dim // columns == len(paths):
+        return
+    expected = dim // columns
+    found = [p.name for p in paths]
+    missing = [f"consolidated.{i:02d}.pth" for i in range(len(paths), expected)]
+    if expected < len(paths):
+        raise CheckpointError(
+            f"{paths[0].parent}: found {len(paths)} shards {found}, but {params_path.name} "
+            f"(dim={dim}) and {paths[0].name} ({columns} embedding columns) imply {expected}"
+        )
+    raise CheckpointError(
+        f"{paths[0].parent}: expected {expected} shards consolidated.00.pth .. "
+        f"consolidated.{expected - 1:02d}.pth ({params_path.name} dim={dim}, {columns} "
+        f"embedding columns per shard) but found {found}; missing {missing}: copy the whole folder"
+    )
 
 
 def config_from_params(params: Any, path: Path, vocab_size: int) -> ModelConfig:
@@ -159,6 +191,7 @@ def from_meta(
     params = read_json(params_path)
     paths = shard_paths(folder)
     shards = [_load_shard(p) for p in paths]
+    _check_shard_count(params, params_path, paths, shards[0])
     names = [k for k in shards[0] if k != "rope.freqs"]
     for path, shard in zip(paths[1:], shards[1:], strict=True):
         if set(shard) - {"rope.freqs"} != set(names):
@@ -215,6 +248,7 @@ def to_meta(
     tokenizer_path: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     shards: int = 1,
+    overwrite: bool = False,
 ) -> Path:
     """Write Meta's layout with ``shards`` model-parallel ranks, atomically.
 
@@ -241,7 +275,7 @@ def to_meta(
             state[name] = half_split_to_meta(state[name], cfg.n_heads)
     exponents = torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim
     freqs = (1.0 / cfg.rope_theta**exponents).to(state["output.weight"].dtype)
-    with atomic_folder(directory) as tmp:
+    with atomic_folder(directory, overwrite=overwrite) as tmp:
         for rank in tqdm(range(shards), desc="writing shards", disable=None):
             shard = {}
             for name, tensor in state.items():

@@ -10,8 +10,9 @@ Safetensors rather than pickles: loading runs no code, and the header lists
 every name, dtype and shape, so a truncated or mismatched file is caught
 before any tensor is used.
 
-The helpers here (atomic folder writes, state-dict validation, tokenizer
-copying) are shared by the other formats.
+The helpers here (state-dict validation, tokenizer copying) are shared by
+the other formats; folders are written by
+:func:`llamaforge.formats.atomic.atomic_folder`.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.formats.atomic import atomic_folder
 from llamaforge.formats.dcp import is_dcp_folder, read_dcp_weights
 from llamaforge.model import ModelConfig, Transformer, build_model
 from llamaforge.model.naming import plain_name
+from llamaforge.umask import save_safetensors
 
 if TYPE_CHECKING:
     from llamaforge.tokenizer import Tokenizer
@@ -41,66 +42,6 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.model"
-# Files whose presence marks a folder as a model folder we may replace wholesale.
-_MODEL_MARKERS = (CONFIG_NAME, WEIGHTS_NAME, "params.json", "model.safetensors.index.json")
-
-
-def _fsync(path: Path) -> None:
-    if path.is_dir() and os.name != "posix":
-        return  # Windows cannot open a directory to flush it
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_folder(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``directory``; on success it becomes ``directory``.
-
-    If the body raises, the temporary folder is deleted and ``directory`` is
-    untouched. An existing ``directory`` is first moved into a hidden
-    ``.NAME.old-*`` sibling and deleted only after the rename succeeded, so a
-    crash between the two renames leaves the old folder recoverable there,
-    never a half-written one. A non-empty folder that is not a model folder
-    (no config/weights) is refused rather than replaced: ``convert x ~/``
-    must not delete a home directory.
-    """
-    final = Path(os.path.abspath(directory))  # "." or "out/" need a real name and parent
-    if final.exists():
-        if not final.is_dir():
-            raise CheckpointError(f"{final} exists and is not a folder; choose another output path")
-        entries = {p.name for p in final.iterdir()}
-        if entries and not entries.intersection(_MODEL_MARKERS):
-            raise CheckpointError(
-                f"{final} is a non-empty folder that does not look like a model folder; "
-                "refusing to replace it, choose a new or empty output folder"
-            )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    aside: Path | None = None
-    try:
-        yield tmp
-        for child in tmp.iterdir():
-            _fsync(child)
-        if final.exists():
-            aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.replace(final, aside / final.name)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            if aside is not None:
-                os.replace(aside / final.name, final)
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if aside is not None and final.exists():
-            shutil.rmtree(aside, ignore_errors=True)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    _fsync(final.parent)
 
 
 def read_json(path: Path) -> Any:
@@ -199,14 +140,17 @@ def save_pretrained(
     directory: str | os.PathLike,
     tokenizer_path: str | os.PathLike | None = None,
     extra_config: dict | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``directory`` atomically (see :func:`atomic_folder`) and return it.
 
     Weights are saved in the model's own dtype. ``extra_config`` adds
     top-level keys to ``config.json`` (the trainer adds ``"train"``); it may
-    not override ``format``, ``format_version`` or ``model``.
+    not override ``format``, ``format_version`` or ``model``. An existing
+    non-empty ``directory`` is refused unless ``overwrite``, which replaces
+    only the model files and keeps every other file.
     """
-    return save_native(model, directory, tokenizer_path, extra_config)
+    return save_native(model, directory, tokenizer_path, extra_config, overwrite=overwrite)
 
 
 def save_native(
@@ -215,6 +159,7 @@ def save_native(
     tokenizer_path: str | os.PathLike | None = None,
     extra_config: dict | None = None,
     dtype: torch.dtype | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """:func:`save_pretrained` with an optional cast of the saved weights (model untouched)."""
     extra = dict(extra_config or {})
@@ -225,8 +170,8 @@ def save_native(
     config["model"] = model.config.to_dict()
     config.update(extra)
     json.dumps(config)  # fail before writing anything if extra_config is not JSON
-    with atomic_folder(directory) as tmp:
-        save_file(plain_state_dict(model, dtype), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+    with atomic_folder(directory, overwrite=overwrite) as tmp:
+        save_safetensors(plain_state_dict(model, dtype), tmp / WEIGHTS_NAME, {"format": "pt"})
         write_json(tmp / CONFIG_NAME, config)
         copy_tokenizer(tokenizer_path, tmp)
     return Path(directory)
@@ -281,7 +226,10 @@ def load_native(
         return load_adapter_folder(folder, device=device, dtype=dtype)
     weights_path = folder / WEIGHTS_NAME
     if not weights_path.is_file() and is_dcp_folder(folder):  # a distributed run's checkpoint
-        state, weights_path = read_dcp_weights(folder), folder
+        shapes = {
+            k: tuple(v.shape) for k, v in build_model(cfg, device="meta").state_dict().items()
+        }
+        state, weights_path = read_dcp_weights(folder, expected=shapes), folder
     else:
         state = read_safetensors(weights_path, device=device)
     model = model_from_state_dict(cfg, state, weights_path, device=device, dtype=dtype)

@@ -39,7 +39,9 @@ def unescape(text: str) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="native model folder")
+    parser.add_argument(
+        "checkpoint", type=Path, help="model folder: native, training checkpoint, HF or Meta"
+    )
     parser.add_argument(
         "--prompt", action="append", required=True, help="text to complete (repeatable)"
     )
@@ -68,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
         stop=tuple(unescape(s) for s in args.stop),
         seed=args.seed,
     )
-    model, tokenizer = load_model_and_tokenizer(
-        args.checkpoint, args.device, args.dtype, fmt="native"
-    )
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device, args.dtype)
     out = sys.stdout
     for i, prompt in enumerate(args.prompt):
         if i:

@@ -1,8 +1,11 @@
 """Loading a checkpoint folder for the command-line tools that run a model.
 
-``llamaforge generate`` and ``llamaforge eval`` take the same ``--device`` and
-``--dtype`` flags and fail the same way on a missing folder or tokenizer, so
-the flags, the ``auto`` rules and the error messages live here once. ``auto``
+``llamaforge generate``, ``eval`` and ``eval-loss`` read the same folders
+(native, training checkpoints, Hugging Face and Meta, told apart by
+:func:`llamaforge.formats.detect_format`) and fail the same way on a missing
+folder or tokenizer, through :func:`load_checkpoint`; ``generate`` and
+``eval`` also share the ``--device`` and ``--dtype`` flags, so the flags, the
+``auto`` rules and the error messages live here once. ``auto``
 follows what users of Meta's and Hugging Face's scripts expect: CUDA when
 present, in bfloat16 where the GPU supports it, float32 otherwise.
 """
@@ -50,27 +53,44 @@ def device_and_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype
     return dev, torch.float32
 
 
-def load_model_and_tokenizer(
-    checkpoint: Path, device: str, dtype: str, fmt: str = "auto"
-) -> tuple[Transformer, Tokenizer]:
-    """Model in eval mode and its SentencePiece tokenizer, from a checkpoint folder.
+def load_checkpoint(
+    checkpoint: Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = torch.float32,
+    fmt: str = "auto",
+) -> tuple[Transformer, Path | None]:
+    """Model in eval mode and the path of its ``tokenizer.model`` (None when absent).
 
-    ``fmt`` is passed to :func:`llamaforge.formats.load_any`; the tokenizer must sit
-    next to the weights, since a model is useless with any other one.
+    ``fmt`` is passed to :func:`llamaforge.formats.load_any` (``auto`` detects it).
     """
     from llamaforge.formats import load_any
-    from llamaforge.tokenizer import Tokenizer
 
     if not checkpoint.is_dir():
         raise CheckpointError(
             f"{checkpoint}: no such model folder; pass a folder written by `llamaforge train` "
-            "or `llamaforge convert`"
+            "or `llamaforge convert`, or a Hugging Face or Meta model folder"
         )
+    model, tokenizer_path = load_any(checkpoint, fmt=fmt, device=device, dtype=dtype)
+    return model.eval(), tokenizer_path
+
+
+def load_model_and_tokenizer(
+    checkpoint: Path, device: str, dtype: str, fmt: str = "auto"
+) -> tuple[Transformer, Tokenizer]:
+    """Model in eval mode and its SentencePiece tokenizer, from a model folder of any format.
+
+    ``device``/``dtype`` are the ``--device``/``--dtype`` flags; the tokenizer
+    must sit next to the weights, since a model is useless with any other one.
+    """
+    from llamaforge.tokenizer import Tokenizer
+
+    if not checkpoint.is_dir():
+        load_checkpoint(checkpoint)  # the missing-folder error, before touching the device
     dev, torch_dtype = device_and_dtype(device, dtype)
-    model, tokenizer_path = load_any(checkpoint, fmt=fmt, device=dev, dtype=torch_dtype)
+    model, tokenizer_path = load_checkpoint(checkpoint, dev, torch_dtype, fmt)
     if tokenizer_path is None:
         raise CheckpointError(
             f"{checkpoint} has no tokenizer.model; copy the tokenizer the model was trained "
             "with into the folder"
         )
-    return model.eval(), Tokenizer(tokenizer_path)
+    return model, Tokenizer(tokenizer_path)

@@ -159,16 +159,22 @@ class Tokenizer:
     def _encode_with_space_symbol(self, text: str, bos: bool, eos: bool) -> list[int]:
         """Encode the pieces between literal U+2581s; spell each U+2581 as byte tokens.
 
-        Only the first piece gets SentencePiece's dummy-prefix space (the one
-        ``decode`` strips again); later pieces are encoded by a copy of the
-        model without it, so no space appears after each U+2581.
+        The text gets SentencePiece's dummy-prefix space once, at its start
+        (the one ``decode`` strips again), even when it starts with U+2581:
+        then the prefix stands alone, as the space piece, before the bytes, as
+        it does for any other text and in our Hugging Face ``tokenizer.json``.
+        Later pieces are encoded by a copy of the model without the prefix, so
+        no space appears after each U+2581.
         """
         if self._sp_no_prefix is None:
             self._sp_no_prefix = _load_processor(self._proto + _NO_DUMMY_PREFIX, self.model_path)
         assert self._space_symbol_ids is not None
         first, *rest = text.split(SPACE_SYMBOL)
         ids = [self.bos_id] if bos and self.bos_id >= 0 else []
-        ids += self._sp.encode(first)
+        if first:
+            ids += self._sp.encode(first)
+        elif self._sp.encode("a") != self._sp_no_prefix.encode("a"):  # the model adds the prefix
+            ids += self._sp_no_prefix.encode(" ")
         for part in rest:
             ids += self._space_symbol_ids
             ids += self._sp_no_prefix.encode(part)

@@ -55,14 +55,12 @@ def scored_tokens(targets: torch.Tensor) -> int:
     return int((targets != IGNORE).sum())
 
 
-def masked_step_scale(local_count: int, global_count: float, dp: int) -> float:
+def masked_step_scale(global_count: float, dp: int) -> float:
     """Factor turning a rank's summed token loss into its share of the global mean.
 
     Data-parallel gradient reduction averages over the ``dp`` ranks, so each
     rank scales by ``dp / global_count``: the averaged gradient is then that of
-    sum(all token losses) / global_count. ``local_count`` only guards the
-    empty case (a rank may legitimately hold no scored token).
+    sum(all token losses) / global_count. A global batch with no scored token
+    gets 0 (the step reports NaN and is skipped).
     """
-    if global_count <= 0:
-        return 0.0
-    return dp / global_count if local_count >= 0 else 0.0
+    return dp / global_count if global_count > 0 else 0.0

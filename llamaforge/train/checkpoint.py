@@ -13,9 +13,16 @@ checkpoint complete and its checksums catch truncation and bit rot.
 Atomicity: everything is written into ``DIR/.tmp-step_00000100-<random>/``,
 fsynced, then renamed with ``os.replace`` (atomic on POSIX and NTFS), so a
 crash leaves either no new checkpoint or a complete one; leftover ``.tmp-*``
-folders are deleted by the next :meth:`CheckpointManager.save`. Deletions
-(pruning, replacing a folder of the same step) also rename to ``.tmp-*``
-first, so a crash mid-delete never leaves a half-deleted ``step_*`` folder.
+folders are deleted by the next :meth:`CheckpointManager.save` (one writer per
+run folder is enforced by :mod:`llamaforge.train.run_lock`, so any ``.tmp-*``
+is a crashed save). Deletions (pruning, replacing a folder of the same step)
+also rename to ``.tmp-*`` first, so a crash mid-delete never leaves a
+half-deleted ``step_*`` folder. A save that fails to write (disk full,
+permissions) raises a one-line :class:`CheckpointError` and leaves the
+previous checkpoints as they were.
+
+Damaged checkpoints are set aside, never counted toward ``keep_last``, never
+replaced: see :mod:`llamaforge.train.checkpoint_damage`.
 
 Manifests, verification and the newest-valid search live in
 :mod:`llamaforge.train.checkpoint_files` (re-exported here); the distributed
@@ -36,10 +43,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.model.naming import plain_name
+from llamaforge.train.checkpoint_damage import DamagedCheckpoints
 from llamaforge.train.checkpoint_files import (
     FORMAT_VERSION,
     MANIFEST,
@@ -50,12 +58,15 @@ from llamaforge.train.checkpoint_files import (
     latest_valid,
     list_checkpoints,
     read_json,
+    save_failed,
     step_dir_name,
     verify_checkpoint,
     write_json,
     write_manifest,
 )
+from llamaforge.train.optimizer_state import read_optimizer_state
 from llamaforge.train.rng import CheckpointWarning, capture_rng_state, restore_rng_state
+from llamaforge.umask import make_temp_dir, save_safetensors
 
 __all__ = [
     "FORMAT_VERSION",
@@ -69,9 +80,6 @@ __all__ = [
     "verify_checkpoint",
 ]
 
-# Element-wise optimizer state entries over their parameter (Adam, AdamW, SGD):
-# a shape mismatch there means param groups were built differently.
-_ELEMENTWISE_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
 _checkpoints = list_checkpoints
 _fsync_path = fsync_path
 _read_json = read_json
@@ -88,7 +96,7 @@ def _as_dict(config: Any, field: str) -> dict[str, Any]:
     raise TypeError(f"{field} must be a dict or dataclass, got {type(config).__name__}")
 
 
-class CheckpointManager:
+class CheckpointManager(DamagedCheckpoints):
     """Saves, prunes, finds and restores the checkpoints of one run directory.
 
     ``keep_last`` K keeps the K newest checkpoints (by step) and always the one
@@ -102,6 +110,8 @@ class CheckpointManager:
             )
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self._good: set[str] = set()  # step folders this manager wrote or verified
+        self._warned_newer = False
 
     def save(
         self,
@@ -127,21 +137,25 @@ class CheckpointManager:
         tokenizer = Path(tokenizer_path) if tokenizer_path is not None else None
         if tokenizer is not None and not tokenizer.is_file():
             raise ConfigError(f"tokenizer file {tokenizer} does not exist; pass the .model path")
-        tmp = self._begin(step)
         try:
-            self._write_files(
-                tmp, step, model, optimizer, model_config, train_config, state, tokenizer
-            )
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return self._commit(tmp, step)
+            tmp = self._begin(step)
+            try:
+                self._write_files(
+                    tmp, step, model, optimizer, model_config, train_config, state, tokenizer
+                )
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return self._commit(tmp, step)
+        except (OSError, SafetensorError) as error:  # disk full, quota, permissions, read-only
+            raise save_failed(step, error, self.directory) from error
 
     def _begin(self, step: int) -> Path:
         """A fresh temporary folder for step ``step``; leftovers of crashed saves are removed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
-        return Path(tempfile.mkdtemp(prefix=f".tmp-{step_dir_name(step)}-", dir=self.directory))
+        # Renamed to step_N as it is: the user's umask, not mkdtemp's 0700.
+        return make_temp_dir(self.directory, f".tmp-{step_dir_name(step)}-")
 
     def _commit(self, tmp: Path, step: int) -> Path:
         """Rename a complete ``tmp`` (manifest written) to ``step_N`` atomically, then prune."""
@@ -150,6 +164,8 @@ class CheckpointManager:
         try:
             # Same step saved again: move the old folder aside just before the
             # rename, so the window without a step_N folder is two renames long.
+            if final.exists():
+                self._is_intact(final)  # a damaged one is set aside, never replaced
             replaced = self._move_aside(final) if final.exists() else None
             os.replace(tmp, final)
         except BaseException:
@@ -160,6 +176,7 @@ class CheckpointManager:
         if replaced is not None:
             shutil.rmtree(replaced, ignore_errors=True)
         _fsync_path(self.directory)
+        self._good.add(name)
         self._prune(final, step)
         return final
 
@@ -215,7 +232,7 @@ class CheckpointManager:
                 )
         optim_state = None
         if optimizer is not None:
-            optim_state = self._read_optimizer(folder / "optimizer.pt", optimizer)
+            optim_state = read_optimizer_state(folder / "optimizer.pt", optimizer)
         rng_file = folder / "rng.pt"
         try:
             rng = torch.load(rng_file, map_location="cpu", weights_only=True)
@@ -247,7 +264,7 @@ class CheckpointManager:
             if plain in weights:
                 raise ValueError(f"parameters {key!r} and another both map to {plain!r}")
             weights[plain] = tensor.detach().to("cpu").contiguous()
-        save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+        save_safetensors(weights, tmp / "model.safetensors", {"format": "pt"})
         _write_json(
             tmp / "config.json",
             {
@@ -259,44 +276,13 @@ class CheckpointManager:
         )
         if tokenizer is not None:
             shutil.copyfile(tokenizer, tmp / "tokenizer.model")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        with open(tmp / "optimizer.pt", "wb") as file:  # a file object: OSError on a full disk
+            torch.save(optimizer.state_dict(), file)
         _write_json(tmp / "state.json", {**state, "step": step})
-        torch.save(capture_rng_state(), tmp / "rng.pt")
+        with open(tmp / "rng.pt", "wb") as file:
+            torch.save(capture_rng_state(), file)
         files = {file.name: file_entry(file) for file in sorted(tmp.iterdir())}
         write_manifest(tmp, step, files)
-
-    def _read_optimizer(self, file: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        try:
-            saved = torch.load(file, map_location="cpu", weights_only=True)
-            groups = saved["param_groups"]
-            saved_state = saved["state"]
-        except Exception as error:
-            raise CheckpointError(
-                f"{file}: cannot be read as an optimizer state ({error})"
-            ) from error
-        if len(groups) != len(optimizer.param_groups):
-            raise CheckpointError(
-                f"{file} has {len(groups)} parameter group(s), the optimizer has "
-                f"{len(optimizer.param_groups)}; the optimizer must be built as in the saved run"
-            )
-        for index, (old, new) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
-            if len(old["params"]) != len(new["params"]):
-                raise CheckpointError(
-                    f"{file}: parameter group {index} has {len(old['params'])} parameters, "
-                    f"the optimizer has {len(new['params'])}"
-                )
-            for param_id, param in zip(old["params"], new["params"], strict=True):
-                for key, value in saved_state.get(param_id, {}).items():
-                    if (
-                        key in _ELEMENTWISE_STATE
-                        and isinstance(value, torch.Tensor)
-                        and value.shape != param.shape
-                    ):
-                        raise CheckpointError(
-                            f"{file}: group {index} state {key!r} has shape "
-                            f"{tuple(value.shape)} but its parameter has {tuple(param.shape)}"
-                        )
-        return saved
 
     def _move_aside(self, path: Path) -> Path:
         """Rename out of the ``step_*`` namespace, so a crash mid-delete leaves only a temp."""
@@ -311,9 +297,15 @@ class CheckpointManager:
                 shutil.rmtree(child, ignore_errors=True)
 
     def _prune(self, just_written: Path, step: int) -> None:
+        """Delete intact checkpoints beyond the ``keep_last`` newest intact ones.
+
+        Folders without a manifest are not ours and are left alone; damaged
+        ones are set aside, so they neither count nor get deleted.
+        """
         complete = [(s, p) for s, p in _checkpoints(self.directory) if (p / MANIFEST).is_file()]
         newer = [p.name for s, p in complete if s > step]
-        if newer:
+        if newer and not self._warned_newer:
+            self._warned_newer = True  # once per run, not at every save
             warnings.warn(
                 f"{self.directory} holds checkpoints newer than {just_written.name} ({newer}), "
                 "probably from an abandoned run; latest() will prefer them, delete them if not",
@@ -322,6 +314,9 @@ class CheckpointManager:
             )
         if self.keep_last == 0:
             return
-        for _, path in complete[self.keep_last :]:
-            if path != just_written:
+        kept = 0
+        for _, path in complete:
+            if path == just_written or kept < self.keep_last:
+                kept += self._is_intact(path)
+            else:
                 shutil.rmtree(self._move_aside(path), ignore_errors=True)

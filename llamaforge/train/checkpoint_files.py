@@ -40,6 +40,26 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
 
 
+def save_failed(
+    step: int, error: BaseException, directory: Path, rank: int | None = None
+) -> CheckpointError:
+    """The one line a save that could not write raises (disk full, quota, permissions).
+
+    Every save writes into a temporary folder that is removed on failure, so the
+    previous checkpoints are always as they were; the line says so.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    else:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())  # one line
+    where = getattr(error, "filename", None) or directory
+    on = f" on rank {rank}" if rank is not None else ""
+    return CheckpointError(
+        f"saving checkpoint {step_dir_name(step)} failed{on}: {where}: {reason}; the previous "
+        "checkpoints are unchanged. Free disk space (or fix permissions) and resume"
+    )
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file, or a directory entry on POSIX (Windows cannot open directories)."""
     if path.is_dir() and os.name != "posix":
@@ -179,17 +199,49 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+def scan_checkpoints(directory: str | os.PathLike) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and the damaged ones newer than it (with why)."""
+    damaged = []
+    for _, path in list_checkpoints(Path(directory)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as error:
+            damaged.append((path, str(error)))
+            continue
+        return path, damaged
+    return None, damaged
+
+
 def latest_valid(directory: str | os.PathLike) -> Path | None:
     """Newest checkpoint that verifies; each newer broken one is skipped with a warning.
 
     Folders without a manifest are also warned about: they are never produced
     by the checkpoint writers and usually mean a partial copy.
     """
-    for _, path in list_checkpoints(Path(directory)):
-        try:
-            verify_checkpoint(path)
-        except CheckpointError as error:
-            warnings.warn(f"skipping checkpoint {path}: {error}", CheckpointWarning, stacklevel=2)
-            continue
-        return path
-    return None
+    found, damaged = scan_checkpoints(directory)
+    for path, problem in damaged:
+        warnings.warn(f"skipping checkpoint {path}: {problem}", CheckpointWarning, stacklevel=2)
+    return found
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged ``step_N`` to ``damaged-step_N`` (``-2``, ``-3``... if taken).
+
+    Out of the ``step_*`` namespace it is never resumed from, never counted
+    by ``keep_last`` and never replaced by a new save of the same step; it is
+    never deleted either: only the user knows whether it is worth rescuing.
+    """
+    target, n = path.with_name(f"damaged-{path.name}"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"damaged-{path.name}-{n}")
+    os.replace(path, target)
+    return target
+
+
+def damaged_note(moved: list[tuple[Path, str, Path]]) -> str:
+    """One line describing checkpoints :func:`set_aside` moved."""
+    return " | ".join(
+        f"skipping checkpoint {old}: {problem}; set aside as {new.name} (not deleted)"
+        for old, problem, new in moved
+    )

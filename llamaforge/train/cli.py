@@ -22,6 +22,26 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         help="override any config field, e.g. optim.lr=1e-3 train.max_steps=50",
     )  # fmt: skip
     parser.add_argument("--resume", help="'auto' (default from the config), 'never' or a folder")
+    parser.add_argument(
+        "--allow-config-change", action="store_true",
+        help="resume although optim/model/data/seed/run length differ from the checkpoint's "
+        "(checkpoint.allow_config_change=true)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--restart-over-damaged", action="store_true",
+        help="when every checkpoint is damaged, set them aside as damaged-step_* and start "
+        "from step 0 (checkpoint.restart_over_damaged=true)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fresh-run", action="store_true",
+        help="start from step 0 in a run folder that holds an earlier run, moving that run "
+        "into RUN/previous-<timestamp>/ (implies --resume never; checkpoint.fresh_run=true)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-memory-check", action="store_true",
+        help="start even if the memory estimate says the model cannot fit "
+        "(train.check_memory=false)",
+    )  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip report.md at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_train)
@@ -31,9 +51,17 @@ def run_train(args: argparse.Namespace) -> int:
     from llamaforge.train.config import load_train_config
 
     overrides = list(args.overrides)
-    if args.resume:
-        overrides.append(f"checkpoint.resume={args.resume!r}")
+    if args.resume or args.fresh_run:
+        overrides.append(f"checkpoint.resume={args.resume or 'never'!r}")
+    flags = {
+        "allow_config_change": "checkpoint.allow_config_change=true",
+        "restart_over_damaged": "checkpoint.restart_over_damaged=true",
+        "fresh_run": "checkpoint.fresh_run=true",
+        "skip_memory_check": "train.check_memory=false",
+    }
+    overrides += [override for name, override in flags.items() if getattr(args, name)]
     cfg = load_train_config(args.config, overrides)
+    check_token_sources(cfg)  # before the Trainer allocates the model
     return train_and_report(cfg, args, DEFAULT_PROMPTS)
 
 
@@ -67,6 +95,21 @@ def train_and_report(cfg, args: argparse.Namespace, prompts) -> int:
     return 0
 
 
+def check_token_sources(cfg) -> None:
+    """Refuse token folders of another tokenizer (checksum, vocabulary) than the config's.
+
+    Checked against ``model.vocab_size`` and, when ``data.tokenizer`` names an
+    existing file, against that tokenizer; see :mod:`llamaforge.data.token_check`.
+    """
+    from llamaforge.data.token_check import check_tokens_match
+
+    tokenizer = cfg.data.tokenizer if cfg.data.tokenizer else None
+    if tokenizer is not None and not Path(tokenizer).is_file():
+        tokenizer = None  # nothing to compare with; the benchmarks hook reports it if needed
+    for source in cfg.data.sources:
+        check_tokens_match(source.path, cfg.model_config, tokenizer)
+
+
 def benchmark_hooks(cfg) -> list:
     """The ``[benchmarks]`` hook, if the config asks for one.
 
@@ -96,7 +139,7 @@ def benchmark_hooks(cfg) -> list:
 
 def configure_eval_loss(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "checkpoint", type=Path, help="model folder (native or training checkpoint)"
+        "checkpoint", type=Path, help="model folder: native, training checkpoint, HF or Meta"
     )
     parser.add_argument("data", type=Path, help="token folder written by `llamaforge tokenize`")
     parser.add_argument("--seq-len", type=int, default=0, help="default: the model's max_seq_len")
@@ -108,10 +151,12 @@ def configure_eval_loss(parser: argparse.ArgumentParser) -> None:
 
 def run_eval_loss(args: argparse.Namespace) -> int:
     from llamaforge.data.loader import sequential_batches
-    from llamaforge.formats.native import load_pretrained
+    from llamaforge.data.token_check import check_tokens_match
+    from llamaforge.inference.loading import load_checkpoint
     from llamaforge.train.step import evaluate_loss
 
-    model, _ = load_pretrained(args.checkpoint)
+    model, tokenizer_path = load_checkpoint(args.checkpoint)
+    check_tokens_match(args.data, model.config, tokenizer_path)
     seq_len = args.seq_len or model.config.max_seq_len
     batches = sequential_batches(args.data, seq_len, args.batch_size)
     loss, tokens = evaluate_loss(

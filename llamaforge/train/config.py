@@ -20,6 +20,8 @@ Decisions where the paper is silent:
 * Paths are kept as written and resolved against the working directory at run
   time, as torchtitan and litgpt do; ``checkpoint.dir`` "" means
   ``<train.run_dir>/checkpoints``.
+* A config file must have a ``[model]`` table (``load_train_config`` refuses
+  one without): the 7B default is too costly to be chosen by omission.
 * Integer fields accept integral floats (``total_tokens = 1e12``) because
   that is how people write token counts.
 """
@@ -127,6 +129,8 @@ class TrainSection(Section):
     )  # consecutive skipped (NaN/inf) steps tolerated
     val_every_steps: int = field_with_rule(1000, ">= 0")  # 0 = only at the end
     val_batches: int = field_with_rule(20, "> 0")
+    # Refuse a model that cannot fit in memory before allocating it (llamaforge.train.preflight).
+    check_memory: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -142,6 +146,23 @@ class CheckpointConfig(Section):
     keep_last: int = field_with_rule(3, ">= 0")  # 0 = keep all
     # "auto" (latest valid checkpoint if any), "never", or a checkpoint path
     resume: str = field_with_rule("auto", "a non-empty string")
+    # Resuming with a changed optim.*, model.*, data.*, seed or run length is refused unless
+    # this is true (llamaforge.train.config_change lists what may change freely).
+    allow_config_change: bool = False
+    # With resume = "auto" and every checkpoint damaged: refuse (false) or set them aside as
+    # damaged-step_* and start from step 0 (true). Damaged checkpoints are never deleted.
+    restart_over_damaged: bool = False
+    # resume = "never" over a folder holding an earlier run: refuse (false) or move that run
+    # into <run_dir>/previous-<timestamp>/ and start from step 0 (true); see train.fresh_run.
+    fresh_run: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fresh_run and self.resume != "never":
+            raise ConfigError(
+                f"checkpoint.fresh_run = true starts a new run, but checkpoint.resume = "
+                f"{self.resume!r}; set checkpoint.resume = 'never' (or drop --fresh-run)"
+            )
 
 
 @dataclass
@@ -376,6 +397,16 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; see configs/ for examples") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config {path} is a folder; pass a TOML file such as configs/tiny-1m.toml"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"config file {path} cannot be read ({error.strerror or error})"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8 TOML) file; pass a TOML config") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
     source = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
@@ -383,4 +414,10 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
         data = use_mixture_file(apply_overrides(data, overrides))
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
-    return TrainConfig.from_dict(data, source=source)
+    cfg = TrainConfig.from_dict(data, source=source)
+    if "model" not in data:  # the 7B default is too costly to be picked by omission
+        raise ConfigError(
+            f'{source}: no [model] table; name the model, e.g. [model] preset = "tiny-1M" '
+            f"(presets: {', '.join(PRESETS)})"
+        )
+    return cfg

@@ -226,6 +226,10 @@ def write_run_report(cfg, result, model, prompts: Sequence[str] = (), title: str
         "(log.peak_flops_per_device, or detected: data-sheet peak on GPUs, measured "
         "large-matmul throughput on CPUs).",
     ]
+    data_report = Path(cfg.train.run_dir) / "finetune_data.json"
+    if cfg.finetune.enabled and data_report.is_file():  # what was read, skipped, cut, kept
+        counts = json.dumps(json.loads(data_report.read_text(encoding="utf-8")))
+        notes.append(f"Finetuning data ({data_report.name}): {counts}")
     return write_report(
         cfg.train.run_dir,
         summary,

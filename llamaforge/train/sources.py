@@ -131,21 +131,9 @@ def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataP
 
 
 def _pretraining_data(cfg: TrainConfig, rank: int, dp: int) -> DataPlan:
-    from llamaforge.data.loader import TokenLoader
+    from llamaforge.train.preflight import open_data
 
-    sources = [(s.path, s.weight) for s in cfg.data.sources]
-    if not sources:
-        raise LlamaforgeError("data.sources is empty: give at least one token folder")
-    common = dict(seq_len=cfg.data.seq_len, batch_size=cfg.data.micro_batch_size,
-                  val_fraction=cfg.data.val_fraction, seed=cfg.data.seed,
-                  rank=rank, world_size=dp)  # fmt: skip
-    loader = TokenLoader(sources, split="train", **common)
-    val_loader = (
-        TokenLoader(sources, split="val", max_batches=cfg.train.val_batches, **common)
-        if cfg.data.val_fraction > 0
-        else None
-    )
-    return DataPlan(loader, val_loader)
+    return DataPlan(*open_data(cfg, rank, dp))
 
 
 def apply_lora_if_enabled(model: nn.Module, cfg: TrainConfig) -> bool:

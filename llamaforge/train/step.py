@@ -110,7 +110,7 @@ def _masked_step(
     batches = [b for _, b in zip(range(accumulation_steps), micro_batches, strict=False)]
     local = sum(B.scored_tokens(b[1]) for b in batches)
     global_count = count_reduce(local) if count_reduce is not None else float(local)
-    scale = B.masked_step_scale(local, global_count, dp)
+    scale = B.masked_step_scale(global_count, dp)
     total_loss = torch.zeros((), device=device)
     tokens = 0
     for batch in batches:

@@ -9,8 +9,10 @@ same loss curve as an uninterrupted run (tested with a real SIGKILL).
 Under torchrun (``WORLD_SIZE > 1``) or with ``parallel.dp * parallel.tp > 1``
 the same loop runs on a ("dp", "tp") mesh: FSDP2 x tensor/sequence
 parallelism, sharded DCP checkpoints (see ``llamaforge.train.parallel``).
-The model is built on the meta device and initialised from a generator
-seeded with ``train.seed`` after it is placed (single process) or sharded
+Data, output paths and memory are checked before anything is allocated
+(``train.preflight``); ``run`` holds the run folder's lock (``train.run_lock``).
+The model is built on the meta device and initialised from a generator seeded
+with ``train.seed`` after it is placed (single process) or sharded
 (distributed: no rank holds the full model), with the same draws in both, so
 every layout starts from the same weights.
 Only rank 0 writes logs, the summary and the progress bar. Logged throughput
@@ -33,15 +35,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from llamaforge.data.shards import atomic_write_text
 from llamaforge.errors import CheckpointError, ConfigError, LlamaforgeError
 from llamaforge.model import build_model
 from llamaforge.train.activation_checkpoint import apply_activation_checkpointing
 from llamaforge.train.checkpoint import CheckpointManager
 from llamaforge.train.config import TrainConfig
+from llamaforge.train.config_change import check_resume_config
+from llamaforge.train.fresh_run import earlier_run, move_earlier_run
 from llamaforge.train.metrics import MetricsLogger, TrainResult, detect_peak_flops, mfu
 from llamaforge.train.optim import apply_lr, build_optimizer
 from llamaforge.train.parallel.mesh import wants_distributed
 from llamaforge.train.parallel.meta_init import init_generator
+from llamaforge.train.preflight import preflight
+from llamaforge.train.run_lock import RunLock
 from llamaforge.train.sources import (
     apply_lora_if_enabled,
     build_data,
@@ -97,6 +104,26 @@ class Trainer:
                 cfg.validate(self.model_config)
             except ConfigError as error:
                 raise ConfigError(f"finetune.init {cfg.finetune.init}: {error}") from None
+        rank = self.dist.ctx.dp_rank if self.dist else 0
+        plan = build_data(cfg, start, rank, self.dp)  # token folders, or finetuning examples
+        self.loader, self.val_loader, self.data_report = plan.loader, plan.val_loader, plan.report
+        self.tokenizer_source = cfg.data.tokenizer or start.tokenizer
+        if cfg.finetune.enabled and cfg.finetune.epochs > 0 and cfg.train.max_steps == 0:
+            self.max_steps = self.loader.steps_for_epochs(cfg.finetune.epochs)
+        if cfg.finetune.enabled and cfg.finetune.warmup_ratio > 0:
+            cfg.optim.warmup_steps = math.ceil(round(cfg.finetune.warmup_ratio * self.max_steps, 9))
+        if self.loader.vocab_size > self.model_config.vocab_size:
+            raise ConfigError(
+                f"token data has vocab_size {self.loader.vocab_size} but model.vocab_size is "
+                f"{self.model_config.vocab_size}; set model.vocab_size={self.loader.vocab_size}"
+            )
+        # Everything is checked before the model is allocated (preflight) or the folder locked.
+        any_rank = self.dist.any_rank if self.dist else None
+        preflight(cfg, self.device, self.world_size, self.is_main, any_rank, self.model_config)
+        self.run_lock = RunLock([self.run_dir, cfg.checkpoint_dir], self.is_main, any_rank)
+        self.run_lock.probe()
+        if problem := earlier_run(cfg):  # resume = "never" over another run: refused now
+            raise ConfigError(problem)
         # Built on meta, then materialised: the full model in one process, only this
         # rank's shards under a process group. Both draw the same initial weights.
         self.model = build_model(self.model_config, device="meta")
@@ -131,21 +158,6 @@ class Trainer:
             )
             self.step_precision = cfg.train.precision
 
-        rank = self.dist.ctx.dp_rank if self.dist else 0
-        plan = build_data(cfg, start, rank, self.dp)  # token folders, or finetuning examples
-        self.loader, self.val_loader, self.data_report = plan.loader, plan.val_loader, plan.report
-        self.tokenizer_source = cfg.data.tokenizer or start.tokenizer
-        if cfg.finetune.enabled and cfg.finetune.epochs > 0 and cfg.train.max_steps == 0:
-            self.max_steps = self.loader.steps_for_epochs(cfg.finetune.epochs)
-        if cfg.finetune.enabled and cfg.finetune.warmup_ratio > 0:
-            cfg.optim.warmup_steps = math.ceil(round(cfg.finetune.warmup_ratio * self.max_steps, 9))
-        if self.is_main:
-            write_data_report(self.run_dir, self.data_report)
-        if self.loader.vocab_size > self.model_config.vocab_size:
-            raise LlamaforgeError(
-                f"token data has vocab_size {self.loader.vocab_size} but model.vocab_size is "
-                f"{self.model_config.vocab_size}; set model.vocab_size={self.loader.vocab_size}"
-            )
         self.checkpoints = (
             self.dist.checkpoint_manager()
             if self.dist
@@ -193,14 +205,18 @@ class Trainer:
 
     def resume(self) -> Path | None:
         choice = self.cfg.checkpoint.resume
-        if choice == "never":
+        if choice == "never":  # under the lock: refuse, or move the earlier run aside
+            self.checkpoints._agree(lambda: move_earlier_run(self.cfg))
             return None
-        path = self.checkpoints.latest() if choice == "auto" else Path(choice)
+        auto = choice == "auto"
+        damaged_ok = self.cfg.checkpoint.restart_over_damaged
+        path = self.checkpoints.resume_point(damaged_ok) if auto else Path(choice)
         if path is None:
             return None
         if not path.is_dir():
             raise CheckpointError(f"checkpoint.resume = {choice!r}: no checkpoint folder there")
-        state = self.checkpoints.load(path, self.model, self.optimizer)
+        check_resume_config(self.cfg, path, warn=self.is_main)
+        state = self.checkpoints.load(path, self.model, self.optimizer, verify=not auto)
         self.step = int(state["step"])
         self.tokens = int(state["tokens"])
         self.loader.load_state_dict(state["loader"])
@@ -225,9 +241,16 @@ class Trainer:
         self._stop_signal = signal.Signals(signum).name
 
     def run(self) -> TrainResult:
+        """Train to the end (or a stop signal), holding the run folder's lock throughout."""
+        with self.run_lock:
+            return self._run_locked()
+
+    def _run_locked(self) -> TrainResult:
         self._summary: TrainResult | None = None
         cfg = self.cfg
         resumed_from = self.resume()
+        if self.is_main:
+            write_data_report(self.run_dir, self.data_report)
         handlers = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
         }
@@ -368,7 +391,4 @@ class Trainer:
         result = self._summary = self._result()  # every rank: finding the latest is collective
         if not self.is_main:
             return
-        path = self.run_dir / "summary.json"
-        tmp = path.with_name(".summary.json.tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(result.to_dict(), indent=2))

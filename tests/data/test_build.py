@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -65,7 +66,10 @@ class FakeSource:
         return sorted(p for p in root.rglob("*") if p.name.endswith((".txt", ".txt.gz")))
 
     def process(self, path: Path, report: FilterReport) -> Iterator[Document]:
-        if self.config.fail_on and self.config.fail_on == path.name:
+        # A bug, not a setting: the crash is switched by the environment so that "fixing" it
+        # leaves the recipe (the settings) unchanged, as a real code fix would.
+        fail_on = self.config.fail_on or os.environ.get("FAKE_SOURCE_FAIL_ON", "")
+        if fail_on and fail_on == path.name:
             raise RuntimeError(f"bug while reading {path.name}")
         with open_binary(path) as stream:
             for line in iter_lines(stream, str(path)):
@@ -221,8 +225,9 @@ def test_rerun_skips_finished_work_and_redoes_partial_output(corpus, fake_source
     assert "a brand new document" in [d.text for d in final_docs(corpus / "out", "alpha")]
 
 
-def test_worker_crash_is_reported_and_loses_no_other_output(corpus, fake_sources):
-    config = make_config(corpus, two_sources(fail_on="a.txt"), workers=2)
+def test_worker_crash_is_reported_and_loses_no_other_output(corpus, fake_sources, monkeypatch):
+    monkeypatch.setenv("FAKE_SOURCE_FAIL_ON", "a.txt")
+    config = make_config(corpus, two_sources(), workers=2)
     result = build(config, progress=False)
     assert [(f["source"], Path(f["where"]).name) for f in result.failures] == [("alpha", "a.txt")]
     assert "bug while reading a.txt" in result.failures[0]["traceback"]
@@ -238,6 +243,7 @@ def test_worker_crash_is_reported_and_loses_no_other_output(corpus, fake_sources
     assert result.report["sources"]["alpha"]["files"] == {"total": 2, "done": 1, "failed": 1}
     assert "a.txt" in (out / "report.md").read_text()
 
+    monkeypatch.delenv("FAKE_SOURCE_FAIL_ON")
     fixed = make_config(corpus, two_sources(), workers=2)
     b_mtime = (out / "alpha" / "filtered" / "sub__b.txt.report.json").stat().st_mtime_ns
     assert build(fixed, progress=False).failures == []

@@ -1,10 +1,13 @@
 import math
 import random
+from pathlib import Path
 
 import pytest
 
 from llamaforge.errors import ConfigError, DataError
 from llamaforge.eval.answers import (
+    CLOSED_BOOK_STOP,
+    closed_book_answer,
     exact_match,
     extract_number,
     first_line,
@@ -23,6 +26,39 @@ def test_normalize_and_exact_match():
     assert exact_match("Paris", "paris")
     assert not exact_match("Paris, France", ["Paris"])
     assert not exact_match("theatre", ["atre"])  # articles only as whole words
+
+
+# Generations with every kind of early stop; lm-eval's own cut must agree on each.
+CLOSED_BOOK_GENERATIONS = [
+    " Canberra, not Sydney", " Paris.", " 3.5 metres", " St. Louis, Missouri", " U.S.",
+    " 1,000 years", " Darwin\nQ: next", "\nlate", " no stop at all", "", "   ", " ,lead",
+    " Jean-Paul Sartre.\n", " e.g. this", " 42\n\n", " a, b. c\n", "\t Tabbed answer. ",
+    " Washington, D.C.", " ...", " New York\r\nQ:",
+]  # fmt: skip
+
+
+def test_closed_book_answer_stops_at_the_first_line_break_dot_or_comma():
+    assert closed_book_answer(" Canberra, not Sydney") == "Canberra"
+    assert closed_book_answer(" 3.5 metres") == "3"
+    assert closed_book_answer(" St. Louis") == "St"
+    assert closed_book_answer(" 1,000 years") == "1"
+    assert closed_book_answer(" Darwin\nQ: next") == "Darwin"
+    assert closed_book_answer(" no stop at all ") == "no stop at all"
+    assert closed_book_answer(" New York\r\nQ:") == "New York"
+    assert closed_book_answer(".") == ""
+
+
+def test_closed_book_answer_agrees_with_lm_eval():
+    lm_eval_utils = pytest.importorskip("lm_eval.models.utils")
+    import yaml
+
+    tasks = Path(lm_eval_utils.__file__).parents[1] / "tasks"
+    for config in (tasks / "nq_open" / "nq_open.yaml", tasks / "triviaqa" / "default.yaml"):
+        kwargs = yaml.safe_load(config.read_text(encoding="utf-8"))["generation_kwargs"]
+        assert tuple(kwargs["until"]) == CLOSED_BOOK_STOP, config
+    for text in CLOSED_BOOK_GENERATIONS:
+        theirs = lm_eval_utils.postprocess_generated_text(text, list(CLOSED_BOOK_STOP), None)
+        assert closed_book_answer(text) == theirs.strip(), text  # .strip(): remove_whitespace
 
 
 def test_first_line_cuts_at_the_first_newline():

@@ -117,6 +117,20 @@ def test_long_prompts_are_cut_from_the_left():
     assert prompt_token_budget(2048, 32) == 2016
 
 
+def test_completions_end_at_an_evaluation_window_below_the_models():
+    model = ScriptedModel(lambda p: "x" * 100, max_seq_len=512)
+    prompts = ["p" * 10, "q" * 4]  # 11 and 5 tokens with BOS
+    (long,), (short,) = generate_completions(
+        model, TOK, prompts, greedy(50), max_seq_len=30, batch_size=2, progress=False
+    )
+    # the batch is as wide as its longest prompt: 11 + 20 new tokens, the last not fed back
+    assert long == short == "x" * 20
+    ((alone,),) = generate_completions(
+        model, TOK, prompts[1:], greedy(50), max_seq_len=30, progress=False
+    )
+    assert alone == "x" * 26
+
+
 def test_bad_arguments_are_config_errors_and_mode_is_restored():
     model = ScriptedModel(lambda p: "a")
     with pytest.raises(ConfigError, match="n >= 1"):

@@ -1,6 +1,7 @@
 """lm-eval's own evaluator on local task files must see exactly our numbers."""
 
 import json
+import logging
 import math
 import re
 import runpy
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from llamaforge.errors import ConfigError
+from llamaforge.eval.generation import generate_completions
 from llamaforge.eval.likelihood import loglikelihood, loglikelihood_rolling
 from llamaforge.eval.lm_eval_backend import LlamaforgeLM
 from llamaforge.formats import save_any
@@ -85,6 +87,15 @@ def setup(tmp_path_factory, real_tokenizer):
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n"
         "    higher_is_better: true\n",
     )
+    # lm-eval's default max_gen_toks (256) on a 24-token model: the budget is what the context leaves
+    _yaml(
+        tasks / "gen_default.yaml",
+        "task: lf_gen_default\n" + header("gen") + "output_type: generate_until\n"
+        'doc_to_text: "{{prompt}}"\ndoc_to_target: "{{target}}"\n'
+        'generation_kwargs:\n  until: ["\\n"]\n  do_sample: false\n  temperature: 0.0\n'
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n"
+        "    higher_is_better: true\n",
+    )
     return model, checkpoint, tasks, greedy
 
 
@@ -98,7 +109,7 @@ def evaluated(setup, monkeypatch_module):
     return simple_evaluate(
         model="llamaforge",
         model_args=f"pretrained={checkpoint},dtype=float32,device=cpu,progress=False",
-        tasks=["lf_mc", "lf_ppl", "lf_gen"],
+        tasks=["lf_mc", "lf_ppl", "lf_gen", "lf_gen_default"],
         task_manager=manager,
         batch_size=3,
         log_samples=True,
@@ -149,13 +160,37 @@ def test_generate_until_is_greedy_and_cut_at_the_stop(setup, evaluated):
     assert evaluated["results"]["lf_gen"]["exact_match,none"] == pytest.approx(2 / 3)
 
 
+def test_default_generation_budget_fits_a_small_context(setup, evaluated, real_tokenizer):
+    # max_gen_toks=256 > the 24-token window: lm-eval's own rule would refuse every request;
+    # we keep 12 prompt tokens and generate to the end of the window, as our runner does
+    model = setup[0]
+    samples = sorted(evaluated["samples"]["lf_gen_default"], key=lambda s: s["doc_id"])
+    assert samples[0]["arguments"][0][1]["until"] == ["\n"]
+    assert "max_gen_toks" not in samples[0]["arguments"][0][1]
+    cfg = SamplingConfig(max_new_tokens=256, stop=("\n",))
+    ours = generate_completions(model, real_tokenizer, PROMPTS, cfg, max_seq_len=24, progress=False)
+    assert [s["resps"][0][0] for s in samples] == [c[0] for c in ours]
+    assert any(len(real_tokenizer.encode(c[0], bos=False)) > 6 for c in ours)  # beyond 24 - 256
+
+
+def test_greedy_requests_are_not_reported_as_ignoring_temperature(setup, real_tokenizer, caplog):
+    lm = LlamaforgeLM(model=setup[0], tokenizer=real_tokenizer, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="llamaforge.eval.lm_eval_backend"):
+        for kwargs in ({"until": ["\n"], "do_sample": False, "temperature": 0.0}, {"until": "x"}):
+            assert lm._sampling(kwargs).greedy
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING, logger="llamaforge.eval.lm_eval_backend"):
+        lm._sampling({"until": ["\n"], "do_sample": False, "repetition_penalty": 1.1})
+    assert "repetition_penalty" in caplog.text and "temperature" not in caplog.text
+
+
 def test_in_memory_model_and_bad_arguments(setup, real_tokenizer):
     model = setup[0]
     lm = LlamaforgeLM(model=model, tokenizer=real_tokenizer, batch_size="auto", device="cpu")
     assert lm.batch_size == 16 and lm.max_length == 24 and lm.rank == 0 and lm.world_size == 1
-    cfg, until = lm._sampling({"until": "\n\n", "max_new_tokens": 3, "temperature": 0.7})
-    assert until == ["\n\n"] and cfg.max_new_tokens == 3 and cfg.temperature == 0.7
-    cfg, _ = lm._sampling({"do_sample": False, "temperature": 0.7})
+    cfg = lm._sampling({"until": "\n\n", "max_new_tokens": 3, "temperature": 0.7})
+    assert cfg.stop == ("\n\n",) and cfg.max_new_tokens == 3 and cfg.temperature == 0.7
+    cfg = lm._sampling({"do_sample": False, "temperature": 0.7})
     assert cfg.greedy and cfg.max_new_tokens == 256
     with pytest.raises(ConfigError, match="exactly one"):
         LlamaforgeLM()

@@ -90,6 +90,16 @@ def test_same_task_with_different_shots_gets_a_column_per_shot_count():
     assert lines[4:6] == ["| a | 10.0 | - |", "| b | - | 20.0 |"]
 
 
+def test_prompts_that_lost_shots_are_noted_under_the_tables():
+    crowded = dict(MMLU, metrics={**MMLU["metrics"], "prompts_fewer_shots": 3,
+                                  "prompts_truncated": 0})  # fmt: skip
+    clean = dict(MMLU, metrics={**MMLU["metrics"], "prompts_fewer_shots": 0})
+    text = markdown_report([run("/ck/tight", {"mmlu": crowded}), run("/ck/wide", {"mmlu": clean})])
+    assert "MMLU (tight, 5-shot): 3 of 10 with fewer shots, 0 cut from the left" in text
+    assert "(wide" not in text
+    assert "did not fit" not in markdown_report(run("/ck/wide", {"mmlu": clean}))
+
+
 def test_read_results_rejects_other_json(tmp_path):
     good = tmp_path / "r.json"
     good.write_text(json.dumps(run("/c/x", {"mmlu": MMLU})))

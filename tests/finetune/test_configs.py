@@ -45,3 +45,19 @@ def test_finetune_and_lora_fields_are_checked(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=match):
             load_train_config(path, [override])
+
+
+def test_finetune_cli_rejects_a_pretraining_config_and_bad_data(tmp_path, capsys, tokenizer):
+    from llamaforge.cli import main
+
+    pretrain = CONFIGS.parent / "tiny-1m.toml"
+    assert main(["finetune", str(pretrain)]) == 2
+    assert "finetune.data is not set" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "x", "output": ""}\n', encoding="utf-8")
+    overrides = [f"finetune.data={bad}", "finetune.init=", f"data.tokenizer={tokenizer.model_path}",
+                 f"train.run_dir={tmp_path / 'run'}", "train.device=cpu"]  # fmt: skip
+    assert main(["finetune", str(CONFIGS / "tiny-cpu.toml"), *overrides, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.jsonl:1: empty response" in err  # one line, no traceback
+    assert not (tmp_path / "run").exists()  # nothing written for a run that never started

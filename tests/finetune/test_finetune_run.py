@@ -18,6 +18,7 @@ from llamaforge.formats.huggingface import to_hf
 from llamaforge.formats.meta import to_meta
 from llamaforge.model import ModelConfig, build_model
 from llamaforge.train.config import load_train_config
+from llamaforge.train.report import write_run_report
 from llamaforge.train.step import evaluate_loss
 from llamaforge.train.trainer import Trainer
 from tests.train.test_train_cli import ENV, curves, last_train_step
@@ -80,6 +81,8 @@ def test_finetune_starts_from_the_checkpoint_and_learns(base, tmp_path, fmt) -> 
     report = json.loads((tmp_path / "run" / "finetune_data.json").read_text())
     assert report["read"] == {"records": 48, "kept": 48, "skipped": {}}
     assert report["train"]["examples"] + report["val"]["examples"] == 48
+    markdown = write_run_report(trainer.cfg, result, trainer.model).read_text(encoding="utf-8")
+    assert '"kept": 48' in markdown  # the training report carries the data counts
 
 
 def finetune(config: Path, run_dir: Path, kill_after: int = 0) -> int:
@@ -130,3 +133,19 @@ def test_steps_and_warmup_come_from_epochs(base, tmp_path) -> None:
     rows = len(loader._epoch_rows(0)) + len(loader._epoch_rows(1))
     assert trainer.max_steps == -(-rows // loader.global_batch)
     assert cfg.optim.warmup_steps == -(-trainer.max_steps // 10)
+
+
+def test_lora_run_trains_only_the_adapters(base, tmp_path) -> None:
+    pytest.importorskip("llamaforge.finetune.lora")  # lands from the LoRA branch
+    config = finetune_config(tmp_path / "ft.toml", base, base["hf"], tmp_path / "run")
+    cfg = load_train_config(config, ["lora.enabled=true", "lora.rank=4", "train.max_steps=3"])
+    trainer = Trainer(cfg, progress=False)
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    optimized = [names[id(p)] for g in trainer.optimizer.param_groups for p in g["params"]]
+    assert optimized and all(n.endswith((".lora_a", ".lora_b")) for n in optimized)
+    reference, _ = load_any(base["hf"])
+    trainer.run()
+    state = trainer.model.state_dict()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(state[name], tensor), name  # the base stayed frozen
+    assert any(state[n].abs().sum() > 0 for n in optimized if n.endswith(".lora_b"))

@@ -93,7 +93,8 @@ def test_multiple_of_is_inferred_without_our_table(tmp_path, tiny_model):
 def test_tokenizer_files_load_in_transformers(tmp_path, tiny_model, spm_model):
     import sentencepiece as spm
 
-    out = to_hf(tiny_model, tmp_path / "hf", tokenizer_path=spm_model)
+    with pytest.warns(UserWarning, match="nmt_nfkc"):  # SentencePiece's default, not LLaMA's
+        out = to_hf(tiny_model, tmp_path / "hf", tokenizer_path=spm_model)
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     text = "the lazy fox 42 said Alice"
     sp = spm.SentencePieceProcessor(model_file=str(spm_model))

@@ -141,3 +141,16 @@ def test_shards_with_inconsistent_shapes(tmp_path):
     _write_meta_folder(tmp_path / "m", shards, PARAMS)
     with pytest.raises(CheckpointError, match="layers.0.attention.wq.weight has inconsistent"):
         from_meta(tmp_path / "m")
+
+
+@pytest.mark.parametrize("missing", [[3], [2, 3]])
+def test_missing_last_shards_name_the_expected_and_found_files(tmp_path, tiny_model, missing):
+    out = to_meta(tiny_model, tmp_path / "m", shards=4)
+    for i in missing:
+        (out / f"consolidated.{i:02d}.pth").unlink()
+    with pytest.raises(CheckpointError) as caught:
+        from_meta(out)
+    message = str(caught.value)
+    assert "expected 4 shards" in message and "consolidated.03.pth" in message
+    assert f"missing {[f'consolidated.{i:02d}.pth' for i in missing]}" in message
+    assert "found ['consolidated.00.pth'" in message

@@ -76,9 +76,9 @@ def test_failed_replace_keeps_the_old_folder(tmp_path, tiny_model, tokens, monke
         path.write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(native, "save_file", broken_save)
+    monkeypatch.setattr(native, "save_safetensors", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_pretrained(random_model(seed=5), out)
+        save_pretrained(random_model(seed=5), out, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporaries left behind
     model, _ = load_pretrained(out)
     torch.testing.assert_close(model(tokens), before, rtol=0, atol=0)
@@ -86,7 +86,9 @@ def test_failed_replace_keeps_the_old_folder(tmp_path, tiny_model, tokens, monke
 
 def test_replacing_an_existing_model_folder(tmp_path, tiny_model, tokens):
     out = save_pretrained(random_model(seed=3), tmp_path / "m")
-    save_pretrained(tiny_model, out)
+    with pytest.raises(CheckpointError, match="--overwrite"):
+        save_pretrained(tiny_model, out)  # an existing folder is never replaced unasked
+    save_pretrained(tiny_model, out, overwrite=True)
     model, _ = load_pretrained(out)
     torch.testing.assert_close(model(tokens), tiny_model(tokens), rtol=0, atol=0)
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
@@ -95,7 +97,7 @@ def test_replacing_an_existing_model_folder(tmp_path, tiny_model, tokens):
 def test_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, tiny_model):
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "thesis.tex").write_text("precious")
-    with pytest.raises(CheckpointError, match="does not look like a model folder"):
+    with pytest.raises(CheckpointError, match="is not empty"):
         save_pretrained(tiny_model, tmp_path / "home")
     assert (tmp_path / "home" / "thesis.tex").read_text() == "precious"
 
@@ -138,7 +140,7 @@ def test_weights_with_an_extra_tensor(tmp_path, tiny_model):
     out = save_pretrained(tiny_model, tmp_path / "m")
     weights = load_file(out / "model.safetensors")
     weights["layers.0.attention.bias"] = torch.zeros(3)
-    native.save_file(weights, out / "model.safetensors")
+    native.save_safetensors(weights, out / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"unexpected \['layers.0.attention.bias'\]"):
         load_pretrained(out)
 

@@ -127,6 +127,8 @@ def test_resume_after_sigkill_reproduces_the_loss_curve(reference_run, tmp_path:
     assert not (run_dir / "summary.json").exists()  # it really died mid-run
     assert last_train_step(run_dir / "metrics.jsonl") < MAX_STEPS
     assert checkpoint_steps(run_dir)[-1] >= 2 * CHECKPOINT_EVERY
+    lock = run_dir / ".llamaforge.lock"
+    assert lock.read_text().strip() == str(killed.pid)  # a stale lock file, but no lock
 
     run_to_end(config, run_dir)
     assert curves(run_dir) == reference
@@ -167,6 +169,39 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(reference_run, tmp
 
     done = run_to_end(config, run_dir)
     assert done.stdout.startswith(f"finished: step {MAX_STEPS}/{MAX_STEPS}")
+    assert curves(run_dir) == reference
+
+
+def test_a_second_trainer_on_the_run_folder_is_refused_and_the_first_is_undisturbed(
+    reference_run, tmp_path
+) -> None:
+    config, reference = reference_run
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen(
+        train_command(config, run_dir), env=ENV, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while last_train_step(run_dir / "metrics.jsonl") < CHECKPOINT_EVERY + 1:
+            assert first.poll() is None and time.monotonic() < deadline, "first run ended early"
+            time.sleep(0.01)
+        first.send_signal(signal.SIGSTOP)  # paused mid-run, lock held, however slow the machine
+        before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+        second = subprocess.run(
+            train_command(config, run_dir), env=ENV, capture_output=True, text=True, timeout=120
+        )
+        assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+        first.send_signal(signal.SIGCONT)
+        _, first_err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    (line,) = [line for line in second.stderr.splitlines() if ": error: " in line]
+    assert f"pid {first.pid}" in line and str(run_dir) in line
+    assert first.returncode == 0, first_err
     assert curves(run_dir) == reference
 
 

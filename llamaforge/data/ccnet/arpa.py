@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 from llamaforge.errors import ConfigError
+from llamaforge.umask import make_temp_file
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 NGram = tuple[str, ...]
@@ -144,7 +144,7 @@ def train_arpa(
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     unigram_rows = {(BOS,): -99.0} | {g: math.log10(p) for g, p in probs[0].items()}
-    fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
+    fd, tmp = make_temp_file(out.parent, out.name, ".tmp")  # umask, not 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write("\\data\\\n")

@@ -1,22 +1,27 @@
-"""CCNet's line normalisation, shared by line dedup and the n-gram LM.
+"""CCNet's two line normalisations: one for the n-gram LM, one for line dedup.
 
-Two lines that differ only in case, digits, accents or typographic
-punctuation ("Copyright © 2019 …" vs "copyright © 2021 ...") are the same
-boilerplate, and a KenLM model trained on normalised Wikipedia must be queried
-with text normalised the same way. CCNet therefore normalises every line
-before hashing it and before scoring it; the steps (in order) are:
+Two lines that differ only in case, digits or typographic punctuation
+("Copyright © 2019 …" vs "copyright © 2021 ...") are the same boilerplate,
+and a KenLM model trained on normalised Wikipedia must be queried with text
+normalised the same way. CCNet (``cc_net/text_normalizer.py``) has two
+functions for that, reproduced here step for step:
+
+:func:`normalize_line` (CCNet's ``normalize``, what its LMs were trained on):
 
 1. strip surrounding whitespace;
 2. lowercase;
-3. remove accents (Unicode NFD, drop combining marks: "café" -> "cafe");
+3. remove accents (Unicode NFD, drop combining marks ``Mn``: "café" ->
+   "cafe"; the rest stays decomposed, as in CCNet);
 4. every Unicode decimal digit -> ``0`` ("2023" -> "0000");
-5. fold Unicode punctuation to its ASCII look-alike (curly quotes -> ``"``,
-   ``…`` -> ``...``, full-width CJK punctuation -> ASCII);
-6. drop non-printing control characters (C0 and C1 ranges).
+5. map the 34 characters of CCNet's punctuation table (:data:`UNICODE_PUNCT`)
+   to ASCII (``“`` -> ``"``, ``…`` -> ``...``, ``—`` -> `` - ``); every
+   other character, e.g. ``‘`` or a no-break space, is kept;
+6. drop control characters (code points 0-31 and 127-159), newlines included.
 
-Decision: one normalisation for both dedup and LM scoring (CCNet's dedup
-variant additionally deletes punctuation; folding it is what the issue asks
-for and keeps the two uses consistent).
+:func:`normalize_for_dedup` (CCNet's ``normalize_for_dedup``, hashed by its
+line dedup): strip, lowercase, digits -> ``0``, then *delete* the table's
+characters and the control characters. Accents are kept, so "resume" and
+"résumé" are different lines there, while "“Hello”" and "Hello" are one.
 """
 
 from __future__ import annotations
@@ -24,62 +29,26 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Typographic punctuation -> ASCII. Written for this project from the Unicode
-# charts: the marks that web text uses where ASCII would do.
-_PUNCT_FOLD: dict[str, str] = {
-    "\u2018": "'",  # left single quote
-    "\u2019": "'",  # right single quote / apostrophe
-    "\u201a": "'",
-    "\u201b": "'",
-    "\u00b4": "'",  # acute accent used as apostrophe
-    "\u2032": "'",  # prime
-    "\u201c": '"',  # left double quote
-    "\u201d": '"',  # right double quote
-    "\u201e": '"',  # low double quote
-    "\u201f": '"',
-    "\u00ab": '"',  # guillemets
-    "\u00bb": '"',
-    "\u2039": '"',
-    "\u203a": '"',
-    "\u300c": '"',  # CJK corner brackets
-    "\u300d": '"',
-    "\u300a": '"',
-    "\u300b": '"',
-    "\u2033": '"',  # double prime
-    "\u2013": "-",  # en dash
-    "\u2014": " - ",  # em dash: a clause separator
-    "\u2012": "-",
-    "\u2015": "-",
-    "\u2212": "-",  # minus sign
-    "\u2501": "-",
-    "\u25ba": "-",
-    "\u2026": "...",  # ellipsis
-    "\u3001": ",",  # ideographic comma
-    "\u3002": ".",  # ideographic full stop
-    "\uff0c": ",",  # full-width forms
-    "\uff0e": ". ",
-    "\uff1a": ":",
-    "\u2236": ":",
-    "\uff1b": ";",
-    "\uff1f": "?",
-    "\uff01": "!",
-    "\uff08": "(",
-    "\uff09": ")",
-    "\uff05": "%",
-    "\uff5e": "~",
-    "\u3008": "<",
-    "\u3009": ">",
-    "\u3010": "[",
-    "\u3011": "]",
-    "\u00a0": " ",  # no-break space
-}
-_PUNCT_TABLE = str.maketrans(_PUNCT_FOLD)
+# CCNet's punctuation table (cc_net text_normalizer.UNICODE_PUNCT), by code point.
+# U+FF11 (full-width "1") maps to '"' there too; digits are zeroed first, so it never fires.
+UNICODE_PUNCT: dict[str, str] = {
+    "\u00ab": '"', "\u00b4": "'", "\u00bb": '"', "\u2013": "-", "\u2014": " - ",
+    "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2026": "...",
+    "\u2236": ":", "\u2501": "-", "\u25ba": "-", "\u3001": ",", "\u3002": ".",
+    "\u3008": "<", "\u3009": ">", "\u300a": '"', "\u300b": '"', "\u300c": '"',
+    "\u300d": '"', "\u3010": "[", "\u3011": "]", "\uff01": "!", "\uff05": "%",
+    "\uff08": "(", "\uff09": ")", "\uff0c": ",", "\uff0e": ". ", "\uff11": '"',
+    "\uff1a": ":", "\uff1b": ";", "\uff1f": "?", "\uff5e": "~",
+}  # fmt: skip
+_PUNCT_TABLE = str.maketrans(UNICODE_PUNCT)
 # str.translate looks every character up in a dict: run it only on lines that need it.
-_PUNCT_CHARS = re.compile("[" + "".join(_PUNCT_FOLD) + "]")
+_PUNCT_CHARS = re.compile("[" + "".join(UNICODE_PUNCT) + "]")
 _DIGIT = re.compile(r"\d")
-_NON_PRINTING = re.compile("[" + "".join(map(chr, [*range(0, 32), *range(127, 160)])) + "]")
+_CONTROL = "".join(map(chr, [*range(0, 32), *range(127, 160)]))
+_NON_PRINTING = re.compile("[" + re.escape(_CONTROL) + "]")
+_PUNCT_OR_NON_PRINTING = re.compile("[" + "".join(UNICODE_PUNCT) + re.escape(_CONTROL) + "]")
 # The same steps for an ASCII line, as one bytes.translate: digits -> "0", controls deleted
-# (ASCII has no accents or typographic punctuation). Most web lines are ASCII.
+# (ASCII has no accents and none of the table's punctuation). Most web lines are ASCII.
 _ASCII_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
 _ASCII_NON_PRINTING = bytes([*range(0, 32), 127])
 
@@ -98,7 +67,7 @@ def strip_accents(text: str) -> str:
 
 
 def normalize_line(line: str) -> str:
-    """One line as CCNet compares and scores it (see the module docstring for the steps)."""
+    """A line (or a whole document) as CCNet's LM sees it: CCNet's ``normalize``."""
     line = line.strip()
     if not line:
         return line
@@ -110,3 +79,14 @@ def normalize_line(line: str) -> str:
     if _PUNCT_CHARS.search(line):
         line = line.translate(_PUNCT_TABLE)
     return _NON_PRINTING.sub("", line)
+
+
+def normalize_for_dedup(line: str) -> str:
+    """A line as CCNet's line dedup hashes it: CCNet's ``normalize_for_dedup``."""
+    line = line.strip()
+    if not line:
+        return line
+    if line.isascii():
+        data = line.lower().encode("ascii")
+        return data.translate(_ASCII_DIGITS_TO_ZERO, _ASCII_NON_PRINTING).decode("ascii")
+    return _PUNCT_OR_NON_PRINTING.sub("", _DIGIT.sub("0", line.lower()))

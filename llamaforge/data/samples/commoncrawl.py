@@ -267,8 +267,10 @@ def write_samples(
 
 def _check_cutoffs(scorer: PerplexityScorer, bodies: dict[str, list[str]]) -> None:
     """The fixed sample cutoffs must put every good page in head/middle and salad in the tail."""
-    worst_good = max(scorer.perplexity(text) for text in bodies["good"])
-    best_salad = min((scorer.perplexity(text) for text in bodies["salad"]), default=math.inf)
+    worst_good = max(scorer.perplexity(text, lines=True) for text in bodies["good"])
+    best_salad = min(
+        (scorer.perplexity(text, lines=True) for text in bodies["salad"]), default=math.inf
+    )
     if not worst_good < SAMPLE_CUTOFFS[1] < best_salad:
         raise RuntimeError(
             f"sample LM: good pages up to {worst_good:.1f}, salad from {best_salad:.1f}; "
@@ -284,4 +286,5 @@ def sample_config(directory: Path) -> dict[str, Any]:
         "lm_model": str(models / "lm.arpa"),
         "wikiref_model": str(models / "wikiref.bin"),
         "perplexity_cutoffs": list(SAMPLE_CUTOFFS),
+        "perplexity_lines": True,  # the sample LM is trained on lines
     }

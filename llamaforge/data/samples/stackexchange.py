@@ -129,3 +129,39 @@ def write_samples(
         write_atomic(broken, data)
         paths.append(broken)
     return paths
+
+
+def write_large_posts(path: Path, target_bytes: int, seed: int = 0) -> int:
+    """Stream a ``Posts.xml`` of about ``target_bytes`` to ``path``; returns the questions.
+
+    For memory measurements: written block by block (never held whole), with each
+    block's answers coming after the next block's questions, so a reader that groups in
+    memory must hold every open thread, as with a real dump.
+    """
+    rng = random.Random(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    written, questions, post_id, delayed = 0, 0, 1, []
+    with open(temporary, "w", encoding="utf-8") as out:
+        out.write('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n')
+        while written < target_bytes:
+            rows, answers = [], []
+            for _ in range(200):
+                qid = post_id
+                body = question_body(rng, questions, extra_bytes=600)
+                rows.append(row(Id=qid, PostTypeId=1, Score=rng.randint(0, 30),
+                                Title=f"Question {questions}?", Body=body))  # fmt: skip
+                post_id, questions = post_id + 1, questions + 1
+                for _ in range(rng.randint(1, 3)):
+                    text = f"<p>{sentence(rng)} {sentence(rng)}</p>" + _more_html(rng, 400)
+                    answers.append(row(Id=post_id, PostTypeId=2, ParentId=qid,
+                                       Score=rng.randint(-2, 15), Body=text))  # fmt: skip
+                    post_id += 1
+            block = "\n".join(rows + delayed) + "\n"
+            delayed = answers
+            out.write(block)
+            written += len(block)
+        out.write("\n".join(delayed) + "\n</posts>\n")
+    os.replace(temporary, path)
+    return questions

@@ -14,9 +14,20 @@ bibliography. We also removed the comments from the .tex files, and inline-expan
 definitions and macros written by users"), in this order:
 
 1. comments are removed from every file (so a commented-out ``\\section`` or ``\\input`` does
-   not count); macro definitions are collected from the whole paper, preamble included;
-2. everything before the first ``\\section`` goes: preamble, title, authors and abstract;
-   a paper without any ``\\section`` is dropped as ``arxiv.no_section``;
+   not count) by :func:`~llamaforge.data.sources.latex.strip_comments`, which leaves ``\\%``
+   and a ``%`` inside ``\\url{}``, ``\\verb`` or a verbatim environment alone. (RedPajama's
+   ``[^\\\\]%.+$`` cuts ``\\url{a%20b}``, eats the character before each ``%`` and removes
+   only comment lines that start in column 0; we deliberately differ, to keep the text
+   TeX would typeset.) Macro definitions are collected from the whole paper, preamble
+   included;
+2. everything before the first section-like header goes -- ``\\part``, ``\\chapter``,
+   ``\\section``, ``\\subsection`` or ``\\subsubsection`` (starred or not, with its
+   ``{title}``), the commands of RedPajama's ``arxiv_cleaner`` -- so a thesis keeps its first
+   chapter; preamble, title, authors and abstract go. A paper without any is dropped as
+   ``arxiv.no_section``. (RedPajama's regex, ``^(.*)(\\chapter...|\\section...)`` with a
+   greedy ``.*``, in fact keeps from the *last* such header of each file; we keep from the
+   first, as its docstring and the paper say. Its ``\\paragraph`` alternatives lack a ``|``
+   and never match alone, so ``\\paragraph`` does not start a body here either.);
 3. the bibliography goes with everything after it: from the first ``\\begin{thebibliography}``,
    ``\\bibliography{...}``, ``\\printbibliography`` or ``\\end{document}``;
 4. user macros are expanded (:mod:`llamaforge.data.sources.latex`), bounded by
@@ -24,6 +35,12 @@ definitions and macros written by users"), in this order:
    bound is left unexpanded, the paper is kept, its names are in
    ``meta["macros_unexpanded"]`` and the paper is counted once as bad input
    ``macro_runaway``.
+
+arXiv's bulk source archives (``arXiv_src_YYMM_NNN.tar``, as RedPajama downloaded them
+from the requester-pays S3 bucket) are read directly: streamed member by member
+(``tarfile`` mode ``r|``, never extracted; RedPajama extracted each tar to disk), each
+``<yymm>/<id>.gz`` being one paper as above and ``.pdf`` members (papers without source)
+dropped as ``arxiv.pdf_only``; one broken member is counted and skipped.
 
 Drops: ``arxiv.no_tex`` (an archive without ``.tex``), ``arxiv.no_main_file``,
 ``arxiv.no_section``, ``arxiv.empty``. Bad input: ``empty``, ``binary``, ``utf8`` (the main
@@ -59,11 +76,16 @@ TEX_MEMBER_SUFFIXES = (".tex", ".ltx")
 _DOCUMENTCLASS = re.compile(r"\\document(?:class|style)(?![A-Za-z])")
 _BEGIN_DOCUMENT = re.compile(r"\\begin\s*\{document\}")
 _INPUT = re.compile(r"\\(?:input|include|subfile)(?![A-Za-z])\s*(?:\{([^}]*)\}|([^\s{}\\%]+))")
-_SECTION = re.compile(r"\\section(?![A-Za-z])")
+# RedPajama's arxiv_cleaner section-like headers: \part, \chapter, \section, \subsection,
+# \subsubsection, starred or not, optional [short title], then the {title}.
+_SECTION = re.compile(
+    r"\\(?:part|chapter|section|subsection|subsubsection)(?![A-Za-z])\*?\s*(?:\[[^\]]*\]\s*)?\{"
+)
 _BIBLIOGRAPHY = re.compile(
     r"\\begin\s*\{thebibliography\}|\\bibliography\s*\{|\\printbibliography(?![A-Za-z])"
     r"|\\end\s*\{document\}"
 )
+BULK_NAME = re.compile(r"^arXiv_src_\d{4}_\d{3}\.tar$")
 _OLD_STYLE_ID = re.compile(r"^([a-z][a-z-]*(?:\.[A-Z]{2})?)(\d{7}(?:v\d+)?)$")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
@@ -134,21 +156,74 @@ class ArxivSource:
         )
 
     def process(self, path: Path, report: FilterReport) -> Iterator[Document]:
+        path = Path(path)
+        if BULK_NAME.match(path.name):
+            yield from self._process_bulk(path, report)
+            return
         try:
-            members, archived = self._read_members(path)
+            data = self._read_source(path, str(path))
+        except BadInput as error:
+            report.bad(error.reason, error.where)
+            return
+        document = self._paper(data, path.name, str(path), report)
+        if document is not None:
+            yield document
+
+    def _process_bulk(self, path: Path, report: FilterReport) -> Iterator[Document]:
+        """A monthly bulk tar, streamed (``r|``): each ``<yymm>/<id>.gz`` member is one paper.
+
+        Members are read one at a time and never extracted; a ``.pdf`` member (a paper
+        without source) is dropped as ``arxiv.pdf_only``, any other non-``.gz`` member is
+        skipped, a member that cannot be read is counted as bad input and skipped, and a
+        tar that breaks off keeps the papers before the break (``truncated``).
+        """
+        where = str(path)
+        limit = self.config.max_source_bytes
+        try:
+            with tarfile.open(path, mode="r|") as bulk:
+                for member in bulk:
+                    name = member.name.rsplit("/", 1)[-1]
+                    if not member.isfile():
+                        continue
+                    if name.lower().endswith(".pdf"):
+                        report.drop("arxiv.pdf_only")
+                        continue
+                    if not name.lower().endswith(".gz"):
+                        continue
+                    member_where = f"{where}:{member.name}"
+                    if member.size > limit:
+                        report.bad("too_large", f"{member_where}: {member.size} bytes")
+                        continue
+                    packed = bulk.extractfile(member).read()  # type: ignore[union-attr]
+                    try:
+                        data = self._decompress(packed, member_where)
+                    except BadInput as error:
+                        report.bad(error.reason, error.where)
+                        continue
+                    document = self._paper(data, name, member_where, report)
+                    if document is not None:
+                        document.meta["bulk_tar"] = path.name
+                        yield document
+        except (tarfile.TarError, *STREAM_ERRORS) as error:
+            report.bad("truncated", f"{where}: {type(error).__name__}")
+
+    def _paper(self, data: bytes, name: str, where: str, report: FilterReport) -> Document | None:
+        """One paper's decompressed source (a tar or a .tex) -> its document, or None."""
+        try:
+            members, archived = self._members(data, name, where)
             main = _main_file(members, single=not archived)
             source = self._inline(members, main, depth=0, stack=(main,))
         except BadInput as error:
             report.bad(error.reason, error.where)
-            return
+            return None
         except _Dropped as dropped:
             report.drop(dropped.reason)
-            return
+            return None
         macros, source = collect_macros(source)
         section = _SECTION.search(source)
         if section is None:
             report.drop("arxiv.no_section", source)
-            return
+            return None
         body = source[section.start() :]
         bibliography = _BIBLIOGRAPHY.search(body)
         if bibliography is not None:
@@ -157,22 +232,35 @@ class ArxivSource:
         text = _BLANK_RUNS.sub("\n\n", _TRAILING_SPACE.sub("\n", body)).strip()
         if not text:
             report.drop("arxiv.empty", source)
-            return
+            return None
         if runaways:
-            report.bad("macro_runaway", f"{path}: " + " ".join("\\" + n for n in runaways))
+            report.bad("macro_runaway", f"{where}: " + " ".join("\\" + n for n in runaways))
         report.keep(text)
         meta = {
-            "file": str(path),
+            "file": where,
             "main_file": main,
             "macros_defined": len(macros),
             "macros_unexpanded": runaways,
             "filters": list(_FILTERS),
         }
-        yield Document(text=text, source=self.name, id=arxiv_id(path), meta=meta)
+        return Document(text=text, source=self.name, id=arxiv_id(Path(name)), meta=meta)
 
-    def _read_members(self, path: Path) -> tuple[dict[str, str | None], bool]:
-        """Comment-free text of each ``.tex`` file (None: not UTF-8), and whether archived."""
-        where = str(path)
+    def _decompress(self, packed: bytes, where: str) -> bytes:
+        """``packed`` gunzipped if it is gzip data (at most ``max_source_bytes``), else as is."""
+        limit = self.config.max_source_bytes
+        if packed[:2] != b"\x1f\x8b":
+            return packed
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(packed)) as stream:
+                data = stream.read(limit + 1)
+        except (*STREAM_ERRORS, gzip.BadGzipFile) as error:
+            raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
+        if len(data) > limit:
+            raise BadInput("too_large", f"{where}: over {limit} bytes decompressed")
+        return data
+
+    def _read_source(self, path: Path, where: str) -> bytes:
+        """One paper file's bytes, gunzipped if gzip, bounded by ``max_source_bytes``."""
         limit = self.config.max_source_bytes
         try:
             with open(path, "rb") as raw:
@@ -183,16 +271,20 @@ class ArxivSource:
             raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
         if len(data) > limit:
             raise BadInput("too_large", f"{where}: over {limit} bytes decompressed")
+        return data
+
+    def _members(self, data: bytes, name: str, where: str) -> tuple[dict[str, str | None], bool]:
+        """Comment-free text of each ``.tex`` file (None: not UTF-8), and whether archived."""
         if not data.strip():
             raise BadInput("empty", where)
-        if _is_archive(path) or data[257:262] == b"ustar":
+        if _is_archive(Path(name)) or data[257:262] == b"ustar":
             return self._tar_members(data, where), True
         if looks_binary(data[:8192]):
             raise BadInput("binary", where)
         text = decode_utf8(data)
         if text is None:
             raise BadInput("utf8", where)
-        return {path.name: strip_comments(text)}, False
+        return {name: strip_comments(text)}, False
 
     def _tar_members(self, data: bytes, where: str) -> dict[str, str | None]:
         members: dict[str, str | None] = {}

@@ -9,7 +9,7 @@ CommonCrawl-derived pages, so inputs are any JSON lines with records
 ``c4_utils.clean_page`` code, line by line:
 
 1. lines with a word longer than ``max_word_length`` are removed
-   (``c4.max_word_length``); citation markers ``[1]``/``[edit]`` are stripped;
+   (``c4.max_word_length``); citation markers ``[1]``/``[edit]`` are deleted;
 2. lines not ending in terminal punctuation are removed (``c4.terminal_punct``);
 3. lines with fewer than ``min_words_per_line`` words are removed
    (``c4.min_words_per_line``);
@@ -54,10 +54,17 @@ DEDUP_SCOPES = ("none", "file", "source")
 
 @dataclass
 class C4Config:
-    """``[sources.c4]``: the C4 thresholds (defaults are the TFDS c4 values)."""
+    """``[sources.c4]``: the C4 thresholds.
 
-    min_words_per_line: int = 3
-    min_sentences: int = 5
+    ``min_words_per_line = 5``, ``min_sentences = 3`` and ``max_word_length =
+    1000`` are TFDS ``c4_utils``' ``_MIN_WORDS_PER_LINE``, ``_MIN_NUM_SENTENCES``
+    and ``_MAX_WORD_LENGTH``, the code that made the public C4 (the paper's
+    text words them the other way round; datatrove's C4QualityFilter uses 3
+    words and 5 sentences). ``min_words`` (a page minimum) is ours, off by default.
+    """
+
+    min_words_per_line: int = 5
+    min_sentences: int = 3
     min_words: int = 0
     max_word_length: int = 1000
     remove_citations: bool = True
@@ -119,7 +126,7 @@ def clean_lines(text: str, config: C4Config) -> tuple[CleanedPage | None, str]:
             page.lines_removed["max_word_length"] += 1
             continue
         if config.remove_citations and "[" in line:
-            line = c4_rules.CITATION.sub("", line).strip()
+            line = c4_rules.CITATION.sub("", line)  # not stripped again, as in TFDS
         if not c4_rules.ends_with_terminal_punctuation(line):
             page.lines_removed["terminal_punct"] += 1
             continue
@@ -200,6 +207,7 @@ class C4Source:
     """C4-style JSON lines -> pages cleaned by :func:`c4_clean`, deduplicated by span."""
 
     name: ClassVar[str] = "c4"
+    VERSION: ClassVar[int] = 3  # bump when the cleaning code changes its output (build recipes)
 
     def __init__(self, config: C4Config) -> None:
         self.config = config

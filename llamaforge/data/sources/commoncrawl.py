@@ -10,9 +10,11 @@ through, in CCNet's order:
 2. **language id** with fastText: kept if the top language is in
    ``languages`` with probability >= ``lang_threshold`` (CCNet's 0.5), else
    ``lang``;
-3. **perplexity** under a KenLM model: bucketed head/middle/tail by
-   ``perplexity_cutoffs``; buckets outside ``keep_buckets`` are dropped as
-   ``ccnet.perplexity``;
+3. **perplexity** under a KenLM model, scored as CCNet's pipeline does
+   (:mod:`~llamaforge.data.ccnet.perplexity`), bucketed head/middle/tail by
+   CCNet's per-language cutoffs (its ``cutoff.csv`` at the 30th/60th
+   percentiles; English 340/520) or by explicit ``perplexity_cutoffs``;
+   buckets outside ``keep_buckets`` are dropped as ``ccnet.perplexity``;
 4. **Wikipedia-reference classifier**: pages with P(wiki) below
    ``wikiref_threshold`` are dropped as ``ccnet.wikiref``.
 
@@ -21,11 +23,15 @@ Decisions where the spec is silent:
 * ``keep_buckets = ["head", "middle"]``: LLaMA only says it filters
   low-quality content with an n-gram LM; RedPajama's reproduction kept head
   and middle and dropped the tail, and so do we.
-* ``perplexity_cutoffs = [300, 1000]`` are ballpark English values for
-  CCNet's Wikipedia 5-gram + SentencePiece models (CCNet's own per-language
-  ``cutoff.csv`` is not bundled). Cutoffs depend on the model: compute yours
-  with :func:`llamaforge.data.ccnet.perplexity.perplexity_cutoffs` on a
-  sample of documents (CCNet used their 33rd/66th percentiles).
+* ``perplexity_cutoffs = []`` (the default) uses CCNet's table for the
+  page's detected language at ``perplexity_percentiles = [30, 60]``, which
+  fits CCNet's released ``<lang>.arpa.bin`` + ``<lang>.sp.model``; a
+  language missing from the table is a ConfigError. With another model give
+  ``[head_max, middle_max]`` computed by
+  :func:`llamaforge.data.ccnet.perplexity.perplexity_cutoffs` on a sample.
+* ``perplexity_lines = false`` scores the whole normalised document as one
+  sequence, as CCNet's pipeline did; ``true`` scores line by line (for models
+  trained on lines, such as the sample writer's).
 * The model stages are on by default, as in the paper, so a missing model is
   a ConfigError saying which file to provide; ``perplexity_filter = false``
   or ``wikiref_filter = false`` switch a stage off explicitly.
@@ -43,7 +49,13 @@ from typing import Any, ClassVar
 
 from llamaforge.data.ccnet.langid import LanguageIdentifier, resolve_lid_model
 from llamaforge.data.ccnet.line_dedup import LineHashCounter, remove_duplicate_lines
-from llamaforge.data.ccnet.perplexity import BUCKETS, PerplexityScorer, bucket
+from llamaforge.data.ccnet.perplexity import (
+    BUCKETS,
+    PerplexityScorer,
+    bucket,
+    ccnet_cutoffs,
+    cutoff_languages,
+)
 from llamaforge.data.ccnet.warc import iter_pages
 from llamaforge.data.ccnet.wikiref import WikirefClassifier
 from llamaforge.data.sources.base import Document, FilterReport
@@ -65,7 +77,9 @@ class CommonCrawlConfig:
     perplexity_filter: bool = True
     lm_model: str = ""
     lm_sp_model: str = ""
-    perplexity_cutoffs: list[float] = field(default_factory=lambda: [300.0, 1000.0])
+    perplexity_cutoffs: list[float] = field(default_factory=list)  # [] = CCNet's table
+    perplexity_percentiles: list[int] = field(default_factory=lambda: [30, 60])
+    perplexity_lines: bool = False
     keep_buckets: list[str] = field(default_factory=lambda: ["head", "middle"])
     wikiref_filter: bool = True
     wikiref_model: str = ""
@@ -83,7 +97,13 @@ class CommonCrawlConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise bad(name, f"must be a probability in [0, 1], got {value!r}")
-        for name in ("line_dedup", "perplexity_filter", "wikiref_filter", "html_main_content"):
+        for name in (
+            "line_dedup",
+            "perplexity_filter",
+            "perplexity_lines",
+            "wikiref_filter",
+            "html_main_content",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, f"must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.max_record_bytes, bool) or not isinstance(self.max_record_bytes, int):
@@ -91,7 +111,16 @@ class CommonCrawlConfig:
         if self.max_record_bytes < 1:
             raise bad("max_record_bytes", f"must be >= 1, got {self.max_record_bytes}")
         cutoffs = self.perplexity_cutoffs
-        if (
+        self._check_percentiles(bad)
+        if not cutoffs and self.perplexity_filter:
+            missing = sorted(set(self.languages) - set(cutoff_languages()))
+            if missing:
+                raise bad(
+                    "perplexity_cutoffs",
+                    f"is empty (CCNet's table) but the table has no {', '.join(missing)}; "
+                    "give [head_max, middle_max] for your model",
+                )
+        elif (
             len(cutoffs) != 2
             or not all(isinstance(c, int | float) and not isinstance(c, bool) for c in cutoffs)
             or not 0 < cutoffs[0] <= cutoffs[1]
@@ -109,6 +138,21 @@ class CommonCrawlConfig:
         if self.wikiref_filter:
             self._require_file("wikiref_model", "a fastText wiki-vs-cc classifier", "wikiref")
 
+    def _check_percentiles(self, bad) -> None:
+        value = self.perplexity_percentiles
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(isinstance(p, int) and not isinstance(p, bool) for p in value)
+            or not 0 <= value[0] <= value[1] <= 99
+        ):
+            raise bad("perplexity_percentiles", f"must be [head, tail] in 0..99, got {value!r}")
+
+    def cutoffs_for(self, language: str) -> tuple[float, float]:
+        if self.perplexity_cutoffs:
+            return self.perplexity_cutoffs[0], self.perplexity_cutoffs[1]
+        return ccnet_cutoffs(language, self.perplexity_percentiles)
+
     def _require_file(self, name: str, what: str, stage: str = "") -> None:
         value = getattr(self, name)
         if value and Path(value).is_file():
@@ -122,6 +166,7 @@ class CommonCrawlSource:
     """WET/WARC shards -> CCNet-filtered English pages (models load lazily per worker)."""
 
     name: ClassVar[str] = "commoncrawl"
+    VERSION: ClassVar[int] = 2  # bump when filtering code changes its output (build recipes)
 
     def __init__(self, config: CommonCrawlConfig) -> None:
         self.config = config
@@ -173,7 +218,7 @@ class CommonCrawlSource:
             if duplicates is not None:
                 text, removed = remove_duplicate_lines(text, duplicates)
                 meta["dedup_lines_removed"] = removed
-                if not text:
+                if not text.strip():
                     report.drop("dedup.line" if removed else "cc.empty", page.text)
                     continue
             elif not text.strip():
@@ -197,9 +242,9 @@ class CommonCrawlSource:
             return "lang"
         passed.append("lang")
         if self._lm is not None:
-            perplexity = self._lm.perplexity(text)
-            meta["perplexity"] = round(perplexity, 1)
-            meta["bucket"] = bucket(perplexity, config.perplexity_cutoffs)
+            perplexity = self._lm.perplexity(text, config.perplexity_lines)
+            meta["perplexity"] = perplexity
+            meta["bucket"] = bucket(perplexity, config.cutoffs_for(language))
             if meta["bucket"] not in config.keep_buckets:
                 return "ccnet.perplexity"
             passed.append("perplexity")

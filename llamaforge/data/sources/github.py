@@ -12,12 +12,13 @@ Per record, in order (drop reason in brackets): licence not in ``licenses``
 (``github.extension``; ``extensions = []`` disables it); no content or binary
 content (``github.binary``); content that was not valid UTF-8 -- lone
 surrogates or U+FFFD replacement characters left by a lossy decode
-(``github.non_utf8``); RedPajama's line heuristics: longest line over
-``max_line_length`` (``github.max_line_length``), mean line length over
-``max_avg_line_length`` (``github.avg_line_length``), alphanumeric fraction
-below ``min_alnum_fraction`` (``github.alnum_fraction``); then the licence
-banner is removed (see :mod:`github_rules`) and a file left empty is dropped
-(``github.empty``).
+(``github.non_utf8``); then the licence banner is removed (see
+:mod:`github_rules`) and a file left empty is dropped (``github.empty``);
+then RedPajama's line heuristics on what is left (RedPajama's order: banner
+removal, then statistics): longest line over ``max_line_length``
+(``github.max_line_length``), mean line length over ``max_avg_line_length``
+(``github.avg_line_length``), alphanumeric fraction below
+``min_alnum_fraction`` (``github.alnum_fraction``).
 
 Exact dedup runs source-wide in :meth:`GitHubSource.global_filter` on a
 128-bit BLAKE2 hash of the kept text (after banner removal, so copies that
@@ -130,6 +131,14 @@ class GitHubSource:
             return None, "github.binary", 0
         if "\ufffd" in content:
             return None, "github.non_utf8", 0
+        removed = 0
+        if config.remove_license_header:
+            content, removed = github_rules.strip_license_header(content)
+        if not content.strip():
+            return None, "github.empty", 0
+        # On the text that is kept, as RedPajama's github_clean_dedup_local.py does: a long
+        # licence line must not drop a file whose code is fine, nor a banner rich in letters
+        # rescue a file of symbols.
         stats = github_rules.line_stats(content)
         if stats.max_line_length > config.max_line_length:
             return None, "github.max_line_length", 0
@@ -137,11 +146,6 @@ class GitHubSource:
             return None, "github.avg_line_length", 0
         if stats.alnum_fraction < config.min_alnum_fraction:
             return None, "github.alnum_fraction", 0
-        removed = 0
-        if config.remove_license_header:
-            content, removed = github_rules.strip_license_header(content)
-        if not content.strip():
-            return None, "github.empty", 0
         return content, "", removed
 
     def _records(self, path: Path, report: FilterReport) -> Iterator[tuple[int, dict]]:

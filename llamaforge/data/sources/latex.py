@@ -2,7 +2,10 @@
 
 * :func:`strip_comments` removes ``%`` to end of line (not ``\\%``, but ``\\\\%`` is a line
   break then a comment); a line that is only a comment disappears with its newline, as TeX
-  reads it. Verbatim environments are not special-cased.
+  reads it. ``%`` is literal, so nothing is cut, inside ``\\url{...}`` and the URL argument
+  of ``\\href{...}`` (hyperref reads them verbatim: ``\\url{a.org/x%20y}``), in
+  ``\\verb|...|`` (any delimiter, ``\\verb*`` too) and in the ``verbatim``, ``Verbatim``,
+  ``lstlisting`` and ``minted`` environments (starred forms too).
 * :func:`collect_macros` finds ``\\newcommand``/``\\renewcommand``/``\\providecommand``
   (``*`` forms, ``{\\name}`` or ``\\name``, ``[n]`` arguments and an optional ``[default]``
   first argument) and ``\\def``/``\\gdef``/``\\edef``/``\\xdef`` with undelimited ``#1#2..``
@@ -29,8 +32,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-_COMMENT_LINE = re.compile(r"^[ \t]*%[^\n]*(?:\n|$)", re.MULTILINE)
-_COMMENT = re.compile(r"(?<!\\)((?:\\\\)*)%[^\n]*")
+# Scanned left to right, so a ``%`` is a comment only where no verbatim text or escape
+# holds it: each alternative but the last keeps its match unchanged.
+_COMMENT_SCAN = re.compile(
+    r"\\(?:url|href)\s*\{[^{}\n]*\}"  # hyperref URLs: % is a literal character
+    r"|\\verb\*?([^A-Za-z*\s])[^\n]*?\1"  # \verb|...| with any delimiter, on one line
+    r"|\\begin\s*\{((?:verbatim|Verbatim|lstlisting|minted)\*?)\}.*?\\end\s*\{\2\}"
+    r"|\\[\\%]"  # an escaped backslash or percent sign
+    r"|(?P<line>^[ \t]*)?%[^\n]*(?P<newline>\n)?",  # a comment (a whole line: with its newline)
+    re.MULTILINE | re.DOTALL,
+)
 _CONTROL_SEQUENCE = re.compile(r"\\([A-Za-z]+|.)", re.DOTALL)
 _DEFINITION = re.compile(
     r"\\(?:(newcommand|renewcommand|providecommand)\*?|(def|gdef|edef|xdef))(?![A-Za-z])"
@@ -46,7 +57,18 @@ MAX_ATTEMPTS = 8  # restarts after runaway macros, before giving up on expansion
 
 def strip_comments(text: str) -> str:
     """``text`` without LaTeX comments (see the module docstring)."""
-    return _COMMENT.sub(r"\1", _COMMENT_LINE.sub("", text))
+    if "%" not in text:
+        return text
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if not token.lstrip(" \t").startswith("%"):
+            return token  # verbatim text or an escape
+        if match.group("line") is not None:
+            return ""  # a line that is only a comment goes with its newline
+        return match.group("newline") or ""
+
+    return _COMMENT_SCAN.sub(replace, text)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ for Stack Overflow, which is split by table) or an extracted folder
 (no temporary file); a folder's ``Posts.xml`` is read with ``iterparse``. Both
 clear every ``<row>`` after use.
 
-Memory: answers can appear anywhere after their question in ``Posts.xml``,
-so a site's question and answer texts (already HTML-stripped) are held until
-the file ends -- roughly the site's text size (a few GB for
-math.stackexchange.com, tens of GB for stackoverflow.com). Give Stack
-Overflow a worker with that much RAM, or run it with fewer workers.
+Memory is bounded, whatever the site's size: answers can appear anywhere
+after their question in ``Posts.xml``, so posts (HTML-stripped) go to an
+on-disk SQLite store (:mod:`stackexchange_store`) in a temporary folder under
+``tmp_dir`` (default: the system's temporary directory, ``$TMPDIR``) that is
+removed when the site is done; the grouping is SQLite's external sort. Disk
+needed is about the site's text size plus an index (stackoverflow.com: plan
+for ~100 GB free). Peak RSS against input size: ``benchmarks/stackexchange_memory.py``.
 
 Document format (RedPajama-like prefixes, chosen so a model sees who speaks)::
 
@@ -23,7 +25,9 @@ Document format (RedPajama-like prefixes, chosen so a model sees who speaks)::
 
     A: <next answer> ...
 
-Answers are sorted by score, high to low (ties: older answer first). HTML is
+Answers are sorted by score, high to low (ties: older answer first), as RedPajama's
+``post_processing.py`` does (a stable sort of answers in dump order). Questions come in id
+order (the dump's order). HTML is
 stripped by :mod:`html_text` (code blocks kept verbatim). Drop reasons:
 ``stackexchange.min_answers`` (fewer than ``min_answers`` answers; 0 by
 default: the paper does not drop unanswered questions),
@@ -55,6 +59,7 @@ from py7zr.io import Py7zIO, WriterFactory
 
 from llamaforge.data.sources.base import Document, FilterReport
 from llamaforge.data.sources.html_text import html_to_text
+from llamaforge.data.sources.stackexchange_store import PostStore
 from llamaforge.data.sources.textio import STREAM_ERRORS
 from llamaforge.errors import ConfigError
 
@@ -78,6 +83,7 @@ class StackExchangeConfig:
 
     sites: list[str] = field(default_factory=lambda: list(DEFAULT_SITES))
     min_answers: int = 0
+    tmp_dir: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.sites, list | tuple) or not all(
@@ -87,6 +93,8 @@ class StackExchangeConfig:
         # A site name may reach here resolved as a path (a folder of that name beside the
         # config); the last component is the site either way.
         self.sites = [Path(s).name.lower() for s in self.sites]
+        if not isinstance(self.tmp_dir, str):
+            raise ConfigError("[sources.stackexchange].tmp_dir must be a folder path (a string)")
         if not isinstance(self.min_answers, int) or self.min_answers < 0:
             raise ConfigError(
                 f"[sources.stackexchange].min_answers must be an integer >= 0, "
@@ -117,13 +125,12 @@ def site_selected(site: str, wanted: Iterable[str]) -> bool:
 
 
 class _Posts:
-    """Questions and answers of one site, HTML-stripped, until the dump is read."""
+    """Questions and answers of one site, HTML-stripped, in an on-disk :class:`PostStore`."""
 
-    def __init__(self, where: str, report: FilterReport) -> None:
+    def __init__(self, where: str, report: FilterReport, store: PostStore) -> None:
         self.where = where
         self.report = report
-        self.questions: dict[int, tuple[str, str, int]] = {}
-        self.answers: dict[int, list[tuple[int, int, str]]] = {}
+        self.store = store
 
     def add(self, attrib: dict[str, str]) -> None:
         kind = attrib.get("PostTypeId")
@@ -139,13 +146,16 @@ class _Posts:
             return
         body = html_to_text(attrib.get("Body", ""))
         if kind == QUESTION:
-            self.questions[post_id] = (attrib.get("Title", "").strip(), body, score)
+            self.store.add_question(post_id, attrib.get("Title", "").strip(), body, score)
         else:
-            self.answers.setdefault(parent, []).append((score, post_id, body))
+            self.store.add_answer(parent, score, post_id, body)
 
     def documents(self, site: str, config: StackExchangeConfig, input_name: str):
-        for qid, (title, body, score) in self.questions.items():
-            answers = sorted(self.answers.pop(qid, []), key=lambda a: (-a[0], a[1]))
+        for qid, title, body, score, answers in self.store.grouped():
+            if qid < 0:
+                for _, _, text in answers:
+                    self.report.drop("stackexchange.orphan_answer", text)
+                continue
             for _ in range(sum(1 for a in answers if not a[2])):
                 self.report.drop("stackexchange.empty", "")
             answers = [a for a in answers if a[2]]
@@ -171,10 +181,6 @@ class _Posts:
                 ],
             }
             yield Document(text, "stackexchange", f"https://{site}/questions/{qid}", meta)
-        for orphans in self.answers.values():
-            for _, _, body in orphans:
-                self.report.drop("stackexchange.orphan_answer", body)
-        self.answers.clear()
 
 
 class _RowFeeder:
@@ -309,12 +315,13 @@ class StackExchangeSource:
     def process(self, path: Path, report: FilterReport) -> Iterator[Document]:
         path = Path(path)
         site = site_of(path) or path.stem.lower()
-        posts = _Posts(str(path), report)
-        if path.name.endswith(".7z"):
-            self._read_archive(path, posts, report)
-        else:
-            self._read_xml(path, posts, report)
-        yield from posts.documents(site, self.config, path.name)
+        with PostStore(self.config.tmp_dir or None) as store:
+            posts = _Posts(str(path), report, store)
+            if path.name.endswith(".7z"):
+                self._read_archive(path, posts, report)
+            else:
+                self._read_xml(path, posts, report)
+            yield from posts.documents(site, self.config, path.name)
 
     def global_filter(self, docs: Iterable[Document], report: FilterReport) -> Iterator[Document]:
         yield from docs

@@ -58,6 +58,40 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
+def _stream_format(stream: IO[bytes]) -> str | None:
+    """The compression a stream undoes (``gzip``, ``bz2``, ``xz``, ``zstd``); None for plain."""
+    if isinstance(stream, _Prefixed):
+        stream = stream.stream
+    if isinstance(stream, gzip.GzipFile):
+        return "gzip"
+    if isinstance(stream, bz2.BZ2File):
+        return "bz2"
+    if isinstance(stream, lzma.LZMAFile):
+        return "xz"
+    if "zstd" in type(stream).__name__.lower():
+        return "zstd"
+    return None
+
+
+def stream_error_reason(stream: IO[bytes], error: BaseException, decoded_any: bool) -> str:
+    """The report key for an error raised while reading ``stream``: what really went wrong.
+
+    ``truncated``: the compressed data ends before its end marker (``EOFError``);
+    ``not_<format>``: the very first read fails, so the file is not that format at all
+    (a ``.gz`` holding plain text, random bytes named ``.bz2``); ``corrupt``: it was that
+    format but breaks later (bad CRC, garbage after the last gzip member);
+    ``unreadable``: an I/O error on an uncompressed file.
+    """
+    if isinstance(error, EOFError):
+        return "truncated"
+    if isinstance(stream, _Prefixed) and stream.head:
+        decoded_any = True
+    fmt = _stream_format(stream)
+    if fmt is None:
+        return "unreadable"
+    return "corrupt" if decoded_any else f"not_{fmt}"
+
+
 def strip_compression_suffix(name: str) -> str:
     """``"x.jsonl.gz"`` -> ``"x.jsonl"``: lets a source match on the inner format."""
     for suffix in COMPRESSED_SUFFIXES:
@@ -74,11 +108,14 @@ def iter_lines(
     A line longer than ``max_line_bytes`` is skipped without being held in
     memory and yields ``BadInput("line_too_long", "where:line")`` instead; a
     stream that breaks off (truncated archive) yields ``BadInput("truncated")``
-    and ends. The caller decides what to count; lines before the fault are kept.
+    and ends -- or ``not_gzip`` (etc.) / ``corrupt`` / ``unreadable`` when that is what the
+    fault is (:func:`stream_error_reason`). The caller decides what to count; lines before
+    the fault are kept.
     """
     pending = bytearray()
     skipping = False
     lineno = 1
+    decoded_any = False
     # read1 returns what one underlying read decompressed, so a stream cut off
     # later still delivers every complete line before the cut; read(n) would
     # raise and throw away up to n bytes already decompressed.
@@ -87,10 +124,12 @@ def iter_lines(
         try:
             chunk = read(chunk_bytes)
         except STREAM_ERRORS as error:
-            yield BadInput(f"truncated ({type(error).__name__})", f"{where}:{lineno}")
+            reason = stream_error_reason(stream, error, decoded_any)
+            yield BadInput(f"{reason} ({type(error).__name__})", f"{where}:{lineno}")
             return
         if not chunk:
             break
+        decoded_any = True
         start = 0
         while True:
             end = chunk.find(b"\n", start)
@@ -144,9 +183,13 @@ def iter_json_records(
     """``(line number, object)`` for each JSON-object line of a (compressed) JSON-lines file.
 
     Everything unreadable is counted in ``report`` and skipped: a file that
-    cannot be opened, a truncated stream (records before the cut are kept),
-    over-long or non-UTF-8 lines, invalid JSON, a line that is not an object,
-    and a file with no lines at all.
+    cannot be opened, a file that is not its compression format (``not_gzip``
+    ...), a truncated stream (records before the cut are kept), a binary file
+    (its first 64 KiB look like :func:`looks_binary`: counted once as
+    ``binary`` and not read further, rather than as thousands of ``utf8``
+    lines), over-long or non-UTF-8 lines (a line that itself looks binary
+    counts as ``binary``), invalid JSON, a line that is not an object, and a
+    file with no lines at all.
     """
     where = str(path)
     try:
@@ -159,7 +202,12 @@ def iter_json_records(
         return
     seen_any = False
     with stream:
-        for lineno, item in enumerate(iter_lines(stream, where, max_line_bytes), start=1):
+        sniffed = _Prefixed(stream)
+        if looks_binary(sniffed.head):
+            report.bad("binary", f"{where}: binary data, not text (NUL or control bytes)")
+            return
+        lines = iter_lines(sniffed, where, max_line_bytes)
+        for lineno, item in enumerate(lines, start=1):
             seen_any = True
             if isinstance(item, BadInput):
                 report.bad(item.reason.split(" ")[0], item.where)
@@ -168,7 +216,8 @@ def iter_json_records(
                 continue
             line = decode_utf8(item)
             if line is None:
-                report.bad("utf8", f"{where}:{lineno}")
+                reason = "binary" if looks_binary(item[:8192]) else "utf8"
+                report.bad(reason, f"{where}:{lineno}")
                 continue
             try:
                 record = json.loads(line)
@@ -181,3 +230,43 @@ def iter_json_records(
             yield lineno, record
     if not seen_any:
         report.bad("empty", where)
+
+
+_HEAD_BYTES = 64 << 10
+
+
+class _Prefixed:
+    """A stream whose first 64 KiB (decompressed) are read ahead, so a file can be sniffed.
+
+    :func:`iter_lines` reads it through ``read1``: first ``head``, then the rest; a fault
+    met while reading ahead is raised again once ``head`` is used up, so lines before it
+    still come out first and the fault is reported where it is.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self._read = getattr(stream, "read1", stream.read)
+        self.error: BaseException | None = None
+        head = bytearray()
+        while len(head) < _HEAD_BYTES:
+            try:
+                chunk = self._read(_HEAD_BYTES - len(head))
+            except STREAM_ERRORS as error:
+                self.error = error
+                break
+            if not chunk:
+                break
+            head += chunk
+        self.head = bytes(head)
+        self._pending = self.head
+
+    def read1(self, size: int) -> bytes:
+        if self._pending:
+            chunk, self._pending = self._pending[:size], self._pending[size:]
+            return chunk
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return self._read(size)
+
+    read = read1

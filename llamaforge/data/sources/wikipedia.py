@@ -16,13 +16,23 @@ Kept: namespace-0 pages (articles) that are not redirects, with markup removed b
   removal (default 200: what is left of stubs, lists and disambiguation pages is mostly
   template output that was removed, and such fragments are not useful prose).
 
-A truncated bz2 stream counts as ``truncated`` and malformed XML as ``xml``; pages read
+Multistream dumps (``...-pages-articles-multistream.xml.bz2`` with its
+``...-multistream-index.txt.bz2`` beside it) can be split across workers: with
+``streams_per_slice = N`` (0, the default, reads whole files) the file listing
+has one input per run of ``N`` bz2 streams, ``<dump>@<start>-<end>``, and each is
+read by seeking to its byte offset and decompressing only its streams
+(:mod:`wikipedia_multistream`); ~100 pages a stream, so ``N = 1000`` gives
+slices of ~100k pages. Dumps without an index are read whole.
+
+A truncated bz2 stream counts as ``truncated`` (a ``.bz2`` of which no page can be read as ``not_bz2``, other undecodable
+bz2 data as ``corrupt``) and malformed XML as ``xml``; pages read
 before the fault stay kept. Document ids are ``<lang>:<title>``, as a reader would look the
 page up; ``meta`` keeps page id, revision id and language.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
@@ -30,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from llamaforge.data.sources import wikipedia_multistream as multistream
 from llamaforge.data.sources.base import Document, FilterReport
 from llamaforge.data.sources.textio import STREAM_ERRORS, open_binary
 from llamaforge.data.sources.wikitext import wikitext_to_text
@@ -52,6 +63,7 @@ class WikipediaConfig:
 
     languages: list[str] = field(default_factory=lambda: list(PAPER_LANGUAGES))
     min_chars: int = 200
+    streams_per_slice: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.languages, list | tuple) or not self.languages:
@@ -65,6 +77,11 @@ class WikipediaConfig:
                     "(e.g. 'en', 'de')"
                 )
         self.languages = list(self.languages)
+        if not isinstance(self.streams_per_slice, int) or self.streams_per_slice < 0:
+            raise ConfigError(
+                "[sources.wikipedia].streams_per_slice must be an integer >= 0 (0: whole "
+                f"files), got {self.streams_per_slice!r}"
+            )
         if not isinstance(self.min_chars, int) or self.min_chars < 0:
             raise ConfigError(
                 f"[sources.wikipedia].min_chars must be an integer >= 0, got {self.min_chars!r}"
@@ -73,7 +90,7 @@ class WikipediaConfig:
 
 def dump_language(path: Path) -> str | None:
     """``dewiki-20230301-pages-articles1.xml.bz2`` -> ``"de"``; None for other file names."""
-    match = DUMP_NAME.match(path.name)
+    match = DUMP_NAME.match(path.name.split("@", 1)[0])
     return match.group(1) if match else None
 
 
@@ -87,20 +104,37 @@ class WikipediaSource:
 
     def list_inputs(self, root: Path) -> list[Path]:
         languages = set(self.config.languages)
-        return sorted(
+        dumps = sorted(
             path
             for path in Path(root).rglob("*wiki-*")
             if path.is_file() and dump_language(path) in languages
         )
+        if not self.config.streams_per_slice:
+            return dumps
+        inputs: list[Path] = []
+        for dump in dumps:
+            index = multistream.index_path(dump)
+            if dump.name.endswith("-multistream.xml.bz2") and index.is_file():
+                inputs += multistream.stream_slices(dump, self.config.streams_per_slice)
+            else:
+                inputs.append(dump)
+        return inputs
 
     def process(self, path: Path, report: FilterReport) -> Iterator[Document]:
         language = dump_language(path) or "unknown"
+        piece = multistream.MultistreamSlice(path).slice_range()
+        pages = 0
         if path.stat().st_size == 0:
             report.bad("empty", str(path))
             return
         try:
-            with open_binary(path) as stream:
+            with contextlib.ExitStack() as stack:
+                if piece is None:
+                    stream = stack.enter_context(open_binary(path))
+                else:
+                    stream = _Chunks(multistream.slice_xml(*piece))
                 for page in _iter_pages(stream):
+                    pages += 1
                     document = self._page_to_document(page, language, path, report)
                     if document is not None:
                         yield document
@@ -109,7 +143,10 @@ class WikipediaSource:
         except _NotADump as error:
             report.bad("xml", f"{path}: {error}")
         except STREAM_ERRORS as error:
-            report.bad("truncated", f"{path}: {type(error).__name__}: {error}")
+            reason = "truncated" if isinstance(error, EOFError) else "corrupt"
+            if reason == "corrupt" and not pages and piece is None:
+                reason = "not_bz2" if path.name.endswith(".bz2") else "unreadable"
+            report.bad(reason, f"{path}: {type(error).__name__}: {error}")
 
     def _page_to_document(
         self, page: dict[str, str | None], language: str, path: Path, report: FilterReport
@@ -139,6 +176,21 @@ class WikipediaSource:
     def global_filter(self, docs: Iterable[Document], report: FilterReport) -> Iterator[Document]:
         """Pages are unique by title within a dump; there is no cross-file dedup to do."""
         yield from docs
+
+
+class _Chunks:
+    """An iterator of byte chunks read as a stream (``read1``) by :func:`_iter_events`."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+
+    def read1(self, size: int = -1) -> bytes:
+        for chunk in self.chunks:
+            if chunk:
+                return chunk
+        return b""
+
+    read = read1
 
 
 class _NotADump(Exception):

@@ -10,18 +10,30 @@ Prompt: the paper's format (its Appendix A figure), not lm-eval's::
     A:
 
 A question that does not end with "?" gets one (NQ-open questions never
-have it; lm-eval adds it too). The completion is decoded greedily, cut at the
-first newline, and scored by exact match against any gold alias after
+have it; lm-eval adds it too). The completion is decoded greedily and cut
+where the paper's Appendix A says, "at the first line break, final dot or
+comma": generation stops at the first ``\n``, ``.`` or ``,`` (stop strings
+``CLOSED_BOOK_STOP``, lm-eval's ``until`` for these tasks) and the same cut
+is applied again when scoring
+(:func:`~llamaforge.eval.answers.closed_book_answer`, which also covers a
+completion that ended at the token limit or comes from elsewhere). The
+answer is stripped and scored by exact match against any gold alias after
 :func:`~llamaforge.eval.answers.normalize_answer` (the SQuAD/TriviaQA
 normalisation: lowercase, no punctuation, no articles, single spaces).
+A dot or comma inside an answer ("3.5", "St. Louis") ends it too, as in
+lm-eval; ``docs/evaluation.md`` explains the choice.
 
 Shots: the paper reports 0, 1, 5 and 64; the default is 0 (``--shots``
 chooses). Examples are drawn at random from the training split per question
-(seeded with ``EvalContext.seed``; lm-eval's sampler). When the prompt with
+(seeded with ``EvalContext.seed``; see :func:`~llamaforge.eval.generation.draw_shots`
+for how this differs from lm-eval's sampler). When the prompt with
 all shots would not leave room for the answer in the context (64 shots do
 not fit a 2048-token window for some questions), shots are dropped from the
 end until it fits; the mean number actually used is reported as
-``shots_used`` (not a column of the Markdown report, which shows exact match).
+``shots_used``, the number of questions asked with fewer shots as
+``prompts_fewer_shots`` and the number cut from the left even at 0 shots as
+``prompts_truncated`` (not columns of the Markdown report, which shows exact
+match, but a note under its tables when not 0).
 
 Data: NaturalQuestions is NQ-open (``google-research-datasets/nq_open``,
 formerly ``nq_open``; {question, answer: [aliases]}), validation split (3,610
@@ -38,7 +50,7 @@ import random
 from typing import ClassVar
 
 from llamaforge.errors import DataError
-from llamaforge.eval.answers import exact_match, first_line
+from llamaforge.eval.answers import CLOSED_BOOK_STOP, closed_book_answer, exact_match
 from llamaforge.eval.generation import (
     context_length,
     draw_shots,
@@ -50,7 +62,7 @@ from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field
 from llamaforge.inference import SamplingConfig
 
 INSTRUCTION = "Answer these questions:"
-# Answers are a few words; the newline stop usually ends generation much earlier.
+# Answers are a few words; the stop strings usually end generation much earlier.
 MAX_NEW_TOKENS = 32
 
 
@@ -79,9 +91,9 @@ class ClosedBookQA(Task):
         return "\n".join(lines)
 
     def score(self, docs: list[dict], predictions: list[str]) -> float:
-        """Exact match of each prediction's first line against the document's gold answers."""
+        """Exact match of each prediction's answer (cut as the paper says) against the golds."""
         hits = [
-            exact_match(first_line(prediction).strip(), self.gold_answers(doc))
+            exact_match(closed_book_answer(prediction), self.gold_answers(doc))
             for doc, prediction in zip(docs, predictions, strict=True)
         ]
         return sum(hits) / len(hits)
@@ -91,15 +103,17 @@ class ClosedBookQA(Task):
     ) -> dict[str, float]:
         if not docs:
             raise DataError(f"task {self.name}: no documents to evaluate")
-        cfg = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=("\n",))
+        cfg = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=CLOSED_BOOK_STOP)
         budget = prompt_token_budget(context_length(ctx.model, ctx.max_seq_len), MAX_NEW_TOKENS)
         rng = random.Random(ctx.seed)
-        prompts, used = [], []
+        prompts, used, truncated = [], [], 0
         for doc in docs:
             examples = draw_shots(fewshot_docs, shots, rng, exclude=doc)
             prompt, k = fit_shots(
                 ctx.tokenizer, lambda k, d=doc, e=examples: self.prompt(d, e[:k]), shots, budget
             )
+            if k == 0:  # fit_shots returns the 0-shot prompt even when it does not fit
+                truncated += len(ctx.tokenizer.encode(prompt, bos=True, eos=False)) > budget
             prompts.append(prompt)
             used.append(k)
         completions = generate_completions(
@@ -114,6 +128,8 @@ class ClosedBookQA(Task):
         return {
             "exact_match": self.score(docs, [c[0] for c in completions]),
             "shots_used": sum(used) / len(used),
+            "prompts_fewer_shots": sum(k < shots for k in used),
+            "prompts_truncated": truncated,
         }
 
 

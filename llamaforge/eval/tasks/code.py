@@ -1,9 +1,10 @@
 """HumanEval and MBPP: functional correctness, pass@1 and pass@k (paper §3.5, Table 8).
 
-Generated programs are executed **only** through :mod:`llamaforge.eval.sandbox`
-(separate process, time and memory limits, no network, throw-away folder, no
-access to the user's files; read its docstring for what that does and does
-not protect against).
+Generated programs are executed **only** through :mod:`llamaforge.eval.sandbox`:
+behind an OS boundary (namespaces, read-only root, seccomp, limits; see
+docs/evaluation.md for what it does and does not cover). Where that boundary
+is unavailable the task refuses to run unless ``unsafe_code_execution`` is
+set (``llamaforge eval --unsafe-code-execution``).
 
 Sampling follows the paper (and Chen et al. 2021): ``pass@1`` from samples at
 temperature 0.1, ``pass@k`` from samples at temperature 0.8, both with nucleus
@@ -56,7 +57,7 @@ from llamaforge.eval.generation import (
     prompt_token_budget,
 )
 from llamaforge.eval.pass_at_k import mean_pass_at_k
-from llamaforge.eval.sandbox import SandboxLimits, run_programs
+from llamaforge.eval.sandbox import SandboxLimits, require_boundary, run_programs
 from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
 from llamaforge.inference import SamplingConfig
 
@@ -80,6 +81,7 @@ class CodeTask(Task):
         ks: Sequence[int] = (10,),
         limits: SandboxLimits = DEFAULT_LIMITS,
         workers: int | None = None,
+        unsafe_code_execution: bool = False,
     ):
         if pass1_samples < 0 or samples < 0:
             raise ConfigError(f"task {self.name}: sample counts must be >= 0")
@@ -91,6 +93,7 @@ class CodeTask(Task):
         self.pass1_samples, self.samples, self.ks = pass1_samples, samples, tuple(ks)
         self.limits = limits
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.unsafe_code_execution = unsafe_code_execution
 
     def prompt(self, doc: dict, examples: list[dict]) -> str:
         raise NotImplementedError
@@ -108,7 +111,14 @@ class CodeTask(Task):
             for doc, per_doc in zip(docs, completions, strict=True)
             for c in per_doc
         ]
-        results = iter(run_programs(programs, self.limits, workers=self.workers, progress=progress))
+        results = run_programs(
+            programs,
+            self.limits,
+            workers=self.workers,
+            progress=progress,
+            unsafe=self.unsafe_code_execution,
+        )
+        results = iter(results)
         return [[next(results).passed for _ in per_doc] for per_doc in completions]
 
     def evaluate(
@@ -116,6 +126,7 @@ class CodeTask(Task):
     ) -> dict[str, float]:
         if not docs:
             raise DataError(f"task {self.name}: no documents to evaluate")
+        require_boundary(self.unsafe_code_execution)  # before generating anything
         if shots and self.dataset.fewshot_split is None:
             raise ConfigError(f"task {self.name} is zero-shot; drop --shots")
         if len(fewshot_docs) < shots:

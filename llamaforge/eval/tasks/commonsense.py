@@ -4,7 +4,8 @@ Prompts are lm-evaluation-harness 0.4's templates (named in each task's
 docstring), because LLaMA-style numbers are reported with them. Every choice
 is a continuation with a leading space (lm-eval's ``target_delimiter``), and
 is ranked by its log-likelihood under the paper's rule (``method``):
-normalised by its number of characters, except BoolQ and OpenBookQA
+normalised by its number of characters (the choice's, without the delimiter
+space, as lm-eval's ``acc_norm`` counts them), except BoolQ and OpenBookQA
 (normalised by the likelihood given ``"Answer:"``) and WinoGrande (partial
 scoring). ``acc`` is that rule, ``acc_raw`` the plain sum of log-probs.
 

@@ -1,4 +1,4 @@
-"""MMLU, 5-shot (paper Table 9): the format of the original MMLU code, HELM and LLaMA.
+"""MMLU, 5-shot (paper Table 9), in lm-eval 0.4's format with the original code's shot dropping.
 
 Data: ``cais/mmlu`` config ``all`` (every subject in one split, records
 ``{question, subject, choices, answer}``, ``answer`` an index 0-3), scored on
@@ -12,11 +12,29 @@ Prompt, per subject (``_`` in the subject name read as a space)::
     ... (k shots) ...
     {question}\\nA. ...\\nD. {choice}\\nAnswer:
 
-and the choices are the letters `` A`` .. `` D``. Shots are the first k
-``dev`` records of the same subject, as in the original code (and lm-eval's
-``first_n`` sampler), not a random draw. Letters are one token each, so they
-are ranked by raw log-likelihood (character normalisation would not change
-the ranking).
+and the choices are the letters `` A`` .. `` D``. This is exactly the prompt
+of lm-eval 0.4's ``mmlu`` task (``tasks/mmlu/default``: its
+``description``, ``doc_to_text``, ``target_delimiter`` and ``"\\n\\n"``
+between shots; tested against its YAML). lm-eval derived it from the format
+of Hendrycks et al.'s ``evaluate.py``, which differs in two details: it
+writes "about" followed by *two* spaces (its ``format_subject`` puts a
+space before every word) and it does not strip the question text. The LLaMA
+paper does not print its prompt. Shots are the first k ``dev`` records of the
+same subject, as in the original code (and lm-eval's ``first_n`` sampler),
+not a random draw. Letters are ranked by raw log-likelihood of the
+continuation `` A`` .. `` D`` (the original reads the same tokens from the
+next-token distribution); they are one token each, so character
+normalisation would not change the ranking.
+
+**Prompts longer than the context.** As in the original code (``while
+crop(prompt) != prompt: k -= 1``), a question whose k-shot prompt and
+answer letter do not fit the model's window is asked with one shot fewer,
+until it fits; lm-eval instead cuts the prompt from the left, which removes
+the instruction and the first shots' questions. Only a question that does
+not fit even with 0 shots is cut from the left (by the scorer). The metrics
+say how often: ``prompts_fewer_shots`` (questions asked with fewer than k
+shots), ``prompts_truncated`` (cut even at 0 shots) and ``shots_used`` (the
+mean), and the Markdown report prints a note when either count is not 0.
 
 Metrics: ``acc`` is the average of the per-subject accuracies (the paper's
 "average over the 57 tasks"), ``acc_micro`` pools every question (the
@@ -31,9 +49,10 @@ then over the subjects present.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from llamaforge.errors import ConfigError, DataError
+from llamaforge.eval.likelihood import model_max_len, split_request
 from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
 from llamaforge.eval.tasks.choice_task import FEWSHOT_DELIMITER, Question, score_questions
 
@@ -111,7 +130,7 @@ def build_prompt(doc: dict, shots: list[dict]) -> str:
 
 @register_task
 class MMLU(Task):
-    """MMLU 5-shot in the original format (module docstring)."""
+    """MMLU 5-shot in lm-eval's format, shots dropped to fit (module docstring)."""
 
     name = "mmlu"
     title = "MMLU"
@@ -126,13 +145,38 @@ class MMLU(Task):
         ("acc", "Average"),
     )
 
-    def questions(self, docs: list[dict], fewshot_docs: list[dict], shots: int) -> list[Question]:
+    def questions(
+        self,
+        docs: list[dict],
+        fewshot_docs: list[dict],
+        shots: int,
+        *,
+        tokenizer: Any = None,
+        max_len: int | None = None,
+    ) -> list[Question]:
+        """One question per document; with ``tokenizer`` and ``max_len``, shots dropped to fit."""
+        return [
+            q for q, _, _ in self.fitted_questions(docs, fewshot_docs, shots, tokenizer, max_len)
+        ]
+
+    def fitted_questions(
+        self,
+        docs: list[dict],
+        fewshot_docs: list[dict],
+        shots: int,
+        tokenizer: Any = None,
+        max_len: int | None = None,
+    ) -> list[tuple[Question, int, bool]]:
+        """``(question, shots used, fits the window)`` per document (module docstring).
+
+        Without ``tokenizer`` and ``max_len`` every question keeps its ``shots``.
+        """
         if shots < 0:
             raise ConfigError(f"shots must be >= 0, got {shots}")
         pool: dict[str, list[dict]] = defaultdict(list)
         for doc in fewshot_docs:
             pool[subject_of(doc)].append(doc)
-        questions = []
+        out = []
         for doc in docs:
             subject = subject_of(doc)
             examples = [s for s in pool[subject] if s != doc][:shots]
@@ -141,17 +185,25 @@ class MMLU(Task):
                     f"task mmlu: {shots} shots asked but the few-shot split has "
                     f"{len(examples)} {subject} examples; lower --shots"
                 )
-            prompt = build_prompt(doc, examples)
+            k, prompt = shots, build_prompt(doc, examples)  # checks the choices
             letters = [" " + letter for letter in LETTERS[: len(doc["choices"])]]
-            questions.append(Question(tuple((prompt, c) for c in letters), gold_index(doc)))
-        return questions
+            fit = tokenizer is not None and max_len is not None
+            fits = not fit or _scored_whole(tokenizer, prompt, letters, max_len)
+            while not fits and k > 0:  # the original code's ``k -= 1``
+                k -= 1
+                prompt = build_prompt(doc, examples[:k])
+                fits = _scored_whole(tokenizer, prompt, letters, max_len)
+            out.append((Question(tuple((prompt, c) for c in letters), gold_index(doc)), k, fits))
+        return out
 
     def evaluate(
         self, ctx: EvalContext, docs: list[dict], fewshot_docs: list[dict], shots: int
     ) -> dict[str, float]:
         if not docs:
             raise DataError("task mmlu: no documents to evaluate")
-        outcome = score_questions(ctx, self.questions(docs, fewshot_docs, shots), "raw")
+        max_len = model_max_len(ctx.model, ctx.max_seq_len)
+        fitted = self.fitted_questions(docs, fewshot_docs, shots, ctx.tokenizer, max_len)
+        outcome = score_questions(ctx, [q for q, _, _ in fitted], "raw")
         per_subject: dict[str, list[bool]] = defaultdict(list)
         for doc, (right, _) in zip(docs, outcome, strict=True):
             per_subject[doc["subject"]].append(right)
@@ -165,8 +217,22 @@ class MMLU(Task):
             if present:
                 metrics[f"acc_{category}"] = _mean(present)
         metrics.update({f"acc_subject_{s}": a for s, a in subject_acc.items()})
+        metrics["shots_used"] = sum(k for _, k, _ in fitted) / len(fitted)
+        metrics["prompts_fewer_shots"] = sum(k < shots for _, k, _ in fitted)
+        metrics["prompts_truncated"] = sum(not fits for _, _, fits in fitted)
         metrics["n"] = len(outcome)
         return metrics
+
+
+def _scored_whole(tokenizer: Any, prompt: str, letters: list[str], max_len: int) -> bool:
+    """Whether every ``(prompt, letter)`` request fits the scorer's window without truncation.
+
+    The scorer keeps the last ``max_len + 1`` tokens of BOS + prompt + letter
+    (the last one is only a target), so that is the limit.
+    """
+    return all(
+        sum(map(len, split_request(tokenizer, prompt, letter))) <= max_len + 1 for letter in letters
+    )
 
 
 def _mean(values) -> float:

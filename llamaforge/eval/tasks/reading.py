@@ -12,14 +12,18 @@ per question, and it keeps every question independent of reading order)::
     Article: {article}\\n\\nQuestion: {question}\\nAnswer: {option}
 
 About a third of RACE questions are fill-in sentences with a blank (``_``)
-instead of a question. Those are completed in place, as lm-eval does: the
+instead of a question. Those are completed in place (lm-eval writes the
+earlier questions of an article this way when the blank ends the sentence,
+but leaves the blank in its scored question and appends the option): the
 context is the sentence up to the blank and the continuation is the option
 followed by the rest of the sentence (``"The passage is mainly about _ ."``
 -> context ``"...mainly about"``, continuation ``" the weather."``). A
 sentence that starts with the blank has the option right after the article.
 Only the first blank (a run of underscores) is filled; the rest of the text is
 kept as written. Choices are ranked by the paper's character-normalised
-log-likelihood (``acc``); ``acc_raw`` is the plain sum.
+log-likelihood (``acc``; the characters of the continuation without its
+leading space, option and rest of the sentence for a blank); ``acc_raw`` is
+the plain sum, the only metric lm-eval's ``race`` reports.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ verify / fall-back-to-the-previous-valid semantics as
 :class:`~llamaforge.train.checkpoint.CheckpointManager`. A shared filesystem
 is assumed, as DCP's ``FileSystemWriter`` itself does.
 
+Loading goes through :func:`llamaforge.formats.dcp_safe.load_dcp`: DCP's own
+reader unpickles ``.metadata`` and ``torch.load``s non-tensor entries without
+``weights_only``, which would let a crafted checkpoint run code on resume.
+
 Resharding comes from DCP: the state dict holds DTensors with global shapes,
 so any ("dp", "tp") layout, or one process without a process group, loads any
 other layout's checkpoint. A resume with a different world size restores the
@@ -34,6 +38,7 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -42,13 +47,15 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from llamaforge.errors import CheckpointError, ConfigError
+from llamaforge.errors import CheckpointError, ConfigError, LlamaforgeError
+from llamaforge.formats.dcp_safe import load_dcp
 from llamaforge.train.checkpoint import CheckpointManager, _as_dict
 from llamaforge.train.checkpoint_files import (
     FORMAT_VERSION,
     checkpoint_layout,
     file_entry,
     read_json,
+    save_failed,
     verify_checkpoint,
     write_json,
     write_manifest,
@@ -88,16 +95,18 @@ def _load_into(
             warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled")
             if optimizer is None:
                 model_sd = get_model_state_dict(model)
-                dcp.load({"model": model_sd}, checkpoint_id=folder, no_dist=not distributed)
+                load_dcp({"model": model_sd}, folder, no_dist=not distributed)
                 set_model_state_dict(model, model_sd)
             else:
                 model_sd, optim_sd = get_state_dict(model, optimizer)
                 wanted = {"model": model_sd, "optimizer": optim_sd}
-                dcp.load(wanted, checkpoint_id=folder, no_dist=not distributed)
+                load_dcp(wanted, folder, no_dist=not distributed)
                 set_state_dict(
                     model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd
                 )
-    except (RuntimeError, ValueError, KeyError) as error:
+    except LlamaforgeError:
+        raise  # already names the file and what to do
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(
             f"{folder}: the sharded checkpoint does not fit this model/optimizer ({error}); "
             "build the model from the checkpoint's config.json"
@@ -157,12 +166,25 @@ def _load_single_file(
     return read_json(folder / "state.json")
 
 
+def _first_failure(error: BaseException, rank: int) -> tuple[int, BaseException]:
+    """The failing rank and its own exception: DCP gathers them into one CheckpointException."""
+    failures = error.failures if isinstance(error, CheckpointException) else None
+    if failures:
+        first = min(failures)
+        return first, failures[first][0]  # (exception, traceback)
+    return rank, error
+
+
 class DistributedCheckpointManager(CheckpointManager):
     """:class:`CheckpointManager` for a process group: every rank calls every method.
 
     Rank 0 owns the folder (temporary name, manifest, rename, pruning) and
     broadcasts the outcome, so all ranks agree on the path, and an error on
-    rank 0 is raised on every rank instead of leaving the others waiting.
+    rank 0 is raised on every rank instead of leaving the others waiting. A
+    save that cannot write on some rank (disk full, quota, permissions: DCP
+    gathers the failure to every rank) raises the same one-line
+    :class:`CheckpointError` on every rank, naming the failing rank; the
+    temporary folder is removed and the previous checkpoints are untouched.
     """
 
     def __init__(self, directory: str | os.PathLike, keep_last: int, ctx: ParallelContext):
@@ -173,11 +195,16 @@ class DistributedCheckpointManager(CheckpointManager):
         """Run ``work()`` on rank 0 and return its result on every rank, errors included."""
         if not self.ctx.is_main:
             kind, value = self.ctx.broadcast(None)
+            if kind == "ours":  # already one line naming the rank and what to do
+                raise CheckpointError(value)
             if kind == "error":
                 raise CheckpointError(f"rank 0 failed: {value}")
             return value
         try:
             value = work()
+        except LlamaforgeError as error:
+            self.ctx.broadcast(("ours", str(error)))
+            raise
         except Exception as error:
             self.ctx.broadcast(("error", f"{type(error).__name__}: {error}"))
             raise
@@ -201,18 +228,30 @@ class DistributedCheckpointManager(CheckpointManager):
         def begin() -> Path:
             if tokenizer is not None and not tokenizer.is_file():
                 raise ConfigError(f"tokenizer file {tokenizer} does not exist")
-            return self._begin(step)
+            try:
+                return self._begin(step)
+            except OSError as error:
+                raise save_failed(step, error, self.directory, rank=0) from error
 
         tmp = Path(self._agree(begin))
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
-        rng_path = tmp / rng_file_name(ctx.rank)
-        torch.save(capture_rng_state(), rng_path)
-        mine = {p.name: file_entry(p) for p in sorted(tmp.glob(f"__{ctx.rank}_*.distcp"))}
-        mine[rng_path.name] = file_entry(rng_path)
-        gathered = ctx.gather(mine)
+        try:  # every rank writes its own files; a failure anywhere is agreed on below
+            model_sd, optim_sd = get_state_dict(model, optimizer)
+            dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
+            rng_path = tmp / rng_file_name(ctx.rank)
+            torch.save(capture_rng_state(), rng_path)
+            mine = {p.name: file_entry(p) for p in sorted(tmp.glob(f"__{ctx.rank}_*.distcp"))}
+            mine[rng_path.name] = file_entry(rng_path)
+            written: tuple[str, Any] = ("ok", mine)
+        except (Exception, CheckpointException) as error:  # DCP's is a BaseException
+            rank, cause = _first_failure(error, ctx.rank)
+            written = ("error", str(save_failed(step, cause, self.directory, rank)))
+        gathered = ctx.gather(written)
 
         def commit() -> Path:
+            failures = [value for kind, value in gathered or [] if kind == "error"]
+            if failures:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise CheckpointError(failures[0])
             try:
                 config = {
                     "format": "llamaforge",
@@ -225,16 +264,21 @@ class DistributedCheckpointManager(CheckpointManager):
                 if tokenizer is not None:
                     shutil.copyfile(tokenizer, tmp / "tokenizer.model")
                 files: dict[str, Any] = {}
-                for entries in gathered or []:
+                for _, entries in gathered or []:
                     files.update(entries)
                 for name in ("config.json", "state.json", ".metadata", "tokenizer.model"):
                     if (tmp / name).is_file():
                         files[name] = file_entry(tmp / name)
                 write_manifest(tmp, step, dict(sorted(files.items())), layout="dcp")
-            except BaseException:
+            except BaseException as error:
                 shutil.rmtree(tmp, ignore_errors=True)
+                if isinstance(error, OSError):
+                    raise save_failed(step, error, self.directory, rank=0) from error
                 raise
-            return self._commit(tmp, step)
+            try:
+                return self._commit(tmp, step)
+            except OSError as error:
+                raise save_failed(step, error, self.directory, rank=0) from error
 
         return Path(self._agree(commit))
 

@@ -89,6 +89,11 @@ class DistributedRuntime:
         (anyone,) = self.ctx.all_reduce([1.0 if local else 0.0], op="max")
         return local or ("SIGTERM" if anyone else None)
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank; every rank gets the answer."""
+        (anyone,) = self.ctx.all_reduce([1.0 if flag else 0.0], op="max")
+        return anyone > 0
+
     def checkpoint_manager(self) -> DistributedCheckpointManager:
         ckpt = self.cfg.checkpoint
         return DistributedCheckpointManager(self.cfg.checkpoint_dir, ckpt.keep_last, self.ctx)

@@ -8,6 +8,8 @@ from llamaforge.data.ccnet.arpa import train_arpa
 from llamaforge.data.ccnet.perplexity import (
     PerplexityScorer,
     bucket,
+    ccnet_cutoffs,
+    cutoff_languages,
     perplexity_cutoffs,
     prepare_line,
 )
@@ -57,15 +59,37 @@ def test_train_arpa_rejects_empty_text(tmp_path):
     assert not (tmp_path / "lm.arpa").exists()
 
 
-def test_document_perplexity_is_ccnet_formula_over_normalised_paragraphs(tmp_path):
+def test_document_perplexity_is_ccnet_pipeline_formula(tmp_path):
+    # CCNet's mine.py normalises the whole document (newlines are control characters and
+    # go), so it scores one sequence: 10 ** (-log10 p / (words + 1)), rounded to 0.1.
     lm_path = train_arpa([prepare_line(line) for line in CORPUS], 3, tmp_path / "lm.arpa")
     scorer = PerplexityScorer(lm_path)
     doc = "The Cat sat on the MAT.\n\nA dog ate 12 rats"
-    lines = ["the cat sat on the mat.", "a dog ate 00 rats"]
-    log10 = sum(scorer.model.score(line) for line in lines)
-    tokens = (6 + 1) + (5 + 1)
-    assert scorer.perplexity(doc) == pytest.approx(10 ** (-log10 / tokens), rel=1e-6)
+    joined = "the cat sat on the mat.a dog ate 00 rats"
+    assert prepare_line(doc) == joined
+    log10 = scorer.model.score(joined, bos=True, eos=True)
+    assert scorer.perplexity(doc) == round(10 ** (-log10 / (10 + 1)), 1)  # 10 words + </s>
     assert scorer.perplexity("\n \n") == math.inf
+
+
+def test_line_by_line_perplexity_is_docLM_formula(tmp_path):
+    lm_path = train_arpa([prepare_line(line) for line in CORPUS], 3, tmp_path / "lm.arpa")
+    scorer = PerplexityScorer(lm_path)
+    doc = "The Cat sat on the MAT.\n\nA dog ate 12 rats"
+    lines = ["the cat sat on the mat.", "", "a dog ate 00 rats"]
+    log10 = sum(scorer.model.score(line) for line in lines)
+    tokens = (6 + 1) + (0 + 1) + (5 + 1)  # DocLM scores the empty line too
+    assert scorer.perplexity(doc, lines=True) == round(10 ** (-log10 / tokens), 1)
+
+
+def test_ccnet_cutoff_table_values():
+    # cc_net/data/cutoff.csv rows 30 and 60, read by hand.
+    assert ccnet_cutoffs("en") == (340.0, 520.0)
+    assert ccnet_cutoffs("de") == (370.0, 590.0)
+    assert ccnet_cutoffs("en", (0, 1)) == (0.0, 160.0)
+    assert len(cutoff_languages()) == 48 and "zh" in cutoff_languages()
+    with pytest.raises(ConfigError, match="tlh"):
+        ccnet_cutoffs("tlh")
 
 
 def test_in_domain_text_has_lower_perplexity_than_shuffled(tmp_path):
@@ -92,7 +116,7 @@ def test_sentencepiece_tokenisation_is_applied_before_kenlm(tmp_path):
     scorer = PerplexityScorer(lm_path, tmp_path / "sp.model")
     expected_log10 = scorer.model.score(pieces[0])
     expected = 10 ** (-expected_log10 / (len(pieces[0].split()) + 1))
-    assert scorer.perplexity(CORPUS[0]) == pytest.approx(expected, rel=1e-6)
+    assert scorer.perplexity(CORPUS[0]) == round(expected, 1)
 
 
 def test_bucket_boundaries_and_percentile_cutoffs():
@@ -113,3 +137,16 @@ def test_unloadable_lm_is_config_error(tmp_path):
     bad.write_text("not an arpa file\n")
     with pytest.raises(ConfigError, match="bad.arpa"):
         PerplexityScorer(bad)
+
+
+def test_kenlm_loading_banner_is_kept_off_our_output(tmp_path, capfd):
+    lm_path = train_arpa(CORPUS * 3, 3, tmp_path / "lm.arpa")
+    capfd.readouterr()
+    kenlm.Model(str(lm_path))
+    assert "Loading" in capfd.readouterr().err  # KenLM's own banner, on fd 2
+    scorer = PerplexityScorer(lm_path)
+    print("ours", file=__import__("sys").stderr)
+    assert capfd.readouterr().err == "ours\n"
+    assert scorer.perplexity("the cat sat on the mat") > 0
+    with pytest.raises(ConfigError, match="cannot load KenLM model"):
+        PerplexityScorer(tmp_path / "missing.arpa")

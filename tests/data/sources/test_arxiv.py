@@ -211,3 +211,87 @@ def test_ids_config_and_pickling(tmp_path):
         config_from_table(ArxivConfig, {"max_depth": 3}, "sources.arxiv")
     source = pickle.loads(pickle.dumps(ArxivSource(ArxivConfig(max_input_depth=2))))
     assert source.config.max_input_depth == 2
+
+
+def test_strip_comments_keeps_percent_in_urls_verb_and_verbatim():
+    text = (
+        "see \\url{https://a.org/x%20y} and \\href{https://b.org/%7Eme}{me} % gone\n"
+        "\\verb|50%| \\verb*+a%b+ rate 5\\% % gone\n"
+        '\\begin{verbatim}\n% printf("%d")\n\\end{verbatim}\n'
+        "\\begin{lstlisting}\nx = 10 % 3\n\\end{lstlisting}\n"
+        "% whole line\n"
+        "after 100% done\n"
+    )
+    assert strip_comments(text) == (
+        "see \\url{https://a.org/x%20y} and \\href{https://b.org/%7Eme}{me} \n"
+        "\\verb|50%| \\verb*+a%b+ rate 5\\% \n"
+        '\\begin{verbatim}\n% printf("%d")\n\\end{verbatim}\n'
+        "\\begin{lstlisting}\nx = 10 % 3\n\\end{lstlisting}\n"
+        "after 100\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("first_header", "later"),
+    [
+        ("\\chapter{Introduction}", "\\section{Background}"),
+        ("\\chapter*{Preface}", "\\chapter{One}"),
+        ("\\part{Theory}", "\\chapter{One}"),
+        ("\\subsection[short]{A long title}", "\\section{B}"),
+    ],
+)
+def test_body_starts_at_the_first_section_like_header(tmp_path, first_header, later):
+    body = f"{first_header}\nFirst chapter text.\n{later}\nMore text.\n"
+    path = tmp_path / "2301.00099.tex"
+    path.write_text(PREAMBLE.replace("%EXTRA%", "") + "\\maketitle\nAbstract here.\n" + body)
+    docs, report = run([path])
+    text = docs["2301.00099"].text
+    assert text.startswith(first_header) and "First chapter text." in text
+    assert "More text." in text and "Abstract here." not in text
+
+
+def test_url_with_percent_survives_cleaning(tmp_path):
+    path = tmp_path / "2301.00098.tex"
+    body = "\\section{Data}\nFrom \\url{https://x.org/a%20b} at 50\\% rate.\n"
+    path.write_text(PREAMBLE.replace("%EXTRA%", "") + body + BIBLIOGRAPHY)
+    docs, _ = run([path])
+    assert "\\url{https://x.org/a%20b} at 50\\% rate." in docs["2301.00098"].text
+
+
+def test_monthly_bulk_tar_is_streamed_paper_by_paper(tmp_path):
+    def paper(title):
+        return (
+            PREAMBLE.replace("%EXTRA%", "") + f"\\section{{{title}}} body of {title}" + BIBLIOGRAPHY
+        )
+
+    members = {
+        "2301/2301.00001.gz": tar_gz({"main.tex": paper("Project"), "fig.png": b"\x89PNG"}),
+        "2301/2301.00002.gz": gzip.compress(paper("Single").encode()),
+        "2301/2301.00003.pdf": b"%PDF-1.4 no source for this one",
+        "2301/2301.00004.gz": gzip.compress(paper("Broken").encode())[:40],  # cut member
+        "2301/2301.00005.gz": gzip.compress(paper("Last").encode()),
+    }
+    bulk = tmp_path / "arXiv_src_2301_001.tar"
+    with tarfile.open(bulk, "w") as archive:  # plain tar, as arXiv ships them
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    source = ArxivSource(ArxivConfig())
+    assert source.list_inputs(tmp_path) == [bulk]
+    docs, report = run([bulk])
+    assert sorted(docs) == ["2301.00001", "2301.00002", "2301.00005"]
+    assert docs["2301.00001"].text == "\\section{Project} body of Project"
+    assert docs["2301.00002"].meta["bulk_tar"] == bulk.name
+    assert dict(report.dropped_docs) == {"arxiv.pdf_only": 1}
+    assert dict(report.bad_input) == {"truncated": 1}
+    assert "2301.00004" in report.bad_input_examples["truncated"]
+    # A bulk tar cut in the middle keeps the papers before the cut.
+    cut = tmp_path / "cut" / "arXiv_src_2301_002.tar"
+    cut.parent.mkdir()
+    with tarfile.open(bulk) as archive:
+        last = archive.getmembers()[-1].offset_data
+    cut.write_bytes(bulk.read_bytes()[: last + 10])  # inside the last paper's data
+    docs, report = run([cut])
+    assert {"2301.00001", "2301.00002"} <= set(docs) and "2301.00005" not in docs
+    assert report.bad_input["truncated"] >= 1

@@ -124,6 +124,21 @@ def test_source_pickles_and_lists_only_archives(samples, config):
     assert source.list_inputs(paths[0]) == [paths[0]]
 
 
+def test_default_cutoffs_are_ccnets_per_language_table(samples):
+    table = {**sample_config(samples[0]), "perplexity_cutoffs": []}
+    config = CommonCrawlConfig(**{**table, "languages": ["en", "de"]})
+    assert config.cutoffs_for("en") == (340.0, 520.0)  # cc_net cutoff.csv, p30 / p60
+    assert config.cutoffs_for("de") == (370.0, 590.0)
+    assert CommonCrawlConfig(**table, perplexity_percentiles=[0, 1]).cutoffs_for("en") == (
+        0.0,
+        160.0,
+    )
+    with pytest.raises(ConfigError, match=r"perplexity_cutoffs.*has no tlh"):
+        CommonCrawlConfig(**{**table, "languages": ["en", "tlh"]})
+    with pytest.raises(ConfigError, match="perplexity_percentiles"):
+        CommonCrawlConfig(**table, perplexity_percentiles=[60, 30])
+
+
 def test_config_errors_name_the_field(samples, tmp_path):
     table = sample_config(samples[0])
     with pytest.raises(ConfigError, match=r"\[sources.commoncrawl\].lang_threshold"):

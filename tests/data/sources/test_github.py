@@ -72,10 +72,11 @@ def test_line_heuristic_thresholds():
     short = "x = 1\n" * 50
     assert source.check(record(content=short + "a" * 1000 + "\n"))[1] == ""
     assert source.check(record(content=short + "a" * 1001 + "\n"))[1] == "github.max_line_length"
-    wide = ("b" * 100 + "\n") * 5
+    # RedPajama's mean is len(text) / lines: the line breaks count.
+    wide = ("b" * 99 + "\n") * 5
     assert line_stats(wide).avg_line_length == 100
     assert source.check(record(content=wide))[1] == ""
-    assert source.check(record(content=("b" * 101 + "\n") * 5))[1] == "github.avg_line_length"
+    assert source.check(record(content=("b" * 100 + "\n") * 5))[1] == "github.avg_line_length"
     # 1 alphanumeric character in 4 is exactly the threshold; fewer is dropped.
     assert source.check(record(content="a--\n" * 10))[1] == ""
     assert source.check(record(content="a---\n" * 10))[1] == "github.alnum_fraction"
@@ -139,3 +140,26 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="min_alnum_fraction"):
         config_from_table(GitHubConfig, {"min_alnum_fraction": 2}, "sources.github")
     assert GitHubConfig(licenses=["MIT"]).licenses == ["mit"]
+
+
+def test_line_stats_use_redpajamas_formulas():
+    stats = line_stats("ab\ncd\n")
+    assert (stats.max_line_length, stats.avg_line_length) == (2, 3.0)
+    assert stats.alnum_fraction == 4 / 6
+    assert line_stats("").max_line_length == 0 and line_stats("").alnum_fraction == 0.0
+
+
+def test_line_statistics_are_taken_after_the_banner_is_removed():
+    source = GitHubSource(GitHubConfig())
+    long_banner = "# Copyright 2020 Acme. " + "Licensed under the MIT License. " * 40 + "\n"
+    assert len(long_banner) > 1000
+    # The 1300-character licence line goes with the banner, so the code is judged alone.
+    assert source.check(record(content=long_banner + CODE)) == (CODE, "", len(long_banner))
+    # A letter-rich banner must not lift a file of symbols over the alphanumeric threshold.
+    symbols = "+-*/ = ;\n" * 30
+    wordy = "# Copyright 2021 Acme Corporation All Rights Reserved\n" * 20
+    assert source.check(record(content=symbols))[1] == "github.alnum_fraction"
+    assert source.check(record(content=wordy + symbols))[1] == "github.alnum_fraction"
+    # Without banner removal the statistics cover the whole file, banner included.
+    keep_banner = GitHubSource(GitHubConfig(remove_license_header=False))
+    assert keep_banner.check(record(content=long_banner + CODE))[1] == "github.max_line_length"

@@ -2,13 +2,16 @@ import bz2
 import gzip
 import io
 import lzma
+import random
 
 import pytest
 import zstandard
 
+from llamaforge.data.sources.base import FilterReport
 from llamaforge.data.sources.textio import (
     BadInput,
     decode_utf8,
+    iter_json_records,
     iter_lines,
     looks_binary,
     open_binary,
@@ -109,3 +112,51 @@ def test_looks_binary():
     assert not looks_binary("plain text, tabs\tand\nnewlines\r\n and é".encode())
     assert not looks_binary(b"")
     assert not looks_binary(b"a\x1b[0m coloured " * 10)  # a few escape codes are text
+
+
+def _reasons(path):
+    report = FilterReport()
+    records = list(iter_json_records(path, report))
+    return records, dict(report.bad_input), report.bad_input_examples
+
+
+def test_binary_jsonl_is_one_binary_input_not_many_utf8_lines(tmp_path):
+    path = tmp_path / "blob.jsonl"
+    path.write_bytes(random.Random(0).randbytes(200_000))  # ~780 "lines" split at \n bytes
+    records, bad, examples = _reasons(path)
+    assert records == [] and bad == {"binary": 1}
+    assert "not text" in examples["binary"]
+    packed = tmp_path / "blob.jsonl.gz"
+    packed.write_bytes(gzip.compress(random.Random(1).randbytes(50_000)))
+    assert _reasons(packed)[1] == {"binary": 1}
+
+
+def test_latin1_lines_are_still_utf8_errors(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n' + '{"text": "caf\xe9"}\n'.encode("latin-1") * 3)
+    records, bad, _ = _reasons(path)
+    assert len(records) == 1 and bad == {"utf8": 3}
+
+
+@pytest.mark.parametrize(
+    ("suffix", "reason"),
+    [(".gz", "not_gzip"), (".bz2", "not_bz2"), (".xz", "not_xz"), (".zst", "not_zstd")],
+)
+def test_data_that_is_not_the_compression_format_is_named_so(tmp_path, suffix, reason):
+    path = tmp_path / f"plain.jsonl{suffix}"
+    path.write_bytes(b'{"text": "I was never compressed"}\n' * 50)
+    records, bad, _ = _reasons(path)
+    assert records == [] and bad == {reason: 1}
+
+
+def test_truncated_and_corrupt_gzip_are_told_apart(tmp_path):
+    body = b"".join(b'{"text": "record %d"}\n' % i for i in range(20_000))
+    packed = gzip.compress(body)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    records, bad, _ = _reasons(cut)
+    assert bad == {"truncated": 1} and 0 < len(records) < 20_000
+    trailing = tmp_path / "trailing.jsonl.gz"
+    trailing.write_bytes(packed + b"garbage after the last member")
+    records, bad, _ = _reasons(trailing)
+    assert bad == {"corrupt": 1} and len(records) == 20_000

@@ -70,6 +70,36 @@ def test_exact_match_uses_the_normalisation_aliases_and_first_line():
         nq.prompt({"query": "x", "answer": ["y"]}, [])
 
 
+CANBERRA = {"question": "what is the capital of australia", "answer": ["Canberra"]}
+
+
+def test_answer_stops_at_the_first_line_break_dot_or_comma():
+    # Appendix A: "we stop at the first line break, final dot or comma"
+    nq = get_task("nq_open")
+    assert nq.score([CANBERRA], [" Canberra, not Sydney"]) == 1.0
+    assert nq.score([CANBERRA], [" Canberra. It is in the ACT"]) == 1.0
+    assert nq.score([CANBERRA], [" Canberra\nQ: next, question."]) == 1.0
+    assert nq.score([CANBERRA], [" Sydney, then Canberra"]) == 0.0
+    # a dot inside an answer ends it too, as in lm-eval (documented consequence)
+    assert nq.score([{"question": "q", "answer": ["St. Louis"]}], [" St. Louis"]) == 0.0
+    assert nq.score([{"question": "q", "answer": ["3"]}], [" 3.5 metres"]) == 1.0
+
+
+def test_the_stop_strings_end_generation_at_the_comma():
+    class CountingModel(ScriptedModel):
+        steps = 0
+
+        def forward(self, tokens, **kwargs):
+            self.steps += 1
+            return super().forward(tokens, **kwargs)
+
+    model = CountingModel(answer_last_question({CANBERRA["question"]: "Canberra, not Sydney"}))
+    ctx = EvalContext(model, TOK, progress=False)
+    assert get_task("nq_open").evaluate(ctx, [CANBERRA], [], 0)["exact_match"] == 1.0
+    # prefill + one step per token after the first, up to the comma: " Canberra," is 10 tokens
+    assert model.steps == len(" Canberra,")
+
+
 def answer_last_question(answers):
     """A model that knows ``answers[question]`` for the last question of the prompt."""
 
@@ -91,7 +121,9 @@ def test_end_to_end_from_local_jsonl_greedy_until_newline(tmp_path):
         answer_last_question({NQ["question"]: "Darwin", wrong["question"]: "Cusco"})
     )
     ctx = EvalContext(model, TOK, batch_size=2, progress=False)
-    assert task.evaluate(ctx, docs, fewshot, 1) == {"exact_match": 0.5, "shots_used": 1.0}
+    assert task.evaluate(ctx, docs, fewshot, 1) == {
+        "exact_match": 0.5, "shots_used": 1.0, "prompts_fewer_shots": 0, "prompts_truncated": 0
+    }  # fmt: skip
     assert all(p.startswith("Answer these questions:\nQ: where is") for p in model.prompts_seen)
 
 
@@ -106,7 +138,12 @@ def test_shots_that_do_not_fit_the_context_are_dropped():
     assert len(TOK.encode(prompt)) <= 200 - 32  # room left for the 32-token answer
     # BOS + 24 (instruction) + 38 (question) + 36 per shot <= 200 - 32: 2 shots fit
     assert metrics["shots_used"] == prompt.count("\nA: ") == 2
+    assert metrics["prompts_fewer_shots"] == 1 and metrics["prompts_truncated"] == 0
     # the same prompts with a large context keep all 64 shots
     model = ScriptedModel(answer_last_question({}), max_seq_len=4096)
     wide = get_task("nq_open").evaluate(EvalContext(model, TOK, progress=False), [NQ], pool, 64)
-    assert wide == {"exact_match": 0.0, "shots_used": 64.0}
+    assert wide["shots_used"] == 64.0 and wide["prompts_fewer_shots"] == 0
+    # a window the question does not fit even alone: cut from the left, and counted
+    model = ScriptedModel(answer_last_question({}), max_seq_len=40)
+    tight = get_task("nq_open").evaluate(EvalContext(model, TOK, progress=False), [NQ], pool, 64)
+    assert tight["shots_used"] == 0.0 and tight["prompts_truncated"] == 1

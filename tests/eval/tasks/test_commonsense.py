@@ -180,9 +180,10 @@ def evaluate(name, doc, rules, **ctx_kwargs):
 
 
 def test_boolq_is_normalised_by_the_answer_prior_not_by_characters():
-    # Unconditionally (after "^Answer:") the model expects "no"; given the passage it does not:
-    # only the "Answer:" normalisation sees that the passage made "yes" relatively likelier.
-    rules = [("^Answer: ", "n", 6.0)]
+    # After any "Answer: " the model leans to "no" (bonus 2), enough to win per character too;
+    # unconditionally (after "^Answer:") it expects "no" far more (2 + 6): only the "Answer:"
+    # normalisation sees that the passage made "yes" relatively likelier.
+    rules = [("^Answer: ", "n", 6.0), ("Answer: ", "n", 2.0)]
     assert evaluate("boolq", BOOLQ, rules) == {"acc": 1.0, "acc_raw": 0.0, "n": 1}
     question = get_task("boolq").question(BOOLQ, [])
     ctx = ctx_for(RuleModel(rules))
@@ -230,7 +231,7 @@ def test_winogrande_partial_scoring_beats_scoring_the_option():
     # Scoring the options themselves after the shared prefix would pick the shorter "trophy".
     prefix = "The trophy didn't fit in the suitcase because the"
     wrong = MCExample(prefix, [" trophy", " suitcase"], gold=1)
-    got = evaluate_multiple_choice(RuleModel(rules), TOK, [wrong], "chars")
+    got = evaluate_multiple_choice(RuleModel(rules), TOK, [wrong], "raw")
     assert got["acc"] == 0.0
 
 

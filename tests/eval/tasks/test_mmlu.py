@@ -10,6 +10,7 @@ from llamaforge.errors import ConfigError, DataError
 from llamaforge.eval.tasks.base import get_task, load_docs
 from llamaforge.eval.tasks.mmlu import CATEGORY_SUBJECTS, SUBJECT_CATEGORY, build_prompt
 from tests.eval.tasks.test_commonsense import RuleModel, ctx_for, write_jsonl
+from tests.eval.toy import TOK
 
 
 def record(subject, question, answer, last="d"):
@@ -96,3 +97,66 @@ def test_category_and_average_accuracies():
     assert got["acc_other"] == pytest.approx(2 / 3)
     assert got["acc_subject_marketing"] == pytest.approx(2 / 3)
     assert got["n"] == 7
+
+
+def shot_length_records():
+    """Five equal-length dev shots; a question as long as three of them, and a short one."""
+    dev = [record("virology", f"Dev question {i} " + "x" * 80 + "?", i % 4) for i in range(5)]
+    shot = len(build_prompt(dev[0], dev[:1])) - len(build_prompt(dev[0], []))
+    long_doc = record("virology", "Long " + "y" * (3 * shot) + "?", 1)
+    return dev, [long_doc, record("virology", "Short?", 2)], shot
+
+
+def test_shots_are_dropped_until_the_prompt_fits_not_cut_from_the_left():
+    dev, (long_doc, short_doc), shot = shot_length_records()
+    # one token per character: BOS + prompt + " A" must fit max_len + 1 tokens
+    max_len = len(build_prompt(long_doc, dev[:2])) + 2
+    fitted = get_task("mmlu").fitted_questions([long_doc, short_doc], dev, 5, TOK, max_len)
+    (long_q, long_k, long_fits), (short_q, short_k, short_fits) = fitted
+    assert (long_k, short_k) == (2, 5) and long_fits and short_fits
+    prompt = long_q.requests[0][0]
+    assert prompt == build_prompt(long_doc, dev[:2])  # the first two shots, instruction intact
+    assert prompt.startswith("The following are multiple choice questions")
+    assert len(build_prompt(long_doc, dev[:3])) + 2 > max_len  # a third shot would not fit
+    assert short_q.requests[0][0] == build_prompt(short_doc, dev)
+
+
+def test_lost_shots_and_truncated_prompts_are_counted_in_the_metrics():
+    dev, docs, _ = shot_length_records()
+    max_len = len(build_prompt(docs[0], dev[:2])) + 2
+    model = RuleModel(max_seq_len=max_len)
+    got = get_task("mmlu").evaluate(ctx_for(model, max_seq_len=max_len), docs, dev, 5)
+    assert got["prompts_fewer_shots"] == 1 and got["prompts_truncated"] == 0
+    assert got["shots_used"] == pytest.approx((2 + 5) / 2)
+    # a window the long question does not fit even alone: 0 shots, then cut by the scorer
+    small = len(build_prompt(docs[0], [])) - 10
+    got = get_task("mmlu").evaluate(ctx_for(RuleModel(max_seq_len=small)), docs, dev, 5)
+    assert got["prompts_truncated"] == 1 and got["prompts_fewer_shots"] == 2
+    assert got["n"] == 2
+
+
+def test_prompt_equals_lm_evals_mmlu_task(tmp_path, monkeypatch):
+    """lm-eval's own ``mmlu_virology`` config, on local records, builds our prompts exactly."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    dev = [record("virology", f"  Dev question {i}? ", i % 4, last=f"d{i}") for i in range(5)]
+    test = [record("virology", f"Test question {i}?", (i + 1) % 4) for i in range(3)]
+    for split, rows in (("dev", dev), ("test", test)):
+        write_jsonl(tmp_path / f"{split}.jsonl", rows)
+    theirs = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default" / "mmlu_virology.yaml"
+    (tmp_path / "lf_mmlu.yaml").write_text(
+        f"include: {theirs}\ntask: lf_mmlu\ntag: []\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  cache_dir: {tmp_path / 'cache'}\n  data_files:\n"
+        f"    test: {tmp_path / 'test.jsonl'}\n    dev: {tmp_path / 'dev.jsonl'}\n",
+        encoding="utf-8",
+    )
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    task = manager.load(["lf_mmlu"])["tasks"]["lf_mmlu"]
+    task.set_config("num_fewshot", 5)
+    task.build_all_requests(limit=None, rank=0, world_size=1)
+    theirs_requests = sorted(task.instances, key=lambda i: (i.doc_id, i.idx))
+    ours = get_task("mmlu").questions(test, dev, 5)
+    assert [tuple(i.arguments) for i in theirs_requests] == [r for q in ours for r in q.requests]
