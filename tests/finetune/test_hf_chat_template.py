@@ -61,7 +61,13 @@ def test_apply_chat_template_matches_our_text_and_ids(
     messages = CONVERSATIONS[conversation]
     text = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
     assert text == our_text(template, chat_tokenizer, messages, generation)
-    ids = hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation)
+    # The export splits special-token strings found in text, as SentencePiece does (a literal
+    # "<s>" in a document is text, not BOS); the rendered template's BOS/EOS must be read as
+    # special tokens, so the rendered prompt is tokenized with split_special_tokens=False.
+    ids = hf.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=generation,
+        tokenizer_kwargs={"split_special_tokens": False},
+    )  # fmt: skip
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # transformers 5 returns a BatchEncoding
         ids = ids["input_ids"]
     segments = template.render(messages, add_generation_prompt=generation)

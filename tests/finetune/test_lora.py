@@ -187,7 +187,7 @@ def test_adapter_folder_with_missing_or_different_base_fails_clearly(tmp_path) -
 
 def test_replaced_base_weights_warn(tmp_path) -> None:
     _, folder = adapter_folder(tmp_path)
-    save_any(random_model(seed=5), tmp_path / "base", "native")
+    save_any(random_model(seed=5), tmp_path / "base", "native", overwrite=True)
     with pytest.warns(UserWarning, match="fingerprint"):
         load_any(folder)
 
