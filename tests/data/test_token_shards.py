@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 
 from llamaforge.data.documents import read_documents
-from llamaforge.data.shards import (
-    INDEX_NAME,
-    TokenIndex,
-    TokenShards,
-    tokenize_to_shards,
-)
+from llamaforge.data.shards import INDEX_NAME, TokenIndex, TokenShards
+from llamaforge.data.tokenize_folder import tokenize_to_shards
 from llamaforge.errors import DataError
 
 DOCS = ["hello world", "", "ünïcödé ✓ text", "a" * 57, "short", "the end of the corpus\n"]
