@@ -380,6 +380,7 @@ class TokenShards:
                 )
         self._shards = [s for s in self.index.shards if s.n_tokens > 0]
         self._ends = np.cumsum([s.n_tokens for s in self._shards], dtype=np.int64)
+        self._paths = [self.directory / s.filename for s in self._shards]
         self._id = _OPEN_FILES.new_id()
         weakref.finalize(self, _OPEN_FILES.forget, self._id)
 
@@ -401,7 +402,7 @@ class TokenShards:
         while filled < length:
             begin = start + filled - (int(self._ends[k - 1]) if k else 0)
             take = min(length - filled, self._shards[k].n_tokens - begin)
-            path = self.directory / self._shards[k].filename
+            path = self._paths[k]
             piece = raw[filled * size : (filled + take) * size]
             if _OPEN_FILES.read_into((self._id, k), path, piece, begin * size) != len(piece):
                 raise DataError(
