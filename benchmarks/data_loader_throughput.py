@@ -6,6 +6,7 @@ trainer needs far less than this: a 7B step on one GPU consumes a few
 thousand tokens per second per device.
 
     python benchmarks/data_loader_throughput.py [--tokens 20000000 --seq 2048 --batch 8]
+        [--shard-tokens 5000000]
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from tqdm.auto import tqdm
 from llamaforge.data import ShardWriter, TokenLoader
 
 
-def write_random_folder(out: Path, n_tokens: int, seed: int) -> Path:
+def write_random_folder(out: Path, n_tokens: int, seed: int, shard_tokens: int = 5_000_000) -> Path:
     rng = np.random.default_rng(seed)
-    with ShardWriter(out, vocab_size=32000, eos_id=2, bos_id=1, shard_tokens=5_000_000) as writer:
+    with ShardWriter(
+        out, vocab_size=32000, eos_id=2, bos_id=1, shard_tokens=shard_tokens
+    ) as writer:
         for start in tqdm(range(0, n_tokens, 1_000_000), desc=f"writing {out.name}", unit="M tok"):
             writer.add_tokens(rng.integers(0, 32000, size=min(1_000_000, n_tokens - start)))
         writer.finish()
@@ -36,13 +39,17 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument(
+        "--shard-tokens", type=int, default=5_000_000,
+        help="tokens per shard; small values give many shards (more than open files are kept)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        a = write_random_folder(Path(tmp) / "a", args.tokens, 0)
-        b = write_random_folder(Path(tmp) / "b", args.tokens // 4, 1)
+        a = write_random_folder(Path(tmp) / "a", args.tokens, 0, args.shard_tokens)
+        b = write_random_folder(Path(tmp) / "b", args.tokens // 4, 1, args.shard_tokens)
         loader = TokenLoader([(a, 0.8), (b, 0.2)], args.seq, args.batch)
-        loader.next_batch()  # warm-up: maps the shards
+        loader.next_batch()  # warm-up: opens the first shards
         start = time.perf_counter()
         for _ in tqdm(range(args.batches), desc="loading", unit="batch"):
             loader.next_batch()
@@ -50,7 +57,8 @@ def main() -> None:
     sequences = args.batches * args.batch
     print(
         f"{sequences / elapsed:,.0f} sequences/s, {sequences * args.seq / elapsed / 1e6:,.1f}M tokens/s "
-        f"(seq_len {args.seq}, batch {args.batch})"
+        f"(seq_len {args.seq}, batch {args.batch}, "
+        f"{-(-args.tokens // args.shard_tokens) + -(-args.tokens // 4 // args.shard_tokens)} shards)"
     )
 
 

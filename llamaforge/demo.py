@@ -43,7 +43,7 @@ def _say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from llamaforge.data.local_corpus import describe_sources, iter_local_documents
-    from llamaforge.data.shards import tokenize_to_shards
+    from llamaforge.data.tokenize_folder import tokenize_to_shards
     from llamaforge.errors import ConfigError
     from llamaforge.tokenizer import Tokenizer, train_tokenizer
     from llamaforge.train.config import load_train_config

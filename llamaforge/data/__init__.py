@@ -1,6 +1,6 @@
 """Data: documents -> token shards on disk -> packed, mixed, resumable batches.
 
-``shards`` tokenizes documents once into memory-mapped token folders;
+``tokenize_folder`` tokenizes documents once into token folders (``shards``);
 ``loader`` turns several folders into the trainer's batch stream with the
 paper's mixture weights (Table 1).
 """
@@ -13,8 +13,8 @@ from llamaforge.data.shards import (
     TokenIndex,
     TokenShards,
     token_dtype,
-    tokenize_to_shards,
 )
+from llamaforge.data.tokenize_folder import tokenize_to_shards
 
 __all__ = [
     "FeistelPermutation",

@@ -20,7 +20,8 @@ redoes that output and says why, one whose recipe is the same reuses it.
 Redoing replaces only files this pipeline wrote (``part-NNNNN.jsonl.zst``,
 ``report.json``, token shards): anything else a user left in those folders stays.
 * **tokens** -> ``OUT/<source>/tokens/`` via :func:`tokenize_to_shards`, which
-  is restartable on its own.
+  is restartable on its own and records the final shards (size, mtime), seed,
+  shuffle buffer and ``shard_tokens`` it was made from: a change redoes it.
 
 Kept counts in the reports are what the pipeline wrote (whether or not a
 source also calls ``report.keep``), so they always match the output files.
@@ -42,9 +43,10 @@ from typing import Any
 import zstandard
 
 from llamaforge.data.build_recipe import digest, final_recipe, what_changed
-from llamaforge.data.shards import INDEX_NAME, TokenIndex, atomic_write_text, tokenize_to_shards
+from llamaforge.data.shards import INDEX_NAME, TokenIndex, atomic_write_text
 from llamaforge.data.sources.base import Document, FilterReport, Source
 from llamaforge.data.sources.textio import strip_compression_suffix
+from llamaforge.data.tokenize_folder import describe_inputs, tokenize_to_shards
 
 FILTERED, FINAL, TOKENS = "filtered", "final", "tokens"
 REPORT_NAME = "report.json"
@@ -274,12 +276,15 @@ def tokenize_source(
     final, tokens = source_dir / FINAL, source_dir / TOKENS
     start = time.process_time()
     tokenizer = load_tokenizer(tokenizer_path)
+    record = json.loads((final / REPORT_NAME).read_text(encoding="utf-8"))
+    inputs = describe_inputs([final / s["file"] for s in record["shards"]])
     index: TokenIndex = tokenize_to_shards(
         shuffled_documents(final, seed, buffer),
         tokenizer,
         tokens,
         shard_tokens=shard_tokens,
         progress=False,
+        made_from={"inputs": inputs, "seed": seed, "shuffle_buffer": buffer},
     )
     assert (tokens / INDEX_NAME).is_file()
     return {

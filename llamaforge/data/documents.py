@@ -28,7 +28,8 @@ def read_documents(
     :class:`DataError` naming file and line by default: our own pipeline wrote
     these files, so a bad line means corruption and silently changing the
     mixture would be worse. ``errors="skip"`` skips such lines and warns once
-    per file with the count, for messy third-party dumps. Blank lines are ignored.
+    per file with the count, for messy third-party dumps; it also skips (with
+    a warning) a ``.txt`` file that is not UTF-8. Blank lines are ignored.
     """
     if errors not in ("raise", "skip"):
         raise DataError(f"errors must be 'raise' or 'skip', got {errors!r}")
@@ -37,12 +38,33 @@ def read_documents(
             try:
                 yield path.read_bytes().decode("utf-8")
             except UnicodeDecodeError as error:
-                raise DataError(f"{path} is not UTF-8 text ({error})") from error
+                if errors == "raise":
+                    raise DataError(
+                        f"{path} is not UTF-8 text ({error}); convert it to UTF-8 or skip "
+                        "bad inputs (errors='skip')"
+                    ) from error
+                warnings.warn(f"{path}: skipped (not UTF-8 text: {error})", stacklevel=2)
         else:
             yield from _read_jsonl(path, errors)
 
 
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".txt")
+
+
+def list_input_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The files :func:`read_documents` would read, in its order; a missing path is an error.
+
+    Listed up front so a command fails on a wrong path before doing anything,
+    and so it can record what its output was made from. A folder holding no
+    input file is an error too: it is almost always a wrong path.
+    """
+    files: list[Path] = []
+    for entry in [paths] if isinstance(paths, str | os.PathLike) else paths:
+        found = list(_expand([entry]))
+        if not found:
+            raise DataError(f"{entry} holds no input files ({', '.join(_SUFFIXES)})")
+        files.extend(found)
+    return files
 
 
 def _expand(paths: str | Path | Iterable[str | Path]) -> Iterator[Path]:

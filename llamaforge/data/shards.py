@@ -1,4 +1,4 @@
-"""Token shards: documents tokenized once into flat, memory-mapped arrays.
+"""Token shards: documents tokenized once into flat arrays on disk.
 
 A *token folder* holds ``shard_00000.bin, shard_00001.bin, ...`` (raw
 little-endian ``uint16`` when ``vocab_size <= 65536``, else ``uint32``) and an
@@ -14,16 +14,23 @@ little-endian ``uint16`` when ``vocab_size <= 65536``, else ``uint32``) and an
   continue in the next shard. Readers see one stream per folder, so this costs
   nothing, and shard sizes stay predictable. A shard's ``n_docs`` counts the
   documents whose EOS lies in it.
-* **Atomic and restartable.** Each shard is written to a hidden temp file,
-  fsynced and renamed; ``index.json`` is written last, the same way. A folder
-  without ``index.json`` is unfinished and is never read; running again on it
-  starts over (documents may come from a one-shot iterator, so there is no safe
-  way to skip what an interrupted run saw). Running again on a finished folder
-  made with the same tokenizer does nothing and returns its index (unless a
-  shard is missing or has the wrong size: then it is tokenized again).
+* **Atomic.** Each shard is written to a hidden temp file, fsynced and
+  renamed; ``index.json`` is written last, the same way, and is the commit
+  point: a folder without it is unfinished and is never read. Replacing a
+  finished folder (``ShardWriter(replacing=old_index)``) writes the new shards
+  under new names (``g<N>-shard_00000.bin``, generation N) next to the old
+  ones, swaps ``index.json``, and only then deletes the old shards, so an
+  interrupted redo leaves the previous output readable. Only files named like
+  ours (``shard_NNNNN.bin``, ``g<N>-shard_NNNNN.bin`` and our hidden temps)
+  are ever deleted; anything else in the folder is left alone.
 * Each shard's sha256 is stored; :meth:`TokenShards.verify` checks it on
   demand, while opening a folder only checks sizes (hashing terabytes on
   every start would be slow).
+* **Bounded open files.** Reads use ``pread`` on file descriptors kept in one
+  process-wide LRU (at most 64, and at most a quarter of ``RLIMIT_NOFILE``),
+  so a mixture over thousands of shards never runs out of descriptors; a
+  miss costs one ``open``. ``pread`` copies from the page cache straight into
+  the batch buffer, as a memory map would, without one map per shard.
 """
 
 from __future__ import annotations
@@ -33,19 +40,29 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterable
+import sys
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from llamaforge.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
-_SHARD_RE = re.compile(r"^shard_\d{5}\.bin$|^\.shard_\d{5}\.bin\.tmp$|^\.index\.json\.tmp$")
+_SHARD_NAME = re.compile(r"^(?:g(\d{1,9})-)?shard_\d{5}\.bin$")
+# Files a writer may delete: our shards and our hidden temporaries, nothing else.
+_OURS = re.compile(r"^\.?(?:g\d{1,9}-)?shard_\d{5}\.bin(?:\.tmp)?$|^\.index\.json\.tmp$")
+
+
+def shard_generation(index: TokenIndex) -> int:
+    """The generation of a finished folder's shards (0 for ``shard_NNNNN.bin``)."""
+    found = [_SHARD_NAME.match(s.filename) for s in index.shards]
+    return max((int(m.group(1) or 0) for m in found if m), default=0)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -89,6 +106,8 @@ class TokenIndex:
     shards: list[ShardInfo] = field(default_factory=list)
     tokenizer: dict[str, Any] = field(default_factory=dict)  # {"path": ..., "sha256": ...}
     n_empty_skipped: int = 0
+    # What made the output (inputs with size and mtime, settings); see tokenize_folder.
+    made_from: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -122,6 +141,9 @@ class TokenIndex:
             totals = data.pop("n_tokens"), data.pop("n_docs")
             data["shards"] = [ShardInfo(**s) for s in data["shards"]]
             index = cls(**data)
+            for shard in index.shards:  # a plain name in this folder, never a path elsewhere
+                if not isinstance(shard.filename, str) or not _SHARD_NAME.match(shard.filename):
+                    raise ValueError(f"shard file name {shard.filename!r} is not ours")
         except (ValueError, KeyError, TypeError) as error:
             if isinstance(error, DataError):
                 raise
@@ -131,20 +153,17 @@ class TokenIndex:
         return index
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
-    """Where the tokenizer model lives and its hash, when the object tells us (``model_path``)."""
-    for attr in ("model_path", "path", "model_file"):
-        value = getattr(tokenizer, attr, None)
-        if isinstance(value, str | os.PathLike) and Path(value).is_file():
-            return {"path": str(Path(value).resolve()), "sha256": file_sha256(Path(value))}
-    return {"path": None, "sha256": None}
-
-
 class ShardWriter:
     """Appends documents' token ids to shards; :meth:`finish` writes the index.
 
     Use as a context manager: on an exception the open temp shard is deleted
-    and no index is written, so the folder stays "unfinished".
+    and no index is written, so the folder stays "unfinished" (or, with
+    ``replacing``, keeps its previous, still valid output).
+
+    ``replacing`` is the index of the finished output already in ``out_dir``:
+    its shards and ``index.json`` stay untouched until :meth:`finish` commits
+    the new index; then its shards (and only those) are deleted. Without it,
+    the folder is taken to be unfinished and our leftovers in it are removed.
     """
 
     def __init__(
@@ -156,15 +175,21 @@ class ShardWriter:
         bos_id: int | None,
         shard_tokens: int = 100_000_000,
         tokenizer: dict[str, Any] | None = None,
+        made_from: dict[str, Any] | None = None,
+        replacing: TokenIndex | None = None,
     ) -> None:
         if shard_tokens <= 0:
             raise ConfigError(f"shard_tokens must be positive, got {shard_tokens}")
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.iterdir():  # leftovers of an interrupted run
-            if _SHARD_RE.match(stale.name):
+        self._replacing = replacing
+        live = {s.filename for s in replacing.shards} if replacing is not None else set()
+        for stale in self.dir.iterdir():  # our leftovers of an interrupted run
+            if _OURS.match(stale.name) and stale.name not in live and not stale.is_dir():
                 stale.unlink()
-        (self.dir / INDEX_NAME).unlink(missing_ok=True)
+        if replacing is None:
+            (self.dir / INDEX_NAME).unlink(missing_ok=True)
+        self._prefix = f"g{shard_generation(replacing) + 1}-" if replacing is not None else ""
         self.dtype = token_dtype(vocab_size)
         self.index = TokenIndex(
             dtype=self.dtype.name,
@@ -172,14 +197,18 @@ class ShardWriter:
             eos_id=eos_id,
             bos_id=bos_id if bos_id is not None and bos_id >= 0 else None,
             tokenizer=tokenizer or {"path": None, "sha256": None},
+            made_from=made_from or {},
         )
         self.shard_tokens = shard_tokens
         self._file: Any = None
         self._count = self._docs = self.n_docs_written = 0
         self._hash = hashlib.sha256()
 
+    def _name(self) -> str:
+        return f"{self._prefix}shard_{len(self.index.shards):05d}.bin"
+
     def _tmp_path(self) -> Path:
-        return self.dir / f".shard_{len(self.index.shards):05d}.bin.tmp"
+        return self.dir / f".{self._name()}.tmp"
 
     def add_documents(self, docs: list[list[int]]) -> None:
         """Append whole documents (each already framed with BOS/EOS)."""
@@ -222,7 +251,7 @@ class ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
-        name = f"shard_{len(self.index.shards):05d}.bin"
+        name = self._name()
         os.replace(self._tmp_path(), self.dir / name)
         self.index.shards.append(ShardInfo(name, self._count, self._docs, self._hash.hexdigest()))
         self._count = self._docs = 0
@@ -232,87 +261,107 @@ class ShardWriter:
         if self._file is not None:
             self._close()
         atomic_write_text(self.dir / INDEX_NAME, json.dumps(self.index.to_json(), indent=2) + "\n")
+        if self._replacing is not None:  # committed: the previous output's shards go
+            kept = {s.filename for s in self.index.shards}
+            for shard in self._replacing.shards:
+                if shard.filename not in kept and _SHARD_NAME.match(shard.filename):
+                    (self.dir / shard.filename).unlink(missing_ok=True)
         return self.index
 
     def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None and self._file is not None:
+        if exc_type is None:
+            return
+        if self._file is not None:
             self._file.close()
             self._tmp_path().unlink(missing_ok=True)
+        if self._replacing is not None:  # the previous output stays; our new shards go
+            for shard in self.index.shards:
+                (self.dir / shard.filename).unlink(missing_ok=True)
 
 
-def tokenize_to_shards(
-    documents: Iterable[str],
-    tokenizer: Any,
-    out_dir: str | Path,
-    *,
-    shard_tokens: int = 100_000_000,
-    progress: bool = True,
-    chunk_docs: int = 512,
-) -> TokenIndex:
-    """Tokenize ``documents`` into a token folder (see the module docstring for the format).
+class _OpenShardFiles:
+    """One process-wide LRU of read-only shard descriptors, shared by every :class:`TokenShards`.
 
-    ``tokenizer`` needs ``encode_batch(texts, bos=, eos=)``, ``vocab_size``,
-    ``eos_id`` and ``bos_id``; chunks of ``chunk_docs`` documents go to
-    ``encode_batch`` so a multi-threaded tokenizer stays busy.
+    The cap is read at each miss, so a limit lowered with ``setrlimit`` after
+    import still holds. Keys are ``(reader id, shard number)``: a descriptor
+    keeps reading the file that was size-checked when the folder was opened,
+    even if a redo renames new shards into the folder meanwhile.
     """
-    out = Path(out_dir)
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    vocab, eos, bos = int(tokenizer.vocab_size), int(tokenizer.eos_id), tokenizer.bos_id
-    bos = int(bos) if bos is not None and int(bos) >= 0 else None
-    if (out / INDEX_NAME).is_file():
-        index = TokenIndex.load(out)
-        mine, theirs = fingerprint["sha256"], index.tokenizer.get("sha256")
-        if (index.vocab_size, index.eos_id, index.bos_id) != (vocab, eos, bos) or (
-            mine and theirs and mine != theirs
-        ):
-            raise DataError(
-                f"{out} already holds tokens from a different tokenizer "
-                f"({index.tokenizer.get('path')}); delete it or choose another output folder"
-            )
+
+    def __init__(self) -> None:
+        self._fds: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    @staticmethod
+    def capacity() -> int:
         try:
-            TokenShards(out)  # sizes still match
-            return index
-        except DataError:
-            pass  # a shard was lost or damaged: tokenize again from scratch
-    with ShardWriter(
-        out,
-        vocab_size=vocab,
-        eos_id=eos,
-        bos_id=bos,
-        shard_tokens=shard_tokens,
-        tokenizer=fingerprint,
-    ) as writer:
-        bar = tqdm(desc=f"tokenizing -> {out.name}", unit="doc", disable=not progress)
-        it = iter(documents)
-        n_seen = 0
-        while chunk := list(itertools.islice(it, chunk_docs)):
-            texts = []
-            for i, text in enumerate(chunk):
-                if not isinstance(text, str):
-                    raise DataError(f"document {n_seen + i} is a {type(text).__name__}, not a str")
-                if text:
-                    texts.append(text)
-            writer.index.n_empty_skipped += len(chunk) - len(texts)
-            n_seen += len(chunk)
-            ids = tokenizer.encode_batch(texts, bos=True, eos=True) if texts else []
-            if any(not d or d[-1] != eos for d in ids):
-                raise ValueError("tokenizer.encode_batch(eos=True) did not end a document with EOS")
-            writer.add_documents(ids)
-            bar.update(len(chunk))
-        bar.close()
-        if writer.n_docs_written == 0:
-            raise DataError(f"no non-empty documents to tokenize into {out}; check the input paths")
-        return writer.finish()
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, OSError, ValueError):
+            return MAX_OPEN_SHARD_FILES
+        if soft == resource.RLIM_INFINITY:
+            return MAX_OPEN_SHARD_FILES
+        return max(2, min(MAX_OPEN_SHARD_FILES, soft // 4))
+
+    def read_into(self, key: tuple[int, int], path: Path, buf: memoryview, offset: int) -> int:
+        """Bytes read from ``path`` at ``offset`` into ``buf`` (fewer only at end of file)."""
+        with self._lock:
+            fd = self._fds.pop(key, None)
+            if fd is None:
+                while len(self._fds) >= self.capacity():
+                    os.close(self._fds.popitem(last=False)[1])
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._fds[key] = fd  # most recently used last
+            done = 0
+            while done < len(buf):
+                n = _pread_into(fd, buf[done:], offset + done)
+                if n == 0:
+                    break
+                done += n
+            return done
+
+    def forget(self, reader: int) -> None:
+        """Close a reader's descriptors (when it is garbage collected)."""
+        with self._lock:
+            for key in [k for k in self._fds if k[0] == reader]:
+                os.close(self._fds.pop(key))
+
+    def open_count(self) -> int:
+        return len(self._fds)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # a fork mid-read must not leave the child's lock held
+
+
+def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [buf], offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # platforms without preadv; the lock serialises us
+    data = os.read(fd, len(buf))
+    buf[: len(data)] = data
+    return len(data)
+
+
+MAX_OPEN_SHARD_FILES = 64
+_OPEN_FILES = _OpenShardFiles()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_OPEN_FILES._after_fork)
 
 
 class TokenShards:
     """A finished token folder as one read-only token stream; no tokens are copied into RAM.
 
-    Shards are memory-mapped lazily (on first read), so opening a folder with
-    thousands of shards is cheap; sizes are checked up front.
+    Opening a folder only checks sizes; shard files are opened on first read
+    and kept in a bounded process-wide cache of descriptors (see the module
+    docstring), so thousands of shards cost no more descriptors than a few.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -331,7 +380,9 @@ class TokenShards:
                 )
         self._shards = [s for s in self.index.shards if s.n_tokens > 0]
         self._ends = np.cumsum([s.n_tokens for s in self._shards], dtype=np.int64)
-        self._maps: list[np.memmap | None] = [None] * len(self._shards)
+        self._paths = [self.directory / s.filename for s in self._shards]
+        self._id = _OPEN_FILES.new_id()
+        weakref.finalize(self, _OPEN_FILES.forget, self._id)
 
     vocab_size = property(lambda self: self.index.vocab_size)
     eos_id = property(lambda self: self.index.eos_id)
@@ -340,24 +391,28 @@ class TokenShards:
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
 
-    def _map(self, k: int) -> np.memmap:
-        if self._maps[k] is None:
-            path = self.directory / self._shards[k].filename
-            self._maps[k] = np.memmap(path, dtype=self.dtype.newbyteorder("<"), mode="r")
-        return self._maps[k]
-
     def read(self, start: int, length: int) -> np.ndarray:
         """Tokens ``[start, start + length)`` of the stream, across shard boundaries."""
         if start < 0 or length < 0 or start + length > len(self):
             raise IndexError(f"tokens [{start}, {start + length}) outside [0, {len(self)})")
         out = np.empty(length, dtype=self.dtype)
+        raw = memoryview(out).cast("B")
+        size = self.dtype.itemsize
         k, filled = int(np.searchsorted(self._ends, start, side="right")), 0
         while filled < length:
             begin = start + filled - (int(self._ends[k - 1]) if k else 0)
-            piece = self._map(k)[begin : begin + length - filled]
-            out[filled : filled + piece.size] = piece
-            filled += piece.size
+            take = min(length - filled, self._shards[k].n_tokens - begin)
+            path = self._paths[k]
+            piece = raw[filled * size : (filled + take) * size]
+            if _OPEN_FILES.read_into((self._id, k), path, piece, begin * size) != len(piece):
+                raise DataError(
+                    f"{path} is shorter than its index says (truncated while in use?); "
+                    f"re-run tokenization into {self.directory}"
+                )
+            filled += take
             k += 1
+        if sys.byteorder != "little":
+            out.byteswap(inplace=True)
         return out
 
     def verify(self) -> None:

@@ -10,12 +10,17 @@ the model is allocated), ``eval-loss`` and finetuning call.
 Rules (decisions where the issue is silent):
 
 * against a tokenizer (a :class:`~llamaforge.tokenizer.Tokenizer` or the path
-  of its ``.model``): the sha256 must be equal when the folder recorded one,
-  and vocabulary size, BOS and EOS must always be equal;
+  of its ``.model``): when the folder recorded its tokenizer (``tokenize`` and
+  the data build always do), the sha256, vocabulary size, BOS and EOS must be
+  equal; a folder written without one (``ShardWriter`` used directly) only
+  needs ids that fit the tokenizer's vocabulary;
 * against a model (a :class:`~llamaforge.model.ModelConfig`): the folder's
-  vocabulary size must equal the model's ``vocab_size``. LLaMA does not pad
-  its embedding, so a different size means another tokenizer (a larger one
-  would also index past the embedding).
+  vocabulary may not be larger than the model's ``vocab_size`` (its ids would
+  index past the embedding). A smaller one is accepted: LLaMA itself does not
+  pad its embedding, but padding the vocabulary to a round size is common
+  (litgpt's ``padded_vocab_size``, our tiny test models), so vocabulary size
+  alone cannot tell a foreign tokenizer; the tokenizer's sha256, BOS and EOS
+  (checked whenever the run or checkpoint names its tokenizer) do.
 """
 
 from __future__ import annotations
@@ -42,12 +47,16 @@ def _check_tokenizer(index: TokenIndex, where: Path, tokenizer: Any) -> None:
     bos = tokenizer.bos_id if tokenizer.bos_id is not None and tokenizer.bos_id >= 0 else None
     mine = (tokenizer.vocab_size, bos, tokenizer.eos_id)
     theirs = (index.vocab_size, index.bos_id, index.eos_id)
+    recorded = index.tokenizer.get("sha256") if isinstance(index.tokenizer, dict) else None
+    if not recorded and index.vocab_size <= tokenizer.vocab_size:
+        # Written without a tokenizer (ShardWriter used directly): nothing says which one
+        # made it, and its ids fit this one's vocabulary; there is nothing to refuse on.
+        return
     if mine != theirs:
         raise DataError(
             f"{where} was tokenized with {_describe(index)} (vocab_size/bos/eos {theirs}), but "
             f"{model_path} has {mine}; tokenize the data again with this tokenizer"
         )
-    recorded = index.tokenizer.get("sha256") if isinstance(index.tokenizer, dict) else None
     if recorded and recorded != file_sha256(model_path):
         raise DataError(
             f"{where} was tokenized with {_describe(index)} (sha256 {recorded[:12]}…), not with "
@@ -57,7 +66,7 @@ def _check_tokenizer(index: TokenIndex, where: Path, tokenizer: Any) -> None:
 
 
 def _check_model(index: TokenIndex, where: Path, config: Any) -> None:
-    if index.vocab_size != config.vocab_size:
+    if index.vocab_size > config.vocab_size:
         name = getattr(config, "name", None) or "the model"
         raise DataError(
             f"{where} was tokenized with {_describe(index)} of vocab_size {index.vocab_size}, "

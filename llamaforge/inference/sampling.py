@@ -9,6 +9,7 @@ pick), and filters apply in the order temperature -> top-k -> top-p, as in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,9 +46,10 @@ class SamplingConfig:
             raise ConfigError(
                 f"sampling.max_new_tokens must be an integer >= 0, got {self.max_new_tokens!r}"
             )
-        if not self.temperature >= 0.0:
+        if not (self.temperature >= 0.0 and math.isfinite(self.temperature)):
             raise ConfigError(
-                f"sampling.temperature must be >= 0 (0 = greedy), got {self.temperature!r}"
+                f"sampling.temperature must be a finite number >= 0 (0 = greedy), "
+                f"got {self.temperature!r}"
             )
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"sampling.top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
@@ -63,6 +65,12 @@ class SamplingConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+# Below this temperature ``logits / temperature`` could overflow float32 (a logit
+# of 1e3 does below ~3e-36), so the shifted form is used; 1e-6 is far below any
+# useful temperature, and above it the arithmetic is the plain division.
+TINY_TEMPERATURE = 1e-6
 
 
 def make_generator(cfg: SamplingConfig, device: torch.device) -> torch.Generator | None:
@@ -85,7 +93,17 @@ def sample_next(
     """
     if cfg.greedy:
         return logits.argmax(dim=-1)
-    scaled = logits.float() / cfg.temperature
+    logits = logits.float()
+    if cfg.temperature < TINY_TEMPERATURE:
+        # logits / 1e-45 overflows to inf and softmax to NaN. Shifted by the
+        # maximum first, every logit becomes <= 0, the best one exactly 0, so
+        # the division gives 0 or -inf: sampling among the tied best, the
+        # limit of temperature -> 0. The temperature is clamped to float32's
+        # smallest normal number so that it never rounds to 0 (0 / 0).
+        shifted = logits - logits.amax(dim=-1, keepdim=True)
+        scaled = shifted / max(cfg.temperature, torch.finfo(torch.float32).tiny)
+    else:
+        scaled = logits / cfg.temperature
     if cfg.top_k == 0 and cfg.top_p >= 1.0:
         probs = torch.softmax(scaled, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

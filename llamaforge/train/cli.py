@@ -151,16 +151,55 @@ def configure_eval_loss(parser: argparse.ArgumentParser) -> None:
 
 def run_eval_loss(args: argparse.Namespace) -> int:
     from llamaforge.data.loader import sequential_batches
+    from llamaforge.data.shards import TokenShards
     from llamaforge.data.token_check import check_tokens_match
+    from llamaforge.errors import ConfigError
     from llamaforge.inference.loading import load_checkpoint
     from llamaforge.train.step import evaluate_loss
 
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--seq-len", args.seq_len, 0),
+                             ("--max-batches", args.max_batches, 0)):  # fmt: skip
+        if value < low:
+            raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
+    data = TokenShards(args.data)  # checks the folder before the model is loaded
     model, tokenizer_path = load_checkpoint(args.checkpoint)
     check_tokens_match(args.data, model.config, tokenizer_path)
-    seq_len = args.seq_len or model.config.max_seq_len
-    batches = sequential_batches(args.data, seq_len, args.batch_size)
+    limit = model.config.max_seq_len
+    if args.seq_len > limit:
+        raise ConfigError(
+            f"--seq-len {args.seq_len} is longer than the model's max_seq_len {limit} "
+            f"({args.checkpoint}); use --seq-len {limit} or less"
+        )
+    if data.vocab_size > model.config.vocab_size:
+        raise ConfigError(
+            f"{args.data} holds token ids up to vocab_size {data.vocab_size}, but the model "
+            f"has vocab_size {model.config.vocab_size}; score it with the model it was "
+            "tokenized for"
+        )
+    seq_len = args.seq_len or limit
+    batches = _ids_within(
+        sequential_batches(args.data, seq_len, args.batch_size), model.config.vocab_size, args.data
+    )
     loss, tokens = evaluate_loss(
         model, batches, args.precision, max_batches=args.max_batches or None
     )
     print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50.0)):.3f}  ({tokens:,} tokens)")
     return 0
+
+
+def _ids_within(batches, vocab_size: int, folder: Path):
+    """``batches`` unchanged, but a token id >= ``vocab_size`` is a one-line error, not a crash.
+
+    The folder's index already promises ids below its own vocab size; this
+    also catches shards whose content disagrees with their index.
+    """
+    from llamaforge.errors import DataError
+
+    for inputs, targets in batches:
+        top = max(int(inputs.max()), int(targets.max()))
+        if top >= vocab_size:
+            raise DataError(
+                f"{folder} holds token id {top}, outside the model's vocab_size {vocab_size}; "
+                "the shards are damaged or were made with another tokenizer: re-run tokenization"
+            )
+        yield inputs, targets

@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 
 from llamaforge.data.documents import read_documents
-from llamaforge.data.shards import (
-    INDEX_NAME,
-    TokenIndex,
-    TokenShards,
-    tokenize_to_shards,
-)
+from llamaforge.data.shards import INDEX_NAME, TokenIndex, TokenShards
+from llamaforge.data.tokenize_folder import tokenize_to_shards
 from llamaforge.errors import DataError
 
 DOCS = ["hello world", "", "ünïcödé ✓ text", "a" * 57, "short", "the end of the corpus\n"]
@@ -224,3 +220,67 @@ def test_index_is_written_atomically_last(tmp_path, fake_tokenizer, monkeypatch)
     monkeypatch.setattr(os, "replace", spy)
     tokenize_to_shards(DOCS * 4, fake_tokenizer, tmp_path / "t", shard_tokens=50, progress=False)
     assert seen[-1] == INDEX_NAME and all(n.startswith("shard_") for n in seen[:-1])
+
+
+def count_descriptors_under_a_low_limit(folder, results) -> None:
+    """In a forked child (torch already imported): lower RLIMIT_NOFILE to 128, then read."""
+    import resource
+
+    from llamaforge.data.loader import TokenLoader, sequential_batches
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+    baseline, peak, total = len(os.listdir("/proc/self/fd")), 0, 0
+    for inputs, _ in sequential_batches(folder, 16, 8):  # every shard, in order
+        total += inputs.numel()
+        peak = max(peak, len(os.listdir("/proc/self/fd")))
+    loader = TokenLoader(folder, 16, 8, val_fraction=0.0)
+    for _ in zip(loader, range(120), strict=False):  # random windows over every shard
+        peak = max(peak, len(os.listdir("/proc/self/fd")))
+    results.write(f"{baseline} {peak} {total}".encode())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_more_shards_than_the_descriptor_limit(tmp_path, token_folder, monkeypatch):
+    """300 shards under RLIMIT_NOFILE 128: one descriptor per shard would crash (EMFILE).
+
+    The child is forked (as the distributed tests' ranks are), not spawned: a
+    new interpreter importing torch costs many seconds on a busy machine.
+    """
+    import traceback
+
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # 300 tiny shards: durability is not tested
+    folder = token_folder(np.arange(300 * 16) % 65536, shard_tokens=16)
+    monkeypatch.undo()
+    assert len(list(folder.glob("shard_*.bin"))) == 300
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        with os.fdopen(write_end, "wb") as results:
+            try:
+                count_descriptors_under_a_low_limit(folder, results)
+            except BaseException:
+                results.write(b"ERROR " + traceback.format_exc().encode())
+                code = 1
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as results:
+        report = results.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    baseline, peak, total = map(int, report.split())
+    assert total == (300 * 16 - 1) // 16 * 16  # every window was read
+    assert peak - baseline <= 32  # the cap: a quarter of the limit
+
+
+def test_open_descriptors_stay_capped_and_close_with_the_reader(token_folder):
+    from llamaforge.data import shards as shards_module
+
+    folder = token_folder(np.arange(2000) % 65536, shard_tokens=10)
+    reader = TokenShards(folder)
+    np.testing.assert_array_equal(reader.read(0, 2000), np.arange(2000))
+    cache = shards_module._OPEN_FILES
+    assert 0 < cache.open_count() <= shards_module._OpenShardFiles.capacity() <= 64
+    np.testing.assert_array_equal(reader.read(995, 30), np.arange(995, 1025))
+    del reader
+    assert cache.open_count() == 0

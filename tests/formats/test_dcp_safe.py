@@ -23,7 +23,7 @@ from llamaforge.data.shards import ShardWriter
 from llamaforge.errors import CheckpointError
 from llamaforge.formats.dcp_safe import read_dcp_metadata
 from tests.eval.tasks.test_commonsense import BOOLQ, write_jsonl
-from tests.formats.conftest import TINY, random_model
+from tests.formats.conftest import random_model
 from tests.formats.dcp_payloads import (
     assert_live,
     bytes_item_payload,
@@ -43,8 +43,8 @@ def dcp_folder(tmp_path, spm_model) -> Path:
 def commands(folder: Path, tmp_path: Path) -> dict[str, list[str]]:
     tokens = tmp_path / "tokens"
     if not tokens.exists():
-        with ShardWriter(tokens, vocab_size=TINY.vocab_size, eos_id=2, bos_id=1) as writer:
-            writer.add_tokens(np.arange(2_000) % TINY.vocab_size)
+        with ShardWriter(tokens, vocab_size=100, eos_id=2, bos_id=1) as writer:  # spm_model's
+            writer.add_tokens(np.arange(2_000) % 100)
             writer.finish()
     write_jsonl(tmp_path / "tasks" / "boolq" / "validation.jsonl", [BOOLQ])
     ck = str(folder)

@@ -57,6 +57,17 @@ def test_missing_folder_and_bad_settings_are_reported_without_traceback(tmp_path
     assert "no such model folder" in capsys.readouterr().err
     assert main(["generate", str(tmp_path), "--prompt", "x", "--top-p", "0"]) == 2
     assert "sampling.top_p" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path), "--prompt", "x", "--temperature", "inf"]) == 2
+    err = capsys.readouterr().err
+    assert "sampling.temperature must be a finite number" in err and err.count("\n") == 1
+
+
+def test_vanishing_temperature_prints_the_greedy_text(checkpoint, capsys):
+    argv = ["generate", str(checkpoint), "--prompt", "the", "--max-new-tokens", "10", "--seed", "1"]
+    assert main(argv) == 0
+    greedy = capsys.readouterr().out
+    assert main([*argv, "--temperature", "1e-45"]) == 0
+    assert capsys.readouterr().out == greedy
 
 
 def test_unescape_decodes_only_newline_tab_and_backslash():

@@ -11,6 +11,7 @@ from llamaforge.inference.sampling import make_generator
     [
         {"temperature": -0.1},
         {"temperature": float("nan")},
+        {"temperature": float("inf")},
         {"top_p": 0.0},
         {"top_p": 1.5},
         {"top_k": -1},
@@ -78,3 +79,18 @@ def test_seeded_generator_makes_sampling_reproducible():
     assert torch.equal(first, again)
     assert not torch.equal(first, other[0])
     assert make_generator(SamplingConfig(seed=None, temperature=1.0), logits.device) is None
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-300, 5e-324, 1e-7])
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 1.0), (3, 1.0), (0, 0.9), (3, 0.5)])
+def test_vanishing_temperature_approaches_greedy_instead_of_nan(temperature, top_k, top_p):
+    """logits / 1e-45 is inf in float32; the draw must still be the arg-max (or a tie of it)."""
+    logits = torch.tensor([[0.5, 2.0, -1.0, 1.9, 800.0, 0.0], [3.0, -50.0, 3.0, 2.9, 0.0, 1.0]])
+    cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=0)
+    draws = [sample_next(logits, cfg, make_generator(cfg, logits.device)) for _ in range(20)]
+    draws += [
+        sample_next(logits.bfloat16(), cfg, torch.Generator().manual_seed(i)) for i in range(20)
+    ]
+    assert all(d[0] == 4 for d in draws)
+    tied = {int(d[1]) for d in draws}  # ids 0 and 2 share the best logit
+    assert tied <= {0, 2} and (len(tied) == 2 or top_p <= 0.5)  # top_p 0.5 keeps one of them

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -255,3 +256,58 @@ def test_eval_loss_prints_loss_and_perplexity_of_a_checkpoint(tmp_path, capsys) 
         whole = F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten()).item()
     assert expected == pytest.approx(whole, rel=1e-5)
     assert loss < math.log(300)  # a trained model beats uniform guessing
+
+
+@pytest.fixture
+def small_checkpoint(tmp_path) -> Path:
+    """An untrained 2-layer model with vocab 300 and max_seq_len 32, saved as a native folder."""
+    from llamaforge.formats.native import save_native
+    from llamaforge.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=32, n_layers=2, n_heads=4, vocab_size=300, multiple_of=16,
+                      max_seq_len=SEQ_LEN)  # fmt: skip
+    return save_native(Transformer(cfg), tmp_path / "model")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--seq-len", "100000"], "--seq-len 100000 is longer than the model's max_seq_len 32"),
+        (["--seq-len", "-3"], "--seq-len must be an integer >= 0"),
+        (["--max-batches", "-1"], "--max-batches must be an integer >= 0"),
+    ],
+)
+def test_eval_loss_bad_flags_are_one_line(tmp_path, small_checkpoint, capsys, flags, message):
+    tokens = make_tokens(tmp_path / "tokens", n_tokens=4 * SEQ_LEN)
+    assert main(["eval-loss", str(small_checkpoint), str(tokens), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_eval_loss_refuses_token_ids_beyond_the_model_vocabulary(
+    tmp_path, small_checkpoint, capsys
+):
+    from llamaforge.data.shards import ShardWriter
+
+    wide = tmp_path / "wide"  # tokenized for a larger vocabulary than the model's 300
+    with ShardWriter(wide, vocab_size=1000, eos_id=2, bos_id=1) as writer:
+        writer.add_tokens(np.arange(4 * SEQ_LEN) % 1000)
+        writer.finish()
+    assert main(["eval-loss", str(small_checkpoint), str(wide)]) == 2
+    err = capsys.readouterr().err
+    assert "vocab_size 1000, but the model has vocab_size 300" in err and err.count("\n") == 1
+
+    lying = tmp_path / "lying"  # the index claims vocab 300, a shard holds id 299 + 7
+    with ShardWriter(lying, vocab_size=300, eos_id=2, bos_id=1) as writer:
+        writer.add_tokens(np.arange(4 * SEQ_LEN) % 300)
+        writer.finish()
+    shard = lying / "shard_00000.bin"
+    data = np.fromfile(shard, dtype="<u2")
+    data[40] = 306
+    data.tofile(shard)
+    assert main(["eval-loss", str(small_checkpoint), str(lying)]) == 2
+    err = capsys.readouterr().err
+    assert "holds token id 306, outside the model's vocab_size 300" in err
+    assert err.count("\n") == 1

@@ -14,13 +14,26 @@ Decisions:
   inner (fastest-varying) dimension, so tensor-parallel peers are neighbouring
   ranks, i.e. on the same node under torchrun's rank assignment, where the
   bandwidth its per-layer collectives need is.
+* **Leaving.** ``destroy_process_group`` does not end gloo's C++ threads
+  (``pt_gloo_runloop``, ``gloo_tcp_loop``): FSDP's mesh info, DTensor state
+  and torch internals keep the process groups referenced, so the threads live
+  until the interpreter itself is torn down, and their work objects are then
+  destroyed while Python finalizes (the abort PyTorch describes in
+  pytorch/pytorch#179291; under load the race is lost now and then:
+  "terminate called without an active exception", SIGABRT, after a run that
+  had finished). So a process that created a process group ends with
+  :func:`exit_process`: leave the group, flush, then ``os._exit`` without
+  interpreter finalization (``python -m llamaforge`` does this).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -109,6 +122,9 @@ class ParallelContext:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
 
+_CREATED_GROUP = False  # init_parallel created a process group in this process
+
+
 def init_parallel(dp: int, tp: int, device_name: str = "auto") -> ParallelContext:
     """Join (or create) the process group and build the mesh; check ``dp * tp`` first."""
     world = launched_world_size()
@@ -131,8 +147,10 @@ def init_parallel(dp: int, tp: int, device_name: str = "auto") -> ParallelContex
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+    global _CREATED_GROUP
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        _CREATED_GROUP = True
     mesh = init_device_mesh(device.type, (dp, tp), mesh_dim_names=("dp", "tp"))
     return ParallelContext(
         mesh=mesh, device=device, rank=dist.get_rank(), world_size=dist.get_world_size()
@@ -143,3 +161,27 @@ def shutdown_parallel() -> None:
     """Leave the process group (idempotent), so the process exits without gloo/NCCL warnings."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def created_process_group() -> bool:
+    """Whether this process created a process group (its C++ threads then outlive it)."""
+    return _CREATED_GROUP
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that created a process group, without interpreter finalization.
+
+    Why: see "Leaving" in the module docstring. Everything Python would do at
+    exit that matters here is done first: the group is left (a no-op when the
+    trainer already left it), logging handlers and ``sys.stdout``/``stderr``
+    are flushed. ``atexit`` handlers do not run; nothing in llamaforge uses
+    them, and locks held through file descriptors are released by the OS.
+    """
+    try:
+        shutdown_parallel()
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+                stream.flush()
+        os._exit(code)
