@@ -1,4 +1,6 @@
-"""``python -m llamaforge``: the ``llamaforge`` command, and what torchrun runs on every rank.
+"""``python -m llamaforge`` and the ``llamaforge`` console script (both call :func:`run`).
+
+This is also what torchrun runs on every rank.
 
 A process that created a process group (a torchrun rank) ends through
 :func:`llamaforge.train.parallel.mesh.exit_process` instead of normal
@@ -33,8 +35,14 @@ def _run() -> int:
         return 1
 
 
-code = _run()
-mesh = sys.modules.get("llamaforge.train.parallel.mesh")
-if mesh is not None and mesh.created_process_group():
-    mesh.exit_process(code)
-sys.exit(code)
+def run() -> None:
+    """Run the command line and exit with its status (see the module docstring for how)."""
+    code = _run()
+    mesh = sys.modules.get("llamaforge.train.parallel.mesh")
+    if mesh is not None and mesh.created_process_group():
+        mesh.exit_process(code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()
