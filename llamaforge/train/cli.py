@@ -161,7 +161,7 @@ def run_eval_loss(args: argparse.Namespace) -> int:
                              ("--max-batches", args.max_batches, 0)):  # fmt: skip
         if value < low:
             raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
-    data = TokenShards(args.data)  # checks the folder before the model is loaded
+    TokenShards(args.data)  # checks the folder before the model is loaded
     model, tokenizer_path = load_checkpoint(args.checkpoint)
     check_tokens_match(args.data, model.config, tokenizer_path)
     limit = model.config.max_seq_len
@@ -169,12 +169,6 @@ def run_eval_loss(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--seq-len {args.seq_len} is longer than the model's max_seq_len {limit} "
             f"({args.checkpoint}); use --seq-len {limit} or less"
-        )
-    if data.vocab_size > model.config.vocab_size:
-        raise ConfigError(
-            f"{args.data} holds token ids up to vocab_size {data.vocab_size}, but the model "
-            f"has vocab_size {model.config.vocab_size}; score it with the model it was "
-            "tokenized for"
         )
     seq_len = args.seq_len or limit
     batches = _ids_within(

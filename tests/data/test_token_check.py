@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from llamaforge.cli import main
-from llamaforge.data.shards import tokenize_to_shards
 from llamaforge.data.token_check import check_tokens_match
+from llamaforge.data.tokenize_folder import tokenize_to_shards
 from llamaforge.errors import DataError
 from llamaforge.formats import save_pretrained
 from llamaforge.model import ModelConfig, build_model

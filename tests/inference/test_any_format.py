@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from llamaforge.cli import main
-from llamaforge.data.shards import tokenize_to_shards
+from llamaforge.data.tokenize_folder import tokenize_to_shards
 from llamaforge.formats import detect_format, save_any
 from llamaforge.tokenizer import Tokenizer
 from tests.eval.tasks.test_commonsense import BOOLQ, write_jsonl
