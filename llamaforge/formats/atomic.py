@@ -275,7 +275,9 @@ def check_file_destination(path: str | os.PathLike, overwrite: bool = False) -> 
     if final.is_dir():
         raise CheckpointError(f"{path} is a folder; name a new file, or a folder without .gguf")
     if final.exists() and not overwrite:
-        raise CheckpointError(f"{path} exists; pass --overwrite to replace it, or choose a new name")
+        raise CheckpointError(
+            f"{path} exists; pass --overwrite to replace it, or choose a new name"
+        )
     return final
 
 

@@ -59,6 +59,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dst_format == "gguf":  # before the source is read: a missing package fails at once
+        from llamaforge.formats.gguf import require_gguf
+
+        require_gguf()
     src_format = detect_format(args.src) if args.src_format == "auto" else args.src_format
     dtype = DTYPES[args.dtype] if args.dtype else None
     out = convert(
