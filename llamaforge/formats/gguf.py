@@ -24,8 +24,8 @@ the ``gguf`` package (``pip install llamaforge[gguf]``) as llama.cpp's own
   user-defined pieces, which we keep USER_DEFINED so llama.cpp matches them in
   the text whole, as SentencePiece does. A model vocabulary padded past the
   tokenizer's gets ``[PAD1]``, ``[PAD2]``, ... (score -1000, UNUSED), as the
-  convert script pads it. BOS is added, EOS is not (our ``encode`` defaults);
-  ``add_space_prefix`` follows the model's ``add_dummy_prefix``;
+  convert script pads it. BOS is added (when the model has one), EOS is not
+  (our ``encode`` defaults); ``add_space_prefix`` follows ``add_dummy_prefix``;
 * the chat template, when the checkpoint has one, as ``tokenizer.chat_template``.
 
 Destination: a ``DST`` ending in ``.gguf`` is the file itself; any other
@@ -186,7 +186,7 @@ def _write(
                       ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):  # fmt: skip
         if vocab[kind] is not None:
             add(vocab[kind])
-    writer.add_add_bos_token(True)
+    writer.add_add_bos_token(vocab["bos"] is not None)
     writer.add_add_eos_token(False)
     if chat_template is not None:
         writer.add_chat_template(chat_template)

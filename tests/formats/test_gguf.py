@@ -93,9 +93,7 @@ def test_tensors_shapes_values_and_types(tmp_path, byte_spm, dtype):
         assert torch.equal(got.to(dtype), want), theirs
         if is_norm:
             assert got.dtype == torch.float32
-    assert value(reader, "general.file_type") == {torch.float32: 0, torch.float16: 1}.get(
-        dtype, 32
-    )
+    assert value(reader, "general.file_type") == {torch.float32: 0, torch.float16: 1}.get(dtype, 32)
 
 
 @pytest.mark.filterwarnings("error")  # an identity-normalized tokenizer gets no warning
@@ -226,3 +224,9 @@ def test_missing_gguf_package_is_one_clear_line(tmp_path, monkeypatch, capsys):
 def test_shards_are_refused(tmp_path, tiny_model, spm_model):
     with pytest.raises(ConfigError, match="single file"):
         save_any(tiny_model, tmp_path / "m.gguf", "gguf", spm_model, shards=2)
+
+
+def test_tokenizer_larger_than_the_model_is_refused(tmp_path, tiny_model, byte_spm):
+    with pytest.raises(CheckpointError, match="300 pieces but the model only 128"):
+        save_any(tiny_model, tmp_path / "m.gguf", "gguf", byte_spm)
+    assert list(tmp_path.iterdir()) == []
