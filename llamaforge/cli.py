@@ -53,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "convert": (
         "llamaforge.formats.cli:configure",
-        "convert checkpoints between native, Hugging Face and Meta layouts",
+        "convert checkpoints between native, Hugging Face and Meta layouts (or export GGUF)",
     ),
     "carbon": ("llamaforge.train.carbon:configure", "energy and CO2 of a training run (§2.5)"),
 }

@@ -1,4 +1,4 @@
-"""Model folders on disk: the native format and Hugging Face / Meta interop.
+"""Model folders on disk: the native format and Hugging Face / Meta interop (and GGUF export).
 
 Every conversion goes through an in-memory :class:`~llamaforge.model.Transformer`,
 so N formats need N readers and N writers instead of N^2 converters, and
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from llamaforge.finetune.templates import ChatTemplate
 
 FORMATS = ("native", "hf", "meta")
+# Formats ``convert``/``save_any`` write: GGUF is export-only (llama.cpp is where it runs).
+OUTPUT_FORMATS = (*FORMATS, "gguf")
 
 
 def detect_format(directory: str | os.PathLike) -> str:
@@ -84,10 +86,18 @@ def save_any(
 
     ``chat_template`` is kept where the format has a place for it: native
     ``config.json`` (a :class:`ChatTemplate` only) and Hugging Face
-    ``tokenizer_config.json``; Meta folders have none. An existing non-empty
-    ``directory`` is refused unless ``overwrite`` (see
-    :mod:`llamaforge.formats.atomic` for the files it may replace).
+    ``tokenizer_config.json`` and GGUF's ``tokenizer.chat_template``; Meta
+    folders have none. An existing non-empty ``directory`` is refused unless
+    ``overwrite`` (see :mod:`llamaforge.formats.atomic` for the files it may
+    replace). ``gguf`` writes one file: ``directory`` itself when it ends in
+    ``.gguf``, else ``directory/model.gguf`` (:mod:`llamaforge.formats.gguf`).
     """
+    if fmt == "gguf":
+        from llamaforge.formats.gguf import to_gguf
+
+        if shards != 1:
+            raise ConfigError("GGUF is written as a single file; drop --shards")
+        return to_gguf(model, directory, tokenizer_path, dtype, chat_template, overwrite)
     if fmt == "native":
         if shards != 1:
             raise ConfigError("the native format is a single model.safetensors; drop --shards")
@@ -105,7 +115,7 @@ def save_any(
             chat_template=chat_template, overwrite=overwrite,
         )  # fmt: skip
     if fmt != "meta":
-        raise ConfigError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+        raise ConfigError(f"unknown format {fmt!r}; choose one of {OUTPUT_FORMATS}")
     return to_meta(
         model, directory, tokenizer_path=tokenizer_path, dtype=dtype, shards=shards,
         overwrite=overwrite,
@@ -133,11 +143,20 @@ def convert(
     """Convert a model folder; ``dtype=None`` keeps the source dtype (no fp16 -> fp32 -> fp16).
 
     The destination is checked before the source is read, so a file, a
-    non-empty folder without ``overwrite``, or an unwritable path fails at once.
+    non-empty folder without ``overwrite``, or an unwritable path fails at once
+    (for GGUF also a missing ``gguf`` package). Returns the folder, or the
+    ``.gguf`` file, written.
     """
-    if dst_format not in FORMATS:
-        raise ConfigError(f"unknown format {dst_format!r}; choose one of {FORMATS}")
-    check_destination(dst, overwrite)
+    if dst_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"unknown format {dst_format!r}; choose one of {OUTPUT_FORMATS}")
+    if dst_format == "gguf":
+        from llamaforge.formats.gguf import check_gguf_destination
+
+        if shards != 1:
+            raise ConfigError("GGUF is written as a single file; drop --shards")
+        check_gguf_destination(dst, overwrite)
+    else:
+        check_destination(dst, overwrite)
     src_format = detect_format(src) if src_format == "auto" else src_format
     model, tokenizer = load_any(src, src_format, dtype=dtype)
     template = read_chat_template(src, src_format)
@@ -149,6 +168,7 @@ def convert(
 
 __all__ = [
     "FORMATS",
+    "OUTPUT_FORMATS",
     "convert",
     "detect_format",
     "from_hf",

@@ -51,6 +51,7 @@ _OUTPUT_NAMES = frozenset(
         "tokenizer_config.json",
         "tokenizer.model",
         "params.json",
+        "model.gguf",
     }
 )
 _TEMP_NAME = re.compile(r"^\..+\.(tmp|old)-")
@@ -61,7 +62,7 @@ _OUTPUT_PATTERNS = (
 
 
 def is_output_name(name: str) -> bool:
-    """Whether ``convert`` writes a file of this name in some format (native, hf or meta)."""
+    """Whether ``convert`` writes a file of this name in some format (native, hf, meta, gguf)."""
     return name in _OUTPUT_NAMES or any(p.match(name) for p in _OUTPUT_PATTERNS)
 
 
@@ -152,20 +153,26 @@ def remove_stale_temporaries(parent: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _resolve(path: str | os.PathLike) -> Path:
+    """``path`` made absolute ("." or a symlink: where it points), its nearest ancestor a folder."""
+    final = Path(os.path.realpath(path))
+    for ancestor in final.parents:
+        if ancestor.exists() and not ancestor.is_dir():
+            raise CheckpointError(
+                f"{path}: {ancestor} is a file, not a folder; choose another output path"
+            )
+        if ancestor.is_dir():
+            break
+    return final
+
+
 def check_destination(directory: str | os.PathLike, overwrite: bool = False) -> Path:
     """The absolute output folder, or a one-line :class:`CheckpointError` saying why not.
 
     Called before anything is read, so a bad output path fails at once, not
     after a 65B model was loaded.
     """
-    final = Path(os.path.realpath(directory))  # "." or a symlink: write where it points
-    for ancestor in final.parents:
-        if ancestor.exists() and not ancestor.is_dir():
-            raise CheckpointError(
-                f"{directory}: {ancestor} is a file, not a folder; choose another output path"
-            )
-        if ancestor.is_dir():
-            break
+    final = _resolve(directory)
     if not final.exists():
         return final
     if not final.is_dir():
@@ -262,10 +269,49 @@ def atomic_folder(directory: str | os.PathLike, overwrite: bool = False) -> Iter
     _fsync(final.parent)
 
 
+def check_file_destination(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The absolute output file, or a one-line error: an existing file needs ``overwrite``."""
+    final = _resolve(path)
+    if final.is_dir():
+        raise CheckpointError(f"{path} is a folder; name a new file, or a folder without .gguf")
+    if final.exists() and not overwrite:
+        raise CheckpointError(
+            f"{path} exists; pass --overwrite to replace it, or choose a new name"
+        )
+    return final
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write; on success the file replaces ``path`` in one rename.
+
+    The temporary sits in a marked ``.NAME.tmp-XXXX`` folder next to ``path``
+    (so a killed writer's leftovers are cleaned up as for folders); if the
+    body raises, it is deleted and ``path`` is untouched.
+    """
+    final = check_file_destination(path, overwrite)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(final.parent)
+        tmp = _make_temp(final.parent, f".{final.name}.tmp-")
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot write there ({error})") from error
+    try:
+        yield tmp / final.name
+        _fsync(tmp / final.name)
+        check_file_destination(path, overwrite)  # again: a file may have appeared meanwhile
+        os.replace(tmp / final.name, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _fsync(final.parent)
+
+
 __all__ = [
     "MARKER_NAME",
+    "atomic_file",
     "atomic_folder",
     "check_destination",
+    "check_file_destination",
     "is_output_name",
     "remove_stale_temporaries",
 ]

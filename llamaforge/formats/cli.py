@@ -1,4 +1,8 @@
-"""``llamaforge convert SRC DST``: move a model between native, Hugging Face and Meta folders."""
+"""``llamaforge convert SRC DST``: move a model between native, Hugging Face and Meta folders.
+
+``--to gguf`` exports one llama.cpp file (``DST`` if it ends in ``.gguf``,
+else ``DST/model.gguf``); it needs ``pip install llamaforge[gguf]``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,18 @@ import sys
 
 import torch
 
-from llamaforge.formats import FORMATS, convert, detect_format
+from llamaforge.formats import FORMATS, OUTPUT_FORMATS, convert, detect_format
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="folder to read")
-    parser.add_argument("dst", help="folder to write: new or empty, unless --overwrite")
+    parser.add_argument(
+        "dst",
+        help="folder to write: new or empty, unless --overwrite (gguf: a FILE.gguf, "
+        "or a folder that gets model.gguf)",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -31,9 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--to",
         dest="dst_format",
-        choices=FORMATS,
+        choices=OUTPUT_FORMATS,
         default="native",
-        help="output format (default: native)",
+        help="output format; gguf is for llama.cpp, export only (default: native)",
     )
     parser.add_argument(
         "--shards",
@@ -51,6 +59,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dst_format == "gguf":  # before the source is read: a missing package fails at once
+        from llamaforge.formats.gguf import require_gguf
+
+        require_gguf()
     src_format = detect_format(args.src) if args.src_format == "auto" else args.src_format
     dtype = DTYPES[args.dtype] if args.dtype else None
     out = convert(
@@ -62,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         shards=args.shards,
         overwrite=args.overwrite,
     )
-    if not (out / "tokenizer.model").is_file():
+    if args.dst_format != "gguf" and not (out / "tokenizer.model").is_file():
         print(f"note: {args.src} has no tokenizer.model, so {out} has none", file=sys.stderr)
     print(f"converted {args.src} ({src_format}) -> {out} ({args.dst_format})", file=sys.stderr)
     return 0
