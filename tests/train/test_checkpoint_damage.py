@@ -153,7 +153,7 @@ def test_a_full_disk_mid_save_is_one_line_and_the_previous_checkpoint_survives(
         optim={"warmup_steps": 1}, train={"max_steps": 4, "val_every_steps": 0},
         checkpoint={"every_steps": 2},
     )  # fmt: skip
-    real_save_file, calls = checkpoint_module.save_file, []
+    real_save_file, calls = checkpoint_module.save_safetensors, []
 
     def disk_fills_up(tensors, path, metadata=None):
         calls.append(path)
@@ -162,7 +162,7 @@ def test_a_full_disk_mid_save_is_one_line_and_the_previous_checkpoint_survives(
         Path(path).write_bytes(b"\0" * 1000)  # what fitted
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(checkpoint_module, "save_file", disk_fills_up)
+    monkeypatch.setattr(checkpoint_module, "save_safetensors", disk_fills_up)
     checkpoints = tmp_path / "run" / "checkpoints"
     assert main(["train", str(config), "--quiet", "--no-report"]) == 2
     err = capsys.readouterr().err
@@ -172,6 +172,6 @@ def test_a_full_disk_mid_save_is_one_line_and_the_previous_checkpoint_survives(
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step_00000002"]  # no temporaries
     verify_checkpoint(checkpoints / "step_00000002")
 
-    monkeypatch.setattr(checkpoint_module, "save_file", real_save_file)  # space freed
+    monkeypatch.setattr(checkpoint_module, "save_safetensors", real_save_file)  # space freed
     assert main(["train", str(config), "--quiet", "--no-report"]) == 0
     assert steps(checkpoints) == ["step_00000002", "step_00000004"]
