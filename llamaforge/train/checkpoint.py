@@ -2,7 +2,9 @@
 
 A checkpoint is ``DIR/step_00000100/``, a superset of the native model folder
 (``model.safetensors`` + ``config.json`` [+ ``tokenizer.model``]) so the native
-loader, ``generate`` and ``eval-loss`` read it directly. Resuming also needs
+loader, ``generate`` and ``eval-loss`` read it directly. A single-process LoRA
+finetuning run saves only its adapters there, as a LoRA folder that names its
+base (see :mod:`llamaforge.finetune.checkpointing`). Resuming also needs
 ``optimizer.pt`` (AdamW moments), ``state.json`` (step, tokens, loader and
 schedule state: whatever the trainer passes) and ``rng.pt`` (python, numpy,
 torch CPU and CUDA generators, so dropout-free training still draws the same
@@ -96,6 +98,18 @@ def _as_dict(config: Any, field: str) -> dict[str, Any]:
     raise TypeError(f"{field} must be a dict or dataclass, got {type(config).__name__}")
 
 
+def _adapters_only(folder: Path, saved: Mapping[str, Any], names: Mapping[str, str]) -> bool:
+    """A LoRA checkpoint whose weights file holds only the adapters (``"lora"`` in config.json).
+
+    Loading it keeps the model's other weights: the caller has loaded the
+    base the ``lora`` table names (the trainer loads ``finetune.init`` first).
+    """
+    if set(names) <= set(saved):
+        return False
+    config = folder / "config.json"
+    return config.is_file() and isinstance(_read_json(config).get("lora"), dict)
+
+
 class CheckpointManager(DamagedCheckpoints):
     """Saves, prunes, finds and restores the checkpoints of one run directory.
 
@@ -123,12 +137,18 @@ class CheckpointManager(DamagedCheckpoints):
         train_config: dict,
         state: dict,
         tokenizer_path: str | os.PathLike | None = None,
+        extra_config: Mapping[str, Any] | None = None,
+        trainable_only: bool = False,
     ) -> Path:
         """Write ``step_{step:08d}`` atomically and return its path.
 
         ``state`` must be JSON-serialisable (tuples come back as lists); its
         ``step`` key is set to ``step``. Saving a step that already exists
         replaces that folder. Model and optimizer tensors are copied to CPU.
+        ``extra_config`` adds top-level keys to ``config.json`` (a finetuned
+        model's ``chat_template``, a LoRA run's ``lora`` table).
+        ``trainable_only`` writes only the parameters that require grad (a
+        LoRA run's adapters; the config's ``lora`` table names the base).
         """
         if not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
@@ -140,9 +160,15 @@ class CheckpointManager(DamagedCheckpoints):
         try:
             tmp = self._begin(step)
             try:
-                self._write_files(
-                    tmp, step, model, optimizer, model_config, train_config, state, tokenizer
-                )
+                config = {
+                    "format": "llamaforge",
+                    "format_version": FORMAT_VERSION,
+                    **dict(extra_config or {}),
+                    "model": _as_dict(model_config, "model_config"),
+                    "train": _as_dict(train_config, "train_config"),
+                }
+                self._write_files(tmp, step, model, optimizer, config, state, tokenizer,
+                                  trainable_only)  # fmt: skip
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -199,7 +225,9 @@ class CheckpointManager(DamagedCheckpoints):
         loads weights and RNG only (evaluation, or a deliberate optimizer
         reset). Weights are cast to the model's dtype and device. A sharded
         (DCP) checkpoint of a distributed run is loaded too, resharded to
-        this one process.
+        this one process. An adapter-only LoRA checkpoint (``"lora"`` in its
+        config.json, only the trainable parameters saved) restores just those
+        parameters: the caller has loaded the base first.
         ``verify=False`` skips the checksum pass when :meth:`latest` just did it.
         """
         folder = Path(path)
@@ -216,6 +244,9 @@ class CheckpointManager(DamagedCheckpoints):
             raise CheckpointError(f"{weights_file}: cannot be read ({error})") from error
         current = model.state_dict()
         actual = {plain_name(key): key for key in current}
+        if _adapters_only(folder, saved, actual):  # the base is already in the model
+            trained = {plain_name(k) for k, p in model.named_parameters() if p.requires_grad}
+            actual = {name: key for name, key in actual.items() if name in trained}
         missing = sorted(set(actual) - set(saved))
         unexpected = sorted(set(saved) - set(actual))
         if missing or unexpected:
@@ -239,7 +270,7 @@ class CheckpointManager(DamagedCheckpoints):
         except Exception as error:
             raise CheckpointError(f"{rng_file}: cannot be read ({error})") from error
         state = _read_json(folder / "state.json")
-        model.load_state_dict({actual[key]: tensor for key, tensor in saved.items()})
+        model.load_state_dict({actual[key]: tensor for key, tensor in saved.items()}, strict=False)
         if optimizer is not None:
             optimizer.load_state_dict(optim_state)
         restore_rng_state(rng, rng_file)
@@ -253,27 +284,24 @@ class CheckpointManager(DamagedCheckpoints):
         step: int,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        model_config: Any,
-        train_config: Any,
+        config: dict[str, Any],
         state: dict,
         tokenizer: Path | None,
+        trainable_only: bool,
     ) -> None:
         weights: dict[str, torch.Tensor] = {}
-        for key, tensor in model.state_dict().items():
+        tensors = (
+            {k: p for k, p in model.named_parameters() if p.requires_grad}
+            if trainable_only
+            else model.state_dict()
+        )
+        for key, tensor in tensors.items():
             plain = plain_name(key)
             if plain in weights:
                 raise ValueError(f"parameters {key!r} and another both map to {plain!r}")
             weights[plain] = tensor.detach().to("cpu").contiguous()
         save_safetensors(weights, tmp / "model.safetensors", {"format": "pt"})
-        _write_json(
-            tmp / "config.json",
-            {
-                "format": "llamaforge",
-                "format_version": FORMAT_VERSION,
-                "model": _as_dict(model_config, "model_config"),
-                "train": _as_dict(train_config, "train_config"),
-            },
-        )
+        _write_json(tmp / "config.json", config)
         if tokenizer is not None:
             shutil.copyfile(tokenizer, tmp / "tokenizer.model")
         with open(tmp / "optimizer.pt", "wb") as file:  # a file object: OSError on a full disk

@@ -38,6 +38,7 @@ class DataPlan:
     loader: Any
     val_loader: Any | None
     report: dict[str, Any] = field(default_factory=dict)  # finetuning: what was read and kept
+    template: Any | None = None  # finetuning: the ChatTemplate the examples are rendered in
 
 
 def start_point(cfg: TrainConfig) -> StartPoint:
@@ -91,6 +92,7 @@ def tokenizer_for(cfg: TrainConfig, start: StartPoint):
 def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataPlan:
     if not cfg.finetune.enabled:
         return _pretraining_data(cfg, rank, dp)
+    from llamaforge.finetune.checkpointing import check_tokenizer_fits
     from llamaforge.finetune.data import read_conversations
     from llamaforge.finetune.examples import build_examples, split_indices
     from llamaforge.finetune.source import FinetuneLoader
@@ -98,6 +100,7 @@ def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataP
 
     ft = cfg.finetune
     tokenizer = tokenizer_for(cfg, start)
+    check_tokenizer_fits(cfg, start, tokenizer)  # before any data is read
     conversations, read = read_conversations(
         ft.data, ft.schema, ft.skip_bad_examples, ft.dataset_split
     )
@@ -127,7 +130,7 @@ def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataP
             val_loader = FinetuneLoader(
                 val, split="val", max_batches=cfg.train.val_batches, **common
             )
-    return DataPlan(loader, val_loader, report)
+    return DataPlan(loader, val_loader, report, template)
 
 
 def _pretraining_data(cfg: TrainConfig, rank: int, dp: int) -> DataPlan:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from llamaforge.data.shards import atomic_write_text
 from llamaforge.errors import CheckpointError, ConfigError, LlamaforgeError
+from llamaforge.finetune.checkpointing import check_resume_base, checkpoint_extras
 from llamaforge.model import build_model
 from llamaforge.train.activation_checkpoint import apply_activation_checkpointing
 from llamaforge.train.checkpoint import CheckpointManager
@@ -108,6 +109,8 @@ class Trainer:
         plan = build_data(cfg, start, rank, self.dp)  # token folders, or finetuning examples
         self.loader, self.val_loader, self.data_report = plan.loader, plan.val_loader, plan.report
         self.tokenizer_source = cfg.data.tokenizer or start.tokenizer
+        # Finetuning: the chat template in config.json; LoRA: adapter-only checkpoints.
+        self.extras = checkpoint_extras(cfg, start, plan.template, self.dist is not None)
         if cfg.finetune.enabled and cfg.finetune.epochs > 0 and cfg.train.max_steps == 0:
             self.max_steps = self.loader.steps_for_epochs(cfg.finetune.epochs)
         if cfg.finetune.enabled and cfg.finetune.warmup_ratio > 0:
@@ -197,6 +200,7 @@ class Trainer:
             self.step, self.model, self.optimizer,
             model_config=self.model_config.to_dict(), train_config=self.cfg.to_dict(),
             state=self._state(), tokenizer_path=self._tokenizer_path(),
+            extra_config=self.extras.config, trainable_only=self.extras.adapters_only,
         )  # fmt: skip
 
     def _tokenizer_path(self) -> str | None:
@@ -216,6 +220,7 @@ class Trainer:
         if not path.is_dir():
             raise CheckpointError(f"checkpoint.resume = {choice!r}: no checkpoint folder there")
         check_resume_config(self.cfg, path, warn=self.is_main)
+        check_resume_base(path, self.extras)  # adapters: only on the base they were trained on
         state = self.checkpoints.load(path, self.model, self.optimizer, verify=not auto)
         self.step = int(state["step"])
         self.tokens = int(state["tokens"])

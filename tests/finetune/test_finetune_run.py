@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from llamaforge.formats import load_any
 from llamaforge.formats.huggingface import to_hf
@@ -109,8 +110,12 @@ def finetune(config: Path, run_dir: Path, kill_after: int = 0) -> int:
     return process.returncode
 
 
-def test_finetune_resume_after_sigkill_reproduces_the_loss_curve(base, tmp_path) -> None:
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_finetune_resume_after_sigkill_reproduces_the_loss_curve(base, tmp_path, lora) -> None:
     config = finetune_config(tmp_path / "ft.toml", base, base["hf"], tmp_path / "unused")
+    if lora:  # adapter-only checkpoints: resume = finetune.init's base + the saved adapters
+        with config.open("a", encoding="utf-8") as file:
+            file.write("\n[lora]\nenabled = true\nrank = 4\n")
     finetune(config, tmp_path / "reference")
     reference = curves(tmp_path / "reference")
     assert [s for s, _, _ in reference["train"]] == list(range(1, MAX_STEPS + 1))
@@ -121,6 +126,11 @@ def test_finetune_resume_after_sigkill_reproduces_the_loss_curve(base, tmp_path)
     assert last_train_step(run_dir / "metrics.jsonl") < MAX_STEPS
     finetune(config, run_dir)
     assert curves(run_dir) == reference
+    final = run_dir / "checkpoints" / f"step_{MAX_STEPS:08d}"
+    with safe_open(final / "model.safetensors", "pt") as weights:
+        names = set(weights.keys())
+    assert all(n.endswith((".lora_a", ".lora_b")) for n in names) == lora
+    assert ("lora" in json.loads((final / "config.json").read_text())) == lora
 
 
 def test_steps_and_warmup_come_from_epochs(base, tmp_path) -> None:

@@ -208,7 +208,7 @@ def test_a_lora_folder_with_the_full_weights_needs_no_base(tmp_path) -> None:
 
 
 def test_a_lora_training_checkpoint_converts_merged(tmp_path) -> None:
-    """What CheckpointManager writes for a LoRA run: full state dict, lora in the train config."""
+    """A full-state LoRA checkpoint (no finetune.init, or torchrun): lora in the train config."""
     from llamaforge.train.checkpoint import CheckpointManager
 
     model = random_model()

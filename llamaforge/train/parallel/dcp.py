@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,11 @@ class DistributedCheckpointManager(CheckpointManager):
         train_config: dict,
         state: dict,
         tokenizer_path: str | os.PathLike | None = None,
+        extra_config: Mapping[str, Any] | None = None,
+        trainable_only: bool = False,
     ) -> Path:
+        if trainable_only:  # a sharded model's adapters alone are not gathered (see finetune)
+            raise CheckpointError("sharded (DCP) checkpoints always hold the full model state")
         ctx = self.ctx
         tokenizer = Path(tokenizer_path) if tokenizer_path is not None else None
 
@@ -256,6 +261,7 @@ class DistributedCheckpointManager(CheckpointManager):
                 config = {
                     "format": "llamaforge",
                     "format_version": FORMAT_VERSION,
+                    **dict(extra_config or {}),
                     "model": _as_dict(model_config, "model_config"),
                     "train": _as_dict(train_config, "train_config"),
                 }
