@@ -16,8 +16,9 @@ or reuses instead of starting over):
 Decisions:
 
 * **Validation split.** The loader holds out the *tail* of a token folder, so
-  the demo decides what the tail is: 5 % of each source's documents, drawn at
-  random (seed ``data.seed``), are written after the training documents, and
+  the demo decides what the tail is: documents drawn at random (seed
+  ``data.seed``) until they hold about 5 % of each source's text are written
+  after the training documents, and
   ``data.val_fraction`` is set so that the held-out windows are exactly the
   windows lying wholly inside those documents. Validation is therefore a fair
   random sample of documents of both kinds (package READMEs and stdlib code),
@@ -50,7 +51,7 @@ PROMPTS = (
     "This package provides",
     "import os\nimport sys\n\n\ndef ",
 )
-VAL_SHARE = 0.05  # of each source's documents
+VAL_SHARE = 0.05  # of each source's text
 
 
 def sampling_config(max_new_tokens: int = 64):
@@ -87,7 +88,13 @@ def _say(message: str) -> None:
 
 
 def split_documents(documents, share: float, seed: int):
-    """(train, val): ``share`` of each source's documents (at least one) drawn at random."""
+    """(train, val): a random sample of each source's documents holding about ``share`` of its text.
+
+    Documents are visited in a seeded random order and one is held out when it
+    still fits the source's budget (``share`` of its characters), so one huge
+    file cannot make validation a single document; each source gives at least
+    one (its smallest, if none fits) and keeps at least one for training.
+    """
     rng = random.Random(seed)
     by_source = defaultdict(list)
     for doc in documents:
@@ -95,9 +102,15 @@ def split_documents(documents, share: float, seed: int):
     train, val = [], []
     for source in sorted(by_source):
         docs = by_source[source]
-        picked = set(rng.sample(range(len(docs)), max(1, round(share * len(docs)))))
-        if len(picked) == len(docs):
-            picked.discard(next(iter(picked)))  # keep one for training
+        budget = share * sum(len(d.text) for d in docs)
+        order = rng.sample(range(len(docs)), len(docs))
+        picked, used = set(), 0
+        for i in order:
+            if used + len(docs[i].text) <= budget:
+                picked.add(i)
+                used += len(docs[i].text)
+        if not picked and len(docs) > 1:
+            picked.add(min(range(len(docs)), key=lambda i: len(docs[i].text)))
         val += [d for i, d in enumerate(docs) if i in picked]
         train += [d for i, d in enumerate(docs) if i not in picked]
     rng.shuffle(train)  # interleave prose and code
@@ -169,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
         args.config, [*fixed, f"data.val_fraction={fraction!r}", *args.overrides]
     )
     split_note = (
-        f"Validation: {len(val_docs)} of {len(docs)} documents ({VAL_SHARE:.0%} of each source, "
-        f"drawn at random with seed {cfg.data.seed}: "
+        f"Validation: {len(val_docs)} of {len(docs)} documents, drawn at random (seed "
+        f"{cfg.data.seed}) until they hold about {VAL_SHARE:.0%} of each source's text ("
         + ", ".join(
             f"{sum(d.source == s for d in val_docs)} {s}" for s in sorted({d.source for d in docs})
         )
