@@ -48,7 +48,7 @@ PROMPTS = (
     "def read_file(path):\n",
     'class Parser:\n    """',
     "## Installation\n\n",
-    "This package provides",
+    "This package provides a",
     "import os\nimport sys\n\n\ndef ",
 )
 VAL_SHARE = 0.05  # of each source's text
