@@ -51,6 +51,11 @@ def _metadata_files() -> list[Path]:
     return sorted(files)
 
 
+def stdlib_files() -> list[Path]:
+    """The standard library's ``.py`` files (tests, IDLE, lib2to3 and site-packages left out)."""
+    return _stdlib_files()
+
+
 def _stdlib_files() -> list[Path]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     skip = {"site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}

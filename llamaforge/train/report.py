@@ -131,6 +131,7 @@ def write_report(
     samples: Sequence[tuple[str, str]] = (),
     title: str = "llamaforge training run",
     notes: Sequence[str] = (),
+    samples_heading: str = "Samples (greedy, from the final model)",
 ) -> Path:
     """Write ``run_dir/report.md`` and ``run_dir/loss.png``; return the report path."""
     run_dir = Path(run_dir)
@@ -172,7 +173,7 @@ def write_report(
     if notes:
         parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     if samples:
-        parts += ["## Samples (greedy, from the final model)", ""]
+        parts += [f"## {samples_heading}", ""]
         for prompt, completion in samples:
             parts += [f"**Prompt:** {prompt!r}", "", "```text", prompt + completion, "```", ""]
     report = run_dir / "report.md"
@@ -190,15 +191,19 @@ CPU_POWER_W = 65.0
 
 
 def sample_completions(
-    model, tokenizer_path: str | os.PathLike, prompts: Sequence[str], max_new_tokens: int = 48
+    model,
+    tokenizer_path: str | os.PathLike,
+    prompts: Sequence[str],
+    max_new_tokens: int = 48,
+    sampling=None,
 ) -> list[tuple[str, str]]:
-    """Greedy completions of ``prompts`` (the report's samples)."""
+    """Completions of ``prompts`` (the report's samples): greedy unless ``sampling`` is given."""
     from llamaforge.inference.generate import generate
     from llamaforge.inference.sampling import SamplingConfig
     from llamaforge.tokenizer import Tokenizer
 
     tokenizer = Tokenizer(tokenizer_path)
-    cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    cfg = sampling or SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     was_training = model.training
     model.eval()
     completions = generate(model, tokenizer, list(prompts), cfg)
@@ -206,8 +211,26 @@ def sample_completions(
     return list(zip(prompts, completions, strict=True))
 
 
-def write_run_report(cfg, result, model, prompts: Sequence[str] = (), title: str = "") -> Path:
-    """Report of a finished run: summary figures, carbon estimate and samples."""
+def describe_sampling(sampling) -> str:
+    """The samples' heading: how they were decoded."""
+    if sampling is None or sampling.greedy:
+        return "Samples (greedy, from the final model)"
+    stops = ", ".join(repr(s) for s in sampling.stop) or "none"
+    return (
+        f"Samples (temperature {sampling.temperature:g}, top-p {sampling.top_p:g}, "
+        f"seed {sampling.seed}, at most {sampling.max_new_tokens} tokens, stop at {stops})"
+    )
+
+
+def write_run_report(
+    cfg, result, model, prompts: Sequence[str] = (), title: str = "", sampling=None,
+    extra_notes: Sequence[str] = (),
+) -> Path:  # fmt: skip
+    """Report of a finished run: summary figures, carbon estimate and samples.
+
+    ``sampling`` (a :class:`~llamaforge.inference.sampling.SamplingConfig`)
+    decodes the samples; None is greedy, 48 new tokens.
+    """
     from llamaforge.train.carbon import estimate_carbon
 
     power = cfg.log.device_power_w or (GPU_POWER_W if "cuda" in result.device else CPU_POWER_W)
@@ -218,7 +241,11 @@ def write_run_report(cfg, result, model, prompts: Sequence[str] = (), title: str
         "device_hours": device_hours, "power_w": power,
     }  # fmt: skip
     tokenizer = cfg.data.tokenizer
-    samples = sample_completions(model, tokenizer, prompts) if prompts and tokenizer else []
+    samples = (
+        sample_completions(model, tokenizer, prompts, sampling=sampling)
+        if prompts and tokenizer
+        else []
+    )
     notes = [
         f"Energy = {device_hours:.5f} device-hours x {power:.0f} W x PUE 1.1; "
         "tCO2eq = MWh x 0.385 (paper §2.5).",
@@ -235,5 +262,6 @@ def write_run_report(cfg, result, model, prompts: Sequence[str] = (), title: str
         summary,
         samples,
         title or f"Training report: {cfg.train.run_dir}",
-        notes,
+        [*notes, *extra_notes],
+        describe_sampling(sampling),
     )
