@@ -21,7 +21,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -177,15 +176,14 @@ def after_demo(tmp_path_factory) -> Path:
     documents = [d.text for d in iter_local_documents(max_bytes=400_000)]
     with (demo / "corpus.jsonl").open("w", encoding="utf-8") as out:
         out.writelines(json.dumps({"text": text}) + "\n" for text in documents)
-    demo_config = ROOT / "configs" / "demo.toml"
-    vocab = tomllib.loads(demo_config.read_text())["model"]["vocab_size"]
-    tokenizer = train_tokenizer(demo / "tokenizer.model", texts=documents, vocab_size=vocab)
-    tokenize_to_shards(documents, tokenizer, demo / "tokens")
-    cfg = load_train_config(demo_config, [
+    cfg = load_train_config(ROOT / "configs" / "demo.toml", [
         f"data.tokenizer={str(demo / 'tokenizer.model')!r}",
         f"data.sources=[{{path = {str(demo / 'tokens')!r}, weight = 1.0}}]",
         f"train.run_dir={str(demo)!r}", "train.device=cpu", *TRAIN_SMALL,
     ])  # fmt: skip
+    vocab = cfg.model_config.vocab_size  # the demo's, which the tiny configs must match
+    tokenizer = train_tokenizer(demo / "tokenizer.model", texts=documents, vocab_size=vocab)
+    tokenize_to_shards(documents, tokenizer, demo / "tokens")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 for the commands (see run_in)
     try:
