@@ -13,6 +13,11 @@ or reuses instead of starting over):
    functions (:mod:`llamaforge.demo_acts`, ``configs/demo-finetune.toml``);
 7. evaluate both models on a smoke set written in the benchmarks' schemas.
 
+Besides the run itself it leaves what the README's next commands read:
+``runs/demo/final`` (the pretrained model as a plain native folder, refreshed
+on every run), ``runs/demo/corpus.jsonl`` (the gathered documents, one
+``{"text": ...}`` per line) and ``runs/demo/eval-data``.
+
 Decisions:
 
 * **Validation split.** The loader holds out the *tail* of a token folder, so
@@ -79,8 +84,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pairs", type=int, default=640, help="instruction pairs to build (default: 640)"
     )
-    parser.add_argument("--fresh", action="store_true", help="delete the run folder first")
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="delete what an earlier demo wrote in the run folder first (other files are kept)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
+
+
+# Everything the demo writes in its run folder; ``--fresh`` removes these and nothing else.
+DEMO_OUTPUTS = (
+    "tokenizer.model", "tokenizer.vocab", "tokens", "checkpoints", "final", "corpus.jsonl",
+    "instructions.jsonl", "finetune", "eval", "eval-data", "tensorboard", "metrics.jsonl",
+    "summary.json", "report.md", "loss.png", "tasks.png", "finetune_data.json",
+)  # fmt: skip
+
+
+def remove_demo_outputs(run_dir: Path) -> None:
+    """``--fresh``: delete the demo's own outputs; a user's files in the folder survive."""
+    for name in DEMO_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def write_corpus(documents: list[str], path: Path) -> None:
+    """The gathered documents as JSON lines, the input the README's own-text examples read."""
+    import json
+
+    from llamaforge.data.shards import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps({"text": d}) + "\n" for d in documents))
 
 
 def _say(message: str) -> None:
@@ -140,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     run_dir: Path = args.run_dir
-    if args.fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if args.fresh and run_dir.is_dir():
+        remove_demo_outputs(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not args.config.is_file():
         raise ConfigError(f"{args.config}: demo config not found; pass --config PATH")
@@ -158,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     train_docs, val_docs = split_documents(docs, VAL_SHARE, cfg.data.seed)
     documents = [d.text for d in train_docs + val_docs]
     _say(f"    {len(docs)} documents, {sum(map(len, documents)) / 1e6:.1f} M characters")
+    write_corpus(documents, run_dir / "corpus.jsonl")
 
     if tokenizer_path.is_file():
         tokenizer = Tokenizer(tokenizer_path)
@@ -209,6 +245,9 @@ def run(args: argparse.Namespace) -> int:
         sampling=sampling_config(), extra_notes=[split_note],
     )  # fmt: skip
     base = Path(result.checkpoint)
+    from llamaforge.formats import convert
+
+    convert(base, run_dir / "final", dst_format="native", overwrite=True)
     used = {d.path for d in docs}
     finetuned = finetune_act(args, run_dir, base, tokenizer_path, used, trainer.model, _say)
     if finetuned is None:
