@@ -46,6 +46,14 @@ def table_value(report: str, metric: str) -> float:
     return float(match[1].replace(",", ""))
 
 
+def trainer_weight(run_dir: Path, name: str) -> torch.Tensor:
+    """A weight of the newest pretraining checkpoint, read straight from its safetensors."""
+    from safetensors.torch import load_file
+
+    newest = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    return load_file(newest / "model.safetensors")[name]
+
+
 def snapshot(run_dir: Path) -> dict[str, tuple[int, bytes | None]]:
     """mtime and (for small files) contents of what a second run must not redo."""
     files = [run_dir / "tokenizer.model", run_dir / "metrics.jsonl", run_dir / "instructions.jsonl"]
@@ -99,6 +107,16 @@ def test_demo_trains_reports_and_then_reuses_everything(tmp_path: Path, capsys) 
     rows = re.findall(r"^\| (pretrained|finetuned) \|((?: [\d.]+ \|)+)$", section, re.MULTILINE)
     assert sorted({r[0] for r in rows}) == ["finetuned", "pretrained"] and len(rows) == 4
     assert (run_dir / "eval-data" / "piqa" / "validation.jsonl").is_file()
+    # What the README's next commands read: the model as a plain folder, the corpus.
+    from llamaforge.formats import load_any
+
+    final, _ = load_any(run_dir / "final")
+    assert torch.equal(
+        final.tok_embeddings.weight, trainer_weight(run_dir, "tok_embeddings.weight")
+    )
+    assert (run_dir / "final" / "tokenizer.model").is_file()
+    corpus = (run_dir / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(corpus) > 10 and all(set(json.loads(line)) == {"text"} for line in corpus)
 
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
