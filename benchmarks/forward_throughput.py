@@ -1,7 +1,8 @@
 """Forward and forward+backward throughput: llamaforge vs transformers' LlamaForCausalLM.
 
 Same config, same weights, same torch, same inputs, one process. Prints tokens/s
-for each and the ratio (ours / transformers; > 1 means we are faster).
+for each (median) and the ratio (ours / transformers; > 1 means we are faster),
+then min / median / max step seconds per side; the sides run in turns.
 
     python benchmarks/forward_throughput.py [--dim 512 --layers 8 --batch 4 --seq 256]
 """
@@ -10,27 +11,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from common import hf_twin
+from common import hf_twin, spread, time_in_turns
 
 from llamaforge.model import ModelConfig, build_model
-
-
-def time_pair(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fn_a`` and ``fn_b``, run in turns so load spikes hit both."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    samples_a, samples_b = [], []
-    for _ in range(repeats):
-        for fn, samples in ((fn_a, samples_a), (fn_b, samples_b)):
-            start = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - start)
-    return statistics.median(samples_a), statistics.median(samples_b)
 
 
 def main() -> None:
@@ -91,14 +77,25 @@ def main() -> None:
     )
     print(f"max |logits ours - transformers| = {diff:.2e}")
     print(f"{'pass':<18}{'llamaforge tok/s':>18}{'transformers tok/s':>20}{'ratio':>8}")
+    spreads = []
     for name, make in (("forward", forward), ("forward+backward", train_step)):
-        t_ours, t_hf = time_pair(
-            make(ours, False), make(theirs, True), warmup=2, repeats=args.repeats
+        samples, _ = time_in_turns(
+            {"llamaforge": make(ours, False), "transformers": make(theirs, True)},
+            warmup=2,
+            repeats=args.repeats,
         )
+        t_ours = statistics.median(samples["llamaforge"])
+        t_hf = statistics.median(samples["transformers"])
         print(
             f"{name:<18}{n_tokens / t_ours:>18,.0f}{n_tokens / t_hf:>20,.0f}{t_hf / t_ours:>8.2f}"
         )
+        spreads += [f"  {name} {side}: {spread(times)}" for side, times in samples.items()]
+    print("seconds per pass:")
+    print("\n".join(spreads))
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

@@ -110,6 +110,8 @@ def main() -> None:
         "rank": rank, "device": str(device), "params": cfg.num_params(),
         "tokens_per_s_per_device": per_device, "peak_flops": peak,
         "mfu": mfu(per_device, cfg.flops_per_token(args.seq), peak), "last_loss": result.loss,
+        "step_s_min": min(times), "step_s_median": statistics.median(times),
+        "step_s_max": max(times),
     }  # fmt: skip
     rows = ctx.gather(row) if ctx else [row]
     if rank == 0:
@@ -124,4 +126,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

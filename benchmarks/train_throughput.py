@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import hf_twin
+from common import hf_twin, spread
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -157,6 +157,8 @@ def compare(args: argparse.Namespace) -> None:
         f"\nratio ours / transformers = {statistics.median(hf_s) / statistics.median(ours_s):.2f} "
         f"(medians), {min(hf_s) / min(ours_s):.2f} (best steps); > 1: llamaforge is faster"
     )
+    for name, (seconds, _) in zip(("llamaforge", "transformers"), results, strict=True):
+        print(f"step seconds, {name}: {spread(seconds)}")
     diffs = [abs(a - b) for a, b in zip(ours_losses, hf_losses, strict=True)]
     print(f"max |loss ours - transformers| over all steps = {max(diffs):.2e}")
 
@@ -321,6 +323,8 @@ def ac_table(args: argparse.Namespace) -> None:
             f"| {row['saved_bytes'] / 2**20:,.1f} | {row['peak_delta_bytes'] / 2**20:,.1f} "
             f"| {row['loss']:.6f} | {row['grad_norm']:.6f} |"
         )
+    for mode, (seconds, _) in zip(MODES, timings, strict=True):
+        print(f"step seconds, {mode}: {spread(seconds)}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -371,8 +375,10 @@ def main(argv: list[str] | None = None) -> None:
         compare(args)
     if args.part in ("all", "ac"):
         ac_table(args)
-    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()
