@@ -156,7 +156,9 @@ def main() -> None:
     for name, ids in results.items():
         if name == "transformers":
             continue
-        agree = sum(a == b for x, y in zip(ids, reference, strict=True) for a, b in zip(x, y))
+        agree = sum(
+            a == b for x, y in zip(ids, reference, strict=True) for a, b in zip(x, y, strict=False)
+        )
         first_diff = [
             next((j for j, (a, b) in enumerate(zip(x, y, strict=False)) if a != b), None)
             for x, y in zip(ids, reference, strict=True)
