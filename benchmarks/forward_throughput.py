@@ -29,7 +29,13 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
+
+    def sync() -> None:  # CUDA runs asynchronously: wait, or the timer sees launches only
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     torch.manual_seed(0)
     cfg = ModelConfig(
@@ -39,9 +45,9 @@ def main() -> None:
         vocab_size=args.vocab,
         max_seq_len=max(args.seq, 256),
     )
-    ours = build_model(cfg)
+    ours = build_model(cfg, device=device)
     theirs = hf_twin(ours).train()
-    tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=device)
     autocast_dtype = getattr(torch, args.dtype)
 
     with torch.no_grad():
@@ -51,21 +57,23 @@ def main() -> None:
         def run():
             with (
                 torch.no_grad(),
-                torch.autocast("cpu", autocast_dtype, enabled=args.dtype != "float32"),
+                torch.autocast(device.type, autocast_dtype, enabled=args.dtype != "float32"),
             ):
                 out = model(tokens)
-                return out.logits if hf else out
+            sync()
+            return out.logits if hf else out
 
         return run
 
     def train_step(model, hf: bool):
         def run():
-            with torch.autocast("cpu", autocast_dtype, enabled=args.dtype != "float32"):
+            with torch.autocast(device.type, autocast_dtype, enabled=args.dtype != "float32"):
                 out = model(tokens)
                 logits = out.logits if hf else out
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
             loss.backward()
             model.zero_grad(set_to_none=True)
+            sync()
 
         return run
 
@@ -73,7 +81,7 @@ def main() -> None:
     print(
         f"config: dim={cfg.dim} layers={cfg.n_layers} heads={cfg.n_heads} vocab={cfg.vocab_size} "
         f"params={cfg.num_params() / 1e6:.1f}M batch={args.batch} seq={args.seq} dtype={args.dtype} "
-        f"torch={torch.__version__} threads={torch.get_num_threads()}"
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}"
     )
     print(f"max |logits ours - transformers| = {diff:.2e}")
     print(f"{'pass':<18}{'llamaforge tok/s':>18}{'transformers tok/s':>20}{'ratio':>8}")

@@ -81,6 +81,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled side")
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="aot_eager: tracing only, for smoke runs"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,7 +112,7 @@ def main() -> None:
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     sampling = SamplingConfig(max_new_tokens=args.new)
 
-    def ours_with(compile: bool):
+    def ours_with(compile: bool | str):
         return lambda: generate_ids(ours, prompts, sampling, eos_id=None, compile=compile)
 
     def run_theirs():
@@ -129,9 +132,9 @@ def main() -> None:
     compile_s = None
     if not args.no_compile:
         start = time.perf_counter()
-        ours_with(True)()  # compile outside the timing
+        ours_with(args.compile_backend)()  # compile outside the timing
         compile_s = time.perf_counter() - start
-        sides["llamaforge compiled"] = ours_with(True)
+        sides["llamaforge compiled"] = ours_with(args.compile_backend)
     samples, results = time_in_turns(sides, warmup=1, repeats=args.repeats)
     n_tokens = args.batch * args.new
     print(
