@@ -17,13 +17,22 @@ Same value as ``F.cross_entropy(hidden @ W.T, targets, ignore_index,
 reduction="sum")`` up to float summation order; a test holds loss and both
 gradients to the full computation.
 
-Not wired into ``train_step`` yet: see docs/performance.md.
+:func:`model_loss_sum` is what ``train_step`` calls: the chunked loss for a
+plain single-device ``Transformer`` (compiled or not), the full-logits loss
+for anything else (a sharded DTensor output projection, a wrapped ``output``
+layer such as LoRA's, a foreign model), which keeps their arithmetic as it was.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from llamaforge.model import Transformer
+
+IGNORE = -100
+CHUNK_BYTES = 64 * 2**20  # float32 logits of one chunk
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -94,3 +103,37 @@ def chunked_cross_entropy(
             f"targets {tuple(targets.shape)} do not fit (B, T, D), (V, D), (B, T)"
         )
     return _ChunkedCrossEntropy.apply(hidden, output_weight, targets, ignore_index, chunk_tokens)
+
+
+def chunk_tokens_for(vocab_size: int) -> int:
+    """Rows per chunk so one chunk's float32 logits take about :data:`CHUNK_BYTES`."""
+    return max(128, CHUNK_BYTES // (4 * vocab_size))
+
+
+def chunkable_output(model: nn.Module) -> nn.Linear | None:
+    """The output projection of a plain llamaforge ``Transformer``, else None (full logits)."""
+    inner = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+    if not isinstance(inner, Transformer) or type(inner.output) is not nn.Linear:
+        return None
+    weight = inner.output.weight
+    if type(weight) is not nn.Parameter and type(weight) is not torch.Tensor:
+        return None  # a DTensor (FSDP2/TP shard) or another tensor subclass
+    return inner.output
+
+
+def model_loss_sum(
+    model: nn.Module, inputs: Tensor, targets: Tensor, documents: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(sum of float32 token losses, scored-token count)`` of ``model`` on one micro-batch."""
+    extra = {} if documents is None else {"documents": documents}
+    output = chunkable_output(model)
+    if output is None:
+        logits = model(inputs, **extra)
+        flat = targets.flatten()
+        total = F.cross_entropy(
+            logits.float().flatten(0, 1), flat, ignore_index=IGNORE, reduction="sum"
+        )
+        return total, (flat != IGNORE).sum()
+    hidden = model(inputs, hidden_only=True, **extra)
+    chunk = chunk_tokens_for(output.weight.shape[0])
+    return chunked_cross_entropy(hidden, output.weight, targets, IGNORE, chunk)

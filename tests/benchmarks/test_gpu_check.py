@@ -21,7 +21,7 @@ def test_gpu_check_runs_every_check_on_cpu_and_writes_one_table(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     table = (out / "gpu_check.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 1 + 10  # header + 4 MFU + forward, fwd+bwd, train, 2 decode
+    assert len(rows) == 1 + 9  # header + 4 MFU + forward, fwd+bwd, train, 2 decode
     assert "no figure" not in table, table
     assert "FAILED" not in "".join(p.read_text() for p in out.glob("*.log"))
     assert "MFU" in rows[1] and "x transformers" in rows[-1] and "floors per step" in rows[-1]

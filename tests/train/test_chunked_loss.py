@@ -52,3 +52,49 @@ def test_float32_and_bad_shapes():
         chunked_cross_entropy(h32, w32, targets[:, :-1])
     with pytest.raises(ValueError, match="chunk_tokens"):
         chunked_cross_entropy(h32, w32, targets, chunk_tokens=0)
+
+
+class _LogitsOnly(torch.nn.Module):
+    """Hides the Transformer, so train_step takes the full-logits path."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, tokens, **kwargs):
+        return self.inner(tokens, **kwargs)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_train_step_uses_the_chunked_loss_and_matches_the_logits_path(masked, monkeypatch):
+    import copy
+
+    from llamaforge.model import build_model, get_preset
+    from llamaforge.train import chunked_loss
+    from llamaforge.train.step import train_step
+
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny-1M", n_layers=2, vocab_size=300))
+    twin = _LogitsOnly(copy.deepcopy(model))
+    assert chunked_loss.chunkable_output(model) is model.output
+    assert chunked_loss.chunkable_output(twin) is None
+    monkeypatch.setattr(chunked_loss, "CHUNK_BYTES", 4 * 300 * 5)  # 128-row chunks (the floor)
+    tokens = torch.randint(0, 300, (2, 200))
+    targets = torch.randint(0, 300, (2, 200))
+    if masked:
+        targets[0, :50] = -100
+    calls = []
+    real = chunked_loss.chunked_cross_entropy
+    monkeypatch.setattr(
+        chunked_loss, "chunked_cross_entropy", lambda *a: calls.append(a[-1]) or real(*a)
+    )
+    results = []
+    for m in (model, twin):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        batch = [(tokens, targets)]
+        results.append(train_step(m, opt, batch, 1, grad_clip=0.0, masked=masked))
+    assert calls == [128]  # the Transformer went through the chunked loss, the twin did not
+    assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
+    assert results[0].grad_norm == pytest.approx(results[1].grad_norm, rel=1e-5)
+    for a, b in zip(model.parameters(), twin.inner.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
