@@ -115,6 +115,10 @@ def chunkable_output(model: nn.Module) -> nn.Linear | None:
     inner = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
     if not isinstance(inner, Transformer) or type(inner.output) is not nn.Linear:
         return None
+    from torch.distributed.fsdp import FSDPModule
+
+    if any(isinstance(m, FSDPModule) for m in (inner, inner.output)):
+        return None  # FSDP2 swaps sharded and gathered weights around forward
     weight = inner.output.weight
     if type(weight) is not nn.Parameter and type(weight) is not torch.Tensor:
         return None  # a DTensor (FSDP2/TP shard) or another tensor subclass
