@@ -190,4 +190,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

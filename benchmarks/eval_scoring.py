@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from common import spread
 
 from llamaforge.eval.likelihood import score_token_sequences
 from llamaforge.model import Transformer, get_preset
@@ -75,8 +76,13 @@ def main() -> None:
     for share in (False, True):
         rate = len(items) / statistics.median(times[share])
         print(f"| {'on' if share else 'off'} | {rate:,.1f} | {rate / base:.2f} |")
+    for share in (False, True):
+        print(f"seconds, prefix sharing {'on' if share else 'off'}: {spread(times[share])}")
     print(f"max |difference| of log-likelihoods: {diff:.2e}")
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

@@ -1,7 +1,8 @@
 """Forward and forward+backward throughput: llamaforge vs transformers' LlamaForCausalLM.
 
 Same config, same weights, same torch, same inputs, one process. Prints tokens/s
-for each and the ratio (ours / transformers; > 1 means we are faster).
+for each (median) and the ratio (ours / transformers; > 1 means we are faster),
+then min / median / max step seconds per side; the sides run in turns.
 
     python benchmarks/forward_throughput.py [--dim 512 --layers 8 --batch 4 --seq 256]
 """
@@ -10,27 +11,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from common import hf_twin
+from common import hf_twin, spread, time_in_turns
 
 from llamaforge.model import ModelConfig, build_model
-
-
-def time_pair(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fn_a`` and ``fn_b``, run in turns so load spikes hit both."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    samples_a, samples_b = [], []
-    for _ in range(repeats):
-        for fn, samples in ((fn_a, samples_a), (fn_b, samples_b)):
-            start = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - start)
-    return statistics.median(samples_a), statistics.median(samples_b)
 
 
 def main() -> None:
@@ -43,7 +29,13 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
+
+    def sync() -> None:  # CUDA runs asynchronously: wait, or the timer sees launches only
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     torch.manual_seed(0)
     cfg = ModelConfig(
@@ -53,9 +45,9 @@ def main() -> None:
         vocab_size=args.vocab,
         max_seq_len=max(args.seq, 256),
     )
-    ours = build_model(cfg)
+    ours = build_model(cfg, device=device)
     theirs = hf_twin(ours).train()
-    tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=device)
     autocast_dtype = getattr(torch, args.dtype)
 
     with torch.no_grad():
@@ -65,21 +57,23 @@ def main() -> None:
         def run():
             with (
                 torch.no_grad(),
-                torch.autocast("cpu", autocast_dtype, enabled=args.dtype != "float32"),
+                torch.autocast(device.type, autocast_dtype, enabled=args.dtype != "float32"),
             ):
                 out = model(tokens)
-                return out.logits if hf else out
+            sync()
+            return out.logits if hf else out
 
         return run
 
     def train_step(model, hf: bool):
         def run():
-            with torch.autocast("cpu", autocast_dtype, enabled=args.dtype != "float32"):
+            with torch.autocast(device.type, autocast_dtype, enabled=args.dtype != "float32"):
                 out = model(tokens)
                 logits = out.logits if hf else out
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
             loss.backward()
             model.zero_grad(set_to_none=True)
+            sync()
 
         return run
 
@@ -87,18 +81,29 @@ def main() -> None:
     print(
         f"config: dim={cfg.dim} layers={cfg.n_layers} heads={cfg.n_heads} vocab={cfg.vocab_size} "
         f"params={cfg.num_params() / 1e6:.1f}M batch={args.batch} seq={args.seq} dtype={args.dtype} "
-        f"torch={torch.__version__} threads={torch.get_num_threads()}"
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}"
     )
     print(f"max |logits ours - transformers| = {diff:.2e}")
     print(f"{'pass':<18}{'llamaforge tok/s':>18}{'transformers tok/s':>20}{'ratio':>8}")
+    spreads = []
     for name, make in (("forward", forward), ("forward+backward", train_step)):
-        t_ours, t_hf = time_pair(
-            make(ours, False), make(theirs, True), warmup=2, repeats=args.repeats
+        samples, _ = time_in_turns(
+            {"llamaforge": make(ours, False), "transformers": make(theirs, True)},
+            warmup=2,
+            repeats=args.repeats,
         )
+        t_ours = statistics.median(samples["llamaforge"])
+        t_hf = statistics.median(samples["transformers"])
         print(
             f"{name:<18}{n_tokens / t_ours:>18,.0f}{n_tokens / t_hf:>20,.0f}{t_hf / t_ours:>8.2f}"
         )
+        spreads += [f"  {name} {side}: {spread(times)}" for side, times in samples.items()]
+    print("seconds per pass:")
+    print("\n".join(spreads))
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

@@ -56,6 +56,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--ac", choices=["none", "full", "selective"], default="none")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend on one process (aot_eager: tracing only, for smoke runs)",
+    )
     parser.add_argument("--peak-flops", type=float, default=0.0, help="per device; 0 = detect")
     return parser.parse_args()
 
@@ -86,7 +91,11 @@ def main() -> None:
         model = apply_activation_checkpointing(build_model(cfg, device=device), args.ac)
         step_precision = args.precision
     optimizer = build_optimizer(model, OptimConfig(lr=1e-4, warmup_steps=1))
-    forward = torch.compile(model) if args.compile and ctx is None else model
+    forward = (
+        torch.compile(model, backend=args.compile_backend)
+        if args.compile and ctx is None
+        else model
+    )
     generator = torch.Generator().manual_seed(1 + dp_rank)
 
     def batch() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -110,6 +119,8 @@ def main() -> None:
         "rank": rank, "device": str(device), "params": cfg.num_params(),
         "tokens_per_s_per_device": per_device, "peak_flops": peak,
         "mfu": mfu(per_device, cfg.flops_per_token(args.seq), peak), "last_loss": result.loss,
+        "step_s_min": min(times), "step_s_median": statistics.median(times),
+        "step_s_max": max(times),
     }  # fmt: skip
     rows = ctx.gather(row) if ctx else [row]
     if rank == 0:
@@ -124,4 +135,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

@@ -21,6 +21,8 @@ import statistics
 import time
 from unittest import mock
 
+from common import spread
+
 from llamaforge.eval import sandbox
 from llamaforge.eval.sandbox import SandboxLimits, run_program, run_programs
 
@@ -71,7 +73,8 @@ def main() -> None:
             p90 = times[int(0.9 * (len(times) - 1))]
             print(
                 f"{name:9s} {label:17s} median {1e3 * statistics.median(times):6.1f} ms"
-                f"  p90 {1e3 * p90:6.1f} ms  ({len(times)} programs)"
+                f"  p90 {1e3 * p90:6.1f} ms  ({len(times)} programs; "
+                f"{spread(times, 1e3, 'ms')})"
             )
     for jailed, label in ((False, "inner layers only"), (True, "OS boundary")):
         with forced(jailed):
@@ -83,4 +86,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

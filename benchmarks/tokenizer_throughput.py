@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import spread
 from tqdm.auto import tqdm
 
 from llamaforge.data.local_corpus import describe_sources, iter_local_documents
@@ -31,14 +32,15 @@ from llamaforge.tokenizer import Tokenizer, train_tokenizer
 from llamaforge.tokenizer.tokenizer import usable_cpus
 
 
-def best_time(fn: Callable[[], list[list[int]]], repeats: int) -> tuple[float, int]:
-    best, n_tokens = float("inf"), 0
+def best_time(fn: Callable[[], list[list[int]]], repeats: int) -> tuple[float, int, list[float]]:
+    """Best seconds, tokens produced, and every run's seconds (for the spread)."""
+    samples, n_tokens = [], 0
     for _ in range(repeats):
         start = time.perf_counter()
         ids = fn()
-        best = min(best, time.perf_counter() - start)
+        samples.append(time.perf_counter() - start)
         n_tokens = sum(len(x) for x in ids)
-    return best, n_tokens
+    return min(samples), n_tokens, samples
 
 
 def main() -> None:
@@ -66,10 +68,11 @@ def main() -> None:
 
         cases = [("encode, one call per document", loop)]
         cases += [(f"encode_batch, {t} thread{'s' * (t > 1)}", batch(t)) for t in args.threads]
-        rows = []
+        rows, spreads = [], []
         for name, fn in tqdm(cases, desc="timing", unit="case"):
-            seconds, n_tokens = best_time(fn, args.repeats)
+            seconds, n_tokens, samples = best_time(fn, args.repeats)
             rows.append((name, n_bytes / seconds / 1e6, n_tokens / seconds / 1e6))
+            spreads.append(f"seconds, {name}: {spread(samples)}")
 
     print(f"\ncorpus: {n_bytes / 1e6:.1f} MB, {len(docs)} documents from {describe_sources()}")
     print(
@@ -82,7 +85,11 @@ def main() -> None:
     print(f"|{'-' * 34}|{'-' * 9}|{'-' * 12}|")
     for name, mb_s, mtok_s in rows:
         print(f"| {name:<32} | {mb_s:>7.2f} | {mtok_s:>10.2f} |")
+    print("\n" + "\n".join(spreads))
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

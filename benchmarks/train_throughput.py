@@ -8,14 +8,21 @@ batch, in one process. Both go through the very same
 wrapped to return its logits), so the only difference is the model code.
 Prints tokens/s of each, the ratio ours / transformers (> 1: we are faster)
 and the losses of the first and last step, which must agree: same weights,
-same batch, same optimizer, same arithmetic.
+same batch, same optimizer (our default, fused AdamW, which is also the
+default of transformers' ``Trainer`` on torch >= 2.8), same loss value. A third
+side runs the twin with the for-loop AdamW that ``torch.optim.AdamW()``
+resolves to on CPU, what a plain PyTorch loop around transformers gets.
+Our side computes the loss chunked (``llamaforge.train.chunked_loss``), the
+twin from full logits.
 
 Part 2 (``ac``) prints a Markdown table for the activation-checkpointing
 modes (none / full / selective, paper §2.4): tokens/s, the memory the forward
 pass leaves alive for the backward pass ("saved activations"), and the peak
 memory of forward+backward above the model+optimizer baseline (process RSS
 on CPU, the CUDA allocator's peak on GPU). Memory comes from one fresh
-subprocess per mode; speed from one model switching modes step by step.
+subprocess per mode, and one more for the transformers twin (no
+checkpointing), compared with ours without; speed from one model switching
+modes step by step.
 
     python benchmarks/train_throughput.py [--part all|compare|ac] [--dim 512 --layers 8
         --heads 8 --vocab 32000 --batch 4 --seq 256 --precision fp32|bf16 --repeats 5]
@@ -38,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import hf_twin
+from common import hf_twin, spread
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -137,9 +144,12 @@ def compare(args: argparse.Namespace) -> None:
     theirs = hf_logits_twin(ours)
     batch = random_batch(cfg, args.batch, args.seq, args.device)
     optim_cfg = OptimConfig()
+    loop_twin = hf_logits_twin(ours)
+    loop_cfg = OptimConfig(implementation="for-loop")  # torch's CPU default for AdamW
     steps = [
         step_fn(m, build_optimizer(m, optim_cfg), batch, args.precision) for m in (ours, theirs)
     ]
+    steps.append(step_fn(loop_twin, build_optimizer(loop_twin, loop_cfg), batch, args.precision))
     results = timed_steps(steps, args.warmup, args.repeats, "llamaforge vs transformers")
     n_tokens = args.batch * args.seq
     print(
@@ -149,14 +159,21 @@ def compare(args: argparse.Namespace) -> None:
     last = args.warmup + args.repeats
     print(f"| model | tokens/s | best-step tokens/s | loss step 1 | loss step {last} |")
     print("|---|---:|---:|---:|---:|")
-    for name, (seconds, losses) in zip(("llamaforge", "transformers"), results, strict=True):
+    names = ("llamaforge", "transformers", "transformers, for-loop AdamW")
+    for name, (seconds, losses) in zip(names, results, strict=True):
         median, best = n_tokens / statistics.median(seconds), n_tokens / min(seconds)
         print(f"| {name} | {median:,.0f} | {best:,.0f} | {losses[0]:.6f} | {losses[-1]:.6f} |")
-    (ours_s, ours_losses), (hf_s, hf_losses) = results
+    (ours_s, ours_losses), (hf_s, hf_losses), (loop_s, _) = results
     print(
         f"\nratio ours / transformers = {statistics.median(hf_s) / statistics.median(ours_s):.2f} "
         f"(medians), {min(hf_s) / min(ours_s):.2f} (best steps); > 1: llamaforge is faster"
     )
+    print(
+        f"ratio ours / transformers with torch's default (for-loop) AdamW = "
+        f"{statistics.median(loop_s) / statistics.median(ours_s):.2f} (medians)"
+    )
+    for name, (seconds, _) in zip(names, results, strict=True):
+        print(f"step seconds, {name}: {spread(seconds)}")
     diffs = [abs(a - b) for a, b in zip(ours_losses, hf_losses, strict=True)]
     print(f"max |loss ours - transformers| over all steps = {max(diffs):.2e}")
 
@@ -264,7 +281,10 @@ def ac_worker(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     cfg = model_config(args)
     device = torch.device(args.device)
-    model = apply_activation_checkpointing(build_model(cfg, device=device), args.ac_worker)
+    if args.ac_worker == "transformers":  # the twin, no checkpointing: the memory comparison
+        model = hf_logits_twin(build_model(cfg, device=device))
+    else:
+        model = apply_activation_checkpointing(build_model(cfg, device=device), args.ac_worker)
     optimizer = build_optimizer(model, OptimConfig())
     batch = random_batch(cfg, args.batch, args.seq, args.device)
     gc.collect()
@@ -294,12 +314,14 @@ def ac_table(args: argparse.Namespace) -> None:
     all of them rather than landing on one mode's process.
     """
     rows = []
-    for mode in tqdm(MODES, desc="memory per mode (subprocesses)", leave=False):
+    for mode in tqdm((*MODES, "transformers"), desc="memory (subprocesses)", leave=False):
         command = [sys.executable, os.path.abspath(__file__), "--ac-worker", mode]
         for flag in CONFIG_FLAGS:
             command += [f"--{flag}", str(getattr(args, flag))]
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+        rows.append(json.loads(lines[-1]))
+    theirs = rows.pop()
     torch.manual_seed(0)
     cfg = model_config(args)
     model = build_model(cfg, device=args.device)
@@ -321,6 +343,17 @@ def ac_table(args: argparse.Namespace) -> None:
             f"| {row['saved_bytes'] / 2**20:,.1f} | {row['peak_delta_bytes'] / 2**20:,.1f} "
             f"| {row['loss']:.6f} | {row['grad_norm']:.6f} |"
         )
+    for mode, (seconds, _) in zip(MODES, timings, strict=True):
+        print(f"step seconds, {mode}: {spread(seconds)}")
+    ours = rows[0]
+    print(
+        f"\nforward+backward {peak_name}: llamaforge (no AC) {ours['peak_delta_bytes'] / 2**20:,.1f} "
+        f"MiB, transformers {theirs['peak_delta_bytes'] / 2**20:,.1f} MiB, ratio "
+        f"{ours['peak_delta_bytes'] / theirs['peak_delta_bytes']:.2f} (< 1: we use less); "
+        f"saved activations {ours['saved_bytes'] / 2**20:,.1f} vs "
+        f"{theirs['saved_bytes'] / 2**20:,.1f} MiB; loss step 1 {ours['loss']:.6f} vs "
+        f"{theirs['loss']:.6f}"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -346,7 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="torch device (default: cuda if available, else cpu)",
     )
-    parser.add_argument("--ac-worker", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--ac-worker", choices=(*MODES, "transformers"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for flag, _, _ in INT_FLAGS:
         if getattr(args, flag) < (0 if flag == "warmup" else 1):
@@ -371,8 +404,10 @@ def main(argv: list[str] | None = None) -> None:
         compare(args)
     if args.part in ("all", "ac"):
         ac_table(args)
-    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
-    main()
+    from common import report_load
+
+    with report_load():
+        main()

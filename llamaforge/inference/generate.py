@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from llamaforge.errors import ConfigError, DataError
 from llamaforge.inference.sampling import SamplingConfig, make_generator, sample_next
+from llamaforge.inference.static_decode import StaticStep, bucketed_cache_len
 
 
 class TokenizerLike(Protocol):
@@ -130,6 +131,7 @@ def decode_steps(
     eos_id: int | None = None,
     *,
     progress: bool = False,
+    compile: bool | str = False,
 ) -> Iterator[tuple[list[int | None], list[bool]]]:
     """Yield ``(new_tokens, done)`` after every decoding step.
 
@@ -139,6 +141,11 @@ def decode_steps(
     is how text-level stop strings are applied. Finished sequences keep
     running in the batch (their tokens are ignored) until all are done,
     because removing rows would re-allocate the cache.
+
+    ``compile=True`` (or a ``torch.compile`` backend name) decodes with the
+    static-shape step of ``llamaforge.inference.static_decode``: compiled
+    once per batch and cache-length bucket, a CUDA graph per token on GPU.
+    It pays a compile up front, so it is off by default.
     """
     tokens, pads, budget = _prepare(model, prompts, cfg)
     if budget <= 0:
@@ -148,6 +155,8 @@ def decode_steps(
     tokens, pads = tokens.to(device), pads.to(device)
     positions = (torch.arange(width, device=device) - pads[:, None]).clamp_(min=0)
     cache_len = width + budget - 1
+    if compile:
+        cache_len = bucketed_cache_len(cache_len, model.config.max_seq_len)
     if bool(pads.any()):
         is_real = torch.arange(cache_len, device=device)[None, :] >= pads[:, None]  # (batch, keys)
         causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
@@ -168,6 +177,7 @@ def decode_steps(
     logits = model(tokens, positions=positions, mask=prefill_mask, cache=cache, last_only=True)[
         :, -1
     ]
+    static = StaticStep(model, cache, pads, compile) if compile else None
     with tqdm(total=budget, disable=not progress, unit="tok") as bar:
         for step in range(budget):
             next_tokens = sample_next(logits, cfg, generator)
@@ -179,8 +189,12 @@ def decode_steps(
             yield new, done
             if all(done) or step == budget - 1:
                 return
-            mask = None if step_mask is None else step_mask[..., : cache.filled + 1]
-            logits = model(next_tokens[:, None], positions=next_pos, mask=mask, cache=cache)[:, -1]
+            if static is not None:
+                logits = static(next_tokens[:, None], next_pos)
+            else:
+                mask = None if step_mask is None else step_mask[..., : cache.filled + 1]
+                logits = model(next_tokens[:, None], positions=next_pos, mask=mask, cache=cache)
+                logits = logits[:, -1]
             next_pos += 1
 
 
@@ -192,6 +206,7 @@ def generate_ids(
     *,
     tokenizer: TokenizerLike | None = None,
     progress: bool = False,
+    compile: bool | str = False,
 ) -> list[list[int]]:
     """New token ids for each prompt (prompts are token ids, BOS included).
 
@@ -200,12 +215,13 @@ def generate_ids(
     that completes a stop string; that token is kept here because the
     string may end inside it: ``generate`` cuts the text itself. Stop strings
     need ``tokenizer`` to decode. Pass ``eos_id=None`` to never stop on EOS.
+    ``compile``: see :func:`decode_steps`.
     """
     if cfg.stop and tokenizer is None:
         raise ConfigError("generate_ids: sampling.stop needs a tokenizer to decode the text")
     out: list[list[int]] = [[] for _ in prompts]
     decoders = [TextDecoder(tokenizer, p) for p in prompts] if cfg.stop and tokenizer else []
-    for new, done in decode_steps(model, prompts, cfg, eos_id, progress=progress):
+    for new, done in decode_steps(model, prompts, cfg, eos_id, progress=progress, compile=compile):
         for i, token in enumerate(new):
             if token is None:
                 continue
@@ -236,6 +252,7 @@ def generate(
     cfg: SamplingConfig,
     *,
     progress: bool = False,
+    compile: bool | str = False,
 ) -> list[str]:
     """Completions (without the prompt) of a batch of text prompts.
 
@@ -244,7 +261,13 @@ def generate(
     """
     encoded = [tokenizer.encode(p, bos=True, eos=False) for p in prompts]
     ids = generate_ids(
-        model, encoded, cfg, tokenizer.eos_id, tokenizer=tokenizer, progress=progress
+        model,
+        encoded,
+        cfg,
+        tokenizer.eos_id,
+        tokenizer=tokenizer,
+        progress=progress,
+        compile=compile,
     )
     return [
         _cut_at_stop(completion_text(tokenizer, p, g), cfg.stop)
@@ -253,7 +276,12 @@ def generate(
 
 
 def stream(
-    model: nn.Module, tokenizer: TokenizerLike, prompt: str, cfg: SamplingConfig
+    model: nn.Module,
+    tokenizer: TokenizerLike,
+    prompt: str,
+    cfg: SamplingConfig,
+    *,
+    compile: bool | str = False,
 ) -> Iterator[str]:
     """Yield the completion of one prompt in pieces, each final once yielded.
 
@@ -264,7 +292,7 @@ def stream(
     ids = tokenizer.encode(prompt, bos=True, eos=False)
     decoder = TextDecoder(tokenizer, ids)
     sent = 0
-    for new, done in decode_steps(model, [ids], cfg, tokenizer.eos_id):
+    for new, done in decode_steps(model, [ids], cfg, tokenizer.eos_id, compile=compile):
         if new[0] is None or not decoder.push(new[0]):
             continue
         text = decoder.text

@@ -61,8 +61,13 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         last_only: bool = False,
         documents: torch.Tensor | None = None,
+        hidden_only: bool = False,
     ) -> torch.Tensor:
         """Logits of shape (batch, seq, vocab), or (batch, 1, vocab) with ``last_only``.
+
+        ``hidden_only`` returns the final-norm output (batch, seq, dim) instead,
+        for a loss that applies ``output`` itself (the chunked cross-entropy of
+        training never builds the full logits).
 
         Pretraining passes only ``tokens``: plain causal attention through
         SDPA's ``is_causal`` kernels, no mask built. Incremental decoding passes a
@@ -104,7 +109,8 @@ class Transformer(nn.Module):
             cache.filled = start + seq
         if last_only:  # decoding needs the next-token distribution only
             h = h[:, -1:]
-        return self.output(self.norm(h))
+        h = self.norm(h)
+        return h if hidden_only else self.output(h)
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:

@@ -90,6 +90,10 @@ class OptimConfig(Section):
     min_lr_ratio: float = field_with_rule(0.1, "in [0, 1]")  # the cosine ends at min_lr_ratio * lr
     decay_embeddings: bool = True
     decay_norms: bool = False
+    # "fused": one kernel for all parameters (default wherever PyTorch has it: CPU, CUDA);
+    # "foreach": multi-tensor ops; "for-loop": one parameter at a time (the reference).
+    # They agree to float rounding; see llamaforge.train.optim.
+    implementation: Literal["fused", "foreach", "for-loop"] = "fused"
 
 
 @dataclass

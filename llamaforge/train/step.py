@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llamaforge.train import batches as B
+from llamaforge.train.chunked_loss import model_loss_sum
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -53,6 +54,11 @@ def train_step(
 ) -> StepResult:
     """Accumulate ``accumulation_steps`` micro-batches, clip, and step unless non-finite.
 
+    The loss of a plain ``Transformer`` is the chunked cross-entropy of
+    :mod:`llamaforge.train.chunked_loss` (the full logits and their gradient
+    are never built; same value up to float summation order); other models
+    (sharded, LoRA-wrapped output, foreign) go through their logits.
+
     Each micro-batch loss is divided by the number of micro-batches, so the
     accumulated gradient equals that of one big batch of the same tokens
     (all micro-batches hold the same number of tokens). A non-finite loss or
@@ -85,8 +91,8 @@ def train_step(
             targets.to(device, non_blocking=True),
         )
         with autocast_context(device, precision):
-            logits = model(inputs)
-        loss = lm_loss(logits, targets) / accumulation_steps
+            summed, count = model_loss_sum(model, inputs, targets)
+        loss = summed / count / accumulation_steps  # lm_loss's token mean
         loss.backward()
         total_loss += loss.detach()
         tokens += targets.numel()
@@ -116,8 +122,7 @@ def _masked_step(
     for batch in batches:
         inputs, targets, documents = B.unpack(batch, device)
         with autocast_context(device, precision):
-            logits = B.forward(model, inputs, documents)
-        summed, _ = B.token_loss_sum(logits, targets)
+            summed, _ = model_loss_sum(model, inputs, targets, documents)
         loss = summed * scale
         loss.backward()
         total_loss += loss.detach()

@@ -86,3 +86,34 @@ def test_weight_decay_is_decoupled_and_skips_norms():
     for name, param in model.named_parameters():
         factor = 1.0 if param.ndim == 1 else 1 - 0.5 * 0.1
         torch.testing.assert_close(param.detach(), before[name] * factor)
+
+
+def _train_params(implementation: str, steps: int = 6) -> list[torch.Tensor]:
+    """Parameters after ``steps`` AdamW steps on fixed random gradients."""
+    model = tiny_model()
+    cfg = OptimConfig(lr=1e-2, weight_decay=0.1, implementation=implementation)
+    opt = build_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=generator)
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_fused_and_foreach_adamw_match_the_for_loop_over_several_steps():
+    reference = _train_params("for-loop")
+    start = [p.detach() for p in tiny_model().parameters()]
+    moved = max((a - b).abs().max().item() for a, b in zip(reference, start, strict=True))
+    assert moved > 1e-3  # the steps really changed the weights
+    for implementation in ("fused", "foreach"):
+        got = _train_params(implementation)
+        for a, b in zip(got, reference, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_default_adamw_is_fused_on_cpu():
+    opt = build_optimizer(tiny_model(), OptimConfig())
+    assert opt.defaults["fused"] is True and not opt.defaults["foreach"]
+    loop = build_optimizer(tiny_model(), OptimConfig(implementation="for-loop"))
+    assert not loop.defaults["fused"] and not loop.defaults["foreach"]

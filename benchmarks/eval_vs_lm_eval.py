@@ -1,0 +1,198 @@
+"""``llamaforge eval`` vs lm-eval's own Hugging Face backend (``HFLM``), same model, same items.
+
+One model (random weights; a SentencePiece tokenizer trained on the fly) is
+exported once as a Hugging Face folder; both sides read that folder. The
+items are ``--items`` PIQA-shaped multiple-choice documents written to local
+files: ``DIR/piqa/validation.jsonl`` for ``llamaforge eval --data-dir`` and a
+custom lm-eval task YAML (``lf_piqa``: lm-eval's own piqa prompt,
+``"Question: {goal}\\nAnswer:"`` -> `` {sol1}``/`` {sol2}``) pointing at the same
+file, so nothing is downloaded. Two comparisons, sides in turns:
+
+* in-process: the log-likelihood requests of every item, ours through
+  ``llamaforge.eval.likelihood.loglikelihood``, theirs through
+  ``HFLM.loglikelihood`` (model loaded before timing); prints the max
+  |difference| of the log-likelihoods and the ratio;
+* whole command: ``python -m llamaforge eval FOLDER --tasks piqa`` vs
+  ``python -m lm_eval --model hf ... --tasks lf_piqa`` (start-up, loading and
+  scoring), with the accuracy each reports.
+
+    python benchmarks/eval_vs_lm_eval.py [--dim 256 --layers 4 --items 200 --batch-size 16
+        --repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import spread, time_in_turns
+
+from llamaforge.eval.likelihood import loglikelihood
+from llamaforge.formats import save_any
+from llamaforge.model import ModelConfig, build_model
+from llamaforge.tokenizer import train_tokenizer
+
+WORDS = [
+    "cat",
+    "dog",
+    "water",
+    "cup",
+    "glass",
+    "stone",
+    "fire",
+    "heat",
+    "cold",
+    "paper",
+    "knife",
+    "rope",
+    "box",
+    "door",
+    "wall",
+    "tree",
+]
+TASK_YAML = """task: lf_piqa
+dataset_path: json
+dataset_kwargs:
+  cache_dir: {cache}
+  data_files:
+    test: {file}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{goal}}}}\\nAnswer:"
+doc_to_choice: "{{{{[sol1, sol2]}}}}"
+doc_to_target: label
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def items(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+
+    def phrase(k: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(k))
+
+    return [
+        {"goal": f"how do you {phrase(rng.randint(4, 12))}?", "sol1": phrase(rng.randint(3, 15)),
+         "sol2": phrase(rng.randint(3, 15)), "label": rng.randint(0, 1)}
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag, default in (("dim", 256), ("layers", 4), ("heads", 4), ("items", 200)):
+        parser.add_argument(f"--{flag}", type=int, default=default)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    root = Path(tempfile.mkdtemp(prefix="eval_vs_lm_eval_"))
+    docs = items(args.items)
+    lines = [f"{d['goal']} {d['sol1']} {d['sol2']}" for d in docs] * 3
+    tokenizer = train_tokenizer(
+        root / "tok.model", texts=lines, vocab_size=300, progress=False, num_threads=1
+    )
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
+                      vocab_size=tokenizer.vocab_size, max_seq_len=256)  # fmt: skip
+    model = build_model(cfg).eval()
+    folder = save_any(model, root / "hf", "hf", tokenizer_path=root / "tok.model")
+    data = root / "data" / "piqa"
+    data.mkdir(parents=True)
+    (data / "validation.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    tasks = root / "tasks"
+    tasks.mkdir()
+    (tasks / "lf_piqa.yaml").write_text(
+        TASK_YAML.format(cache=root / "hf_cache", file=data / "validation.jsonl")
+    )
+    requests = [
+        (f"Question: {d['goal']}\nAnswer:", " " + d[key]) for d in docs for key in ("sol1", "sol2")
+    ]
+    print(
+        f"model dim={cfg.dim} layers={cfg.n_layers} params={cfg.num_params() / 1e6:.1f}M "
+        f"vocab={cfg.vocab_size}; {len(docs)} items, {len(requests)} requests; batch "
+        f"{args.batch_size}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from llamaforge.formats import load_any
+
+    ours_model, _ = load_any(folder)
+    ours_model.eval()
+    hflm = HFLM(pretrained=str(folder), device="cpu", batch_size=args.batch_size, dtype="float32")
+    instances = [
+        Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(requests)
+    ]
+    samples, results = time_in_turns(
+        {
+            "llamaforge": lambda: [
+                lp for lp, _ in loglikelihood(ours_model, tokenizer, requests, batch_size=args.batch_size)
+            ],
+            "lm-eval HFLM": lambda: [lp for lp, _ in hflm.loglikelihood(instances, disable_tqdm=True)],
+        },
+        warmup=1,
+        repeats=args.repeats,
+    )  # fmt: skip
+    diff = max(abs(a - b) for a, b in zip(*results.values(), strict=True))
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    print("\n## In-process log-likelihoods of every request\n")
+    for name, times in samples.items():
+        print(f"{name}: {len(requests) / median[name]:,.1f} requests/s; seconds {spread(times)}")
+    print(f"ratio llamaforge / HFLM = {median['lm-eval HFLM'] / median['llamaforge']:.2f}x "
+          f"(medians); max |log-likelihood difference| = {diff:.2e}")  # fmt: skip
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
+    out = {"llamaforge": root / "ours.json", "lm-eval HFLM": root / "theirs"}
+    commands = {
+        "llamaforge": [sys.executable, "-m", "llamaforge", "eval", str(folder), "--tasks", "piqa",
+                       "--data-dir", str(root / "data"), "--shots", "0", "--device", "cpu",
+                       "--batch-size", str(args.batch_size), "--no-progress",
+                       "--out", str(out["llamaforge"])],
+        "lm-eval HFLM": [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+                         f"pretrained={folder},dtype=float32", "--tasks", "lf_piqa",
+                         "--include_path", str(tasks), "--device", "cpu",
+                         "--batch_size", str(args.batch_size),
+                         "--output_path", str(out["lm-eval HFLM"])],
+    }  # fmt: skip
+
+    def runner(command: list[str]):
+        def run() -> float:
+            start = time.perf_counter()
+            subprocess.run(command, env=env, check=True, capture_output=True)
+            return time.perf_counter() - start
+
+        return run
+
+    whole, _ = time_in_turns({k: runner(c) for k, c in commands.items()}, 0, args.repeats)
+    ours_acc = json.loads(out["llamaforge"].read_text())["results"]["piqa"]["metrics"]
+    theirs_file = next(out["lm-eval HFLM"].rglob("results_*.json"))
+    theirs_acc = json.loads(theirs_file.read_text())["results"]["lf_piqa"]
+    print("\n## Whole command (start-up, loading, scoring)\n")
+    for name, times in whole.items():
+        print(f"{name}: seconds {spread(times)}")
+    ratio = statistics.median(whole["lm-eval HFLM"]) / statistics.median(whole["llamaforge"])
+    print(f"ratio llamaforge / lm-eval HFLM = {ratio:.2f}x (medians)")
+    print(f"llamaforge eval metrics: {ours_acc}")
+    print(f"lm-eval metrics: { {k: v for k, v in theirs_acc.items() if 'acc' in k} }")
+    print("(llamaforge's acc_raw is lm-eval's acc: the unnormalised log-likelihood choice)")
+
+
+if __name__ == "__main__":
+    from common import report_load
+
+    with report_load():
+        main()
