@@ -41,7 +41,7 @@ from torch import nn
 
 from llamaforge.errors import ConfigError
 from llamaforge.finetune.templates import ChatTemplate, encode_segments, load_template
-from llamaforge.inference.cli import unescape
+from llamaforge.inference.cli import sampling_from_args
 from llamaforge.inference.generate import TextDecoder, TokenizerLike, _stop_index, _unsafe_tail
 from llamaforge.inference.loading import add_device_arguments, load_model_and_tokenizer
 from llamaforge.inference.sampling import SamplingConfig, make_generator, sample_next
@@ -247,14 +247,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from llamaforge.finetune.template_store import template_from_folder
 
-    sampling = SamplingConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        stop=tuple(unescape(s) for s in args.stop),
-        seed=args.seed,
-    )
+    sampling = sampling_from_args(args)
     template = load_template(args.template) if args.template else None
     if template is None and args.checkpoint.is_dir():
         template = template_from_folder(args.checkpoint)

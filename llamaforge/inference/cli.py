@@ -67,8 +67,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = SamplingConfig(
+def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
+    """The sampling options ``generate`` and ``chat`` share, as one config."""
+    return SamplingConfig(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         stop=tuple(unescape(s) for s in args.stop),
         seed=args.seed,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = sampling_from_args(args)
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device, args.dtype)
     out = sys.stdout
     for i, prompt in enumerate(args.prompt):
