@@ -295,6 +295,7 @@ class _OpenShardFiles:
         self._fds: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._lock = threading.Lock()
         self._ids = itertools.count()
+        self._forgotten: list[int] = []  # readers collected while the lock was held
 
     def new_id(self) -> int:
         return next(self._ids)
@@ -314,6 +315,7 @@ class _OpenShardFiles:
     def read_into(self, key: tuple[int, int], path: Path, buf: memoryview, offset: int) -> int:
         """Bytes read from ``path`` at ``offset`` into ``buf`` (fewer only at end of file)."""
         with self._lock:
+            self._close_forgotten()
             fd = self._fds.pop(key, None)
             if fd is None:
                 while len(self._fds) >= self.capacity():
@@ -329,8 +331,25 @@ class _OpenShardFiles:
             return done
 
     def forget(self, reader: int) -> None:
-        """Close a reader's descriptors (when it is garbage collected)."""
-        with self._lock:
+        """Close a reader's descriptors (when it is garbage collected).
+
+        A finalizer runs wherever the garbage collector happens to fire, which
+        can be inside :meth:`read_into` on this very thread, with the lock
+        held: waiting for the lock there would deadlock (it did, in the test
+        suite under load). So the reader is queued, and its descriptors are
+        closed now if the lock is free, else by the next read.
+        """
+        self._forgotten.append(reader)  # atomic; no lock needed
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_forgotten()
+            finally:
+                self._lock.release()
+
+    def _close_forgotten(self) -> None:
+        """Close the queued readers' descriptors; the caller holds the lock."""
+        while self._forgotten:
+            reader = self._forgotten.pop()
             for key in [k for k in self._fds if k[0] == reader]:
                 os.close(self._fds.pop(key))
 

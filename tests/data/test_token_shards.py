@@ -284,3 +284,27 @@ def test_open_descriptors_stay_capped_and_close_with_the_reader(token_folder):
     np.testing.assert_array_equal(reader.read(995, 30), np.arange(995, 1025))
     del reader
     assert cache.open_count() == 0
+
+
+def test_a_reader_collected_mid_read_does_not_deadlock(token_folder):
+    """The finalizer may fire while the descriptor cache's lock is held (GC inside a read)."""
+    import threading
+
+    from llamaforge.data import shards as shards_module
+
+    cache = shards_module._OPEN_FILES
+    folder = token_folder(np.arange(200) % 65536, shard_tokens=10)
+    reader = TokenShards(folder)
+    reader.read(0, 200)
+    before = cache.open_count()
+    assert before > 0
+    with cache._lock:  # as if the collector ran inside read_into
+        forgetting = threading.Thread(target=cache.forget, args=(reader._id,), daemon=True)
+        forgetting.start()
+        forgetting.join(timeout=10)
+        assert not forgetting.is_alive(), "forget waited for a lock its own thread may hold"
+        assert cache.open_count() == before  # queued, not closed under someone else's lock
+    other = TokenShards(folder)
+    np.testing.assert_array_equal(other.read(5, 20), np.arange(5, 25))
+    # The queued reader's descriptors went at the next read; the new reader's stay.
+    assert {reader_id for reader_id, _ in cache._fds} & {reader._id, other._id} == {other._id}
