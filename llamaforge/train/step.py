@@ -86,13 +86,15 @@ def train_step(
     for index, (inputs, targets) in enumerate(micro_batches):
         if index >= accumulation_steps:
             break
+        # lm_loss's token mean, as a scale applied inside the loss (see chunked_loss).
+        scored = B.scored_tokens(targets)  # on the host tensor: no device sync
+        scale = 1.0 / (scored * accumulation_steps) if scored else float("nan")
         inputs, targets = (
             inputs.to(device, non_blocking=True),
             targets.to(device, non_blocking=True),
         )
         with autocast_context(device, precision):
-            summed, count = model_loss_sum(model, inputs, targets)
-        loss = summed / count / accumulation_steps  # lm_loss's token mean
+            loss, _ = model_loss_sum(model, inputs, targets, scale=scale)
         loss.backward()
         total_loss += loss.detach()
         tokens += targets.numel()
@@ -122,8 +124,7 @@ def _masked_step(
     for batch in batches:
         inputs, targets, documents = B.unpack(batch, device)
         with autocast_context(device, precision):
-            summed, _ = model_loss_sum(model, inputs, targets, documents)
-        loss = summed * scale
+            loss, _ = model_loss_sum(model, inputs, targets, documents, scale=scale)
         loss.backward()
         total_loss += loss.detach()
         tokens += targets.numel()

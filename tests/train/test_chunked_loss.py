@@ -86,7 +86,7 @@ def test_train_step_uses_the_chunked_loss_and_matches_the_logits_path(masked, mo
     calls = []
     real = chunked_loss.chunked_cross_entropy
     monkeypatch.setattr(
-        chunked_loss, "chunked_cross_entropy", lambda *a: calls.append(a[-1]) or real(*a)
+        chunked_loss, "chunked_cross_entropy", lambda *a: calls.append(a[4]) or real(*a)
     )
     results = []
     for m in (model, twin):
@@ -98,3 +98,68 @@ def test_train_step_uses_the_chunked_loss_and_matches_the_logits_path(masked, mo
     assert results[0].grad_norm == pytest.approx(results[1].grad_norm, rel=1e-5)
     for a, b in zip(model.parameters(), twin.inner.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_scale_is_applied_to_loss_and_both_gradients():
+    hidden, weight, targets = _inputs(2)
+    loss, _ = chunked_cross_entropy(hidden, weight, targets, chunk_tokens=4, scale=0.125)
+    loss.backward()
+    got = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    expected = _full(hidden, weight, targets) * 0.125
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[0], hidden.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got[1], weight.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_autocast_matches_full_bf16_logits():
+    hidden, weight, targets = _inputs(3)
+    h = hidden.detach().float().requires_grad_()
+    w = weight.detach().float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = chunked_cross_entropy(h, w, targets, chunk_tokens=3)
+    loss.backward()
+    got = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = h @ w.t()  # bf16, as the model's own output projection
+    expected = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+    expected.backward()
+    assert got[0].dtype == got[1].dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(got[0], h.grad, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got[1], w.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_workspace_is_reused_across_shapes_and_calls():
+    """A cached buffer of another shape never leaks into the next result."""
+    from llamaforge.train import chunked_loss
+
+    for seed, chunk in [(4, 5), (5, 3), (4, 5), (6, 100)]:
+        hidden, weight, targets = _inputs(seed)
+        h, w = hidden.detach().float(), weight.detach().float()
+        loss, _ = chunked_cross_entropy(h, w, targets, chunk_tokens=chunk)
+        torch.testing.assert_close(
+            loss.double(), _full(hidden, weight, targets).double(), rtol=1e-5, atol=1e-4
+        )
+    chunked_loss.release_workspace()
+    assert getattr(chunked_loss._workspace, "buffers", None) is None
+
+
+def test_second_backward_raises_and_frozen_weight_gets_no_gradient():
+    hidden, weight, targets = _inputs(7)
+    loss, _ = chunked_cross_entropy(hidden, weight, targets, chunk_tokens=4)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        loss.backward()
+    frozen = weight.detach()  # e.g. a frozen output layer under LoRA
+    h = hidden.detach().requires_grad_()
+    loss, _ = chunked_cross_entropy(h, frozen, targets, chunk_tokens=4)
+    loss.backward()
+    expected_h = hidden.detach().requires_grad_()
+    _full(expected_h, frozen, targets).backward()
+    torch.testing.assert_close(h.grad, expected_h.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        loss, count = chunked_cross_entropy(hidden, weight, targets, chunk_tokens=4)
+    assert not loss.requires_grad and int(count) == 10
