@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llamaforge.model.layers import apply_rotary, rotary_tables
+from llamaforge.model.layers import SKINNY_VOCAB_ROWS, apply_rotary, project, rotary_tables
 
 CACHE_BUCKET = 256
 _COMPILED: dict[tuple[str, str | None], Callable[..., torch.Tensor]] = {}
@@ -72,17 +72,17 @@ def decode_step(
     for layer, k_cache, v_cache in zip(model.layers, keys, values, strict=True):
         attention = layer.attention
         x = layer.attention_norm(h)
-        q = attention.wq(x).view(batch, 1, -1, cfg.head_dim)
-        k = attention.wk(x).view(batch, 1, -1, cfg.head_dim)
-        v = attention.wv(x).view(batch, 1, -1, cfg.head_dim)
+        q = project(attention.wq, x).view(batch, 1, -1, cfg.head_dim)
+        k = project(attention.wk, x).view(batch, 1, -1, cfg.head_dim)
+        v = project(attention.wv, x).view(batch, 1, -1, cfg.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         k_cache.index_copy_(2, index, k.to(k_cache.dtype))
         v_cache.index_copy_(2, index, v.to(v_cache.dtype))
         out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=allowed)
-        h = h + attention.wo(out.transpose(1, 2).reshape(batch, 1, -1))
+        h = h + project(attention.wo, out.transpose(1, 2).reshape(batch, 1, -1))
         h = h + layer.feed_forward(layer.ffn_norm(h))
-    return model.output(model.norm(h))[:, -1]
+    return project(model.output, model.norm(h), SKINNY_VOCAB_ROWS)[:, -1]
 
 
 def compiled_step(backend: str = "inductor", device_type: str = "cpu") -> Callable:

@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from llamaforge.model.config import ModelConfig
-from llamaforge.model.layers import LayerKVCache, RMSNorm, TransformerBlock, rotary_tables
+from llamaforge.model.layers import (
+    SKINNY_VOCAB_ROWS,
+    LayerKVCache,
+    RMSNorm,
+    TransformerBlock,
+    project,
+    rotary_tables,
+)
 
 
 class KVCache(nn.Module):
@@ -110,7 +117,7 @@ class Transformer(nn.Module):
         if last_only:  # decoding needs the next-token distribution only
             h = h[:, -1:]
         h = self.norm(h)
-        return h if hidden_only else self.output(h)
+        return h if hidden_only else project(self.output, h, SKINNY_VOCAB_ROWS)
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:
