@@ -17,7 +17,12 @@ file, so nothing is downloaded. Two comparisons, sides in turns:
   scoring), with the accuracy each reports.
 
     python benchmarks/eval_vs_lm_eval.py [--dim 256 --layers 4 --items 200 --batch-size 16
-        --repeats 3]
+        --repeats 3 --goal-words 4,12 --sol-words 3,15]
+
+``--goal-words`` / ``--sol-words`` set the lengths of the question and of each
+solution (uniform word counts): the defaults are PIQA-like short prompts; a long
+question (``--goal-words 40,80``) is the shape of passage tasks (RACE, HellaSwag
+contexts), where prefix sharing saves most.
 """
 
 from __future__ import annotations
@@ -77,15 +82,21 @@ metric_list:
 """
 
 
-def items(n: int, seed: int = 0) -> list[dict]:
+def items(
+    n: int,
+    seed: int = 0,
+    goal_words: tuple[int, int] = (4, 12),
+    sol_words: tuple[int, int] = (3, 15),
+) -> list[dict]:
     rng = random.Random(seed)
 
     def phrase(k: int) -> str:
         return " ".join(rng.choice(WORDS) for _ in range(k))
 
     return [
-        {"goal": f"how do you {phrase(rng.randint(4, 12))}?", "sol1": phrase(rng.randint(3, 15)),
-         "sol2": phrase(rng.randint(3, 15)), "label": rng.randint(0, 1)}
+        {"goal": f"how do you {phrase(rng.randint(*goal_words))}?",
+         "sol1": phrase(rng.randint(*sol_words)), "sol2": phrase(rng.randint(*sol_words)),
+         "label": rng.randint(0, 1)}
         for _ in range(n)
     ]  # fmt: skip
 
@@ -95,11 +106,14 @@ def main() -> None:
     for flag, default in (("dim", 256), ("layers", 4), ("heads", 4), ("items", 200)):
         parser.add_argument(f"--{flag}", type=int, default=default)
     parser.add_argument("--batch-size", type=int, default=16)
+    for flag, default in (("goal-words", "4,12"), ("sol-words", "3,15")):
+        parser.add_argument(f"--{flag}", default=default, help="LOW,HIGH words (uniform)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     root = Path(tempfile.mkdtemp(prefix="eval_vs_lm_eval_"))
-    docs = items(args.items)
+    words = {k: tuple(map(int, getattr(args, k).split(","))) for k in ("goal_words", "sol_words")}
+    docs = items(args.items, **words)
     lines = [f"{d['goal']} {d['sol1']} {d['sol2']}" for d in docs] * 3
     tokenizer = train_tokenizer(
         root / "tok.model", texts=lines, vocab_size=300, progress=False, num_threads=1
@@ -123,7 +137,7 @@ def main() -> None:
     print(
         f"model dim={cfg.dim} layers={cfg.n_layers} params={cfg.num_params() / 1e6:.1f}M "
         f"vocab={cfg.vocab_size}; {len(docs)} items, {len(requests)} requests; batch "
-        f"{args.batch_size}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{args.batch_size}; words per goal {args.goal_words}, per solution {args.sol_words}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
 
     from lm_eval.api.instance import Instance

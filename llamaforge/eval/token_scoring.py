@@ -9,17 +9,22 @@ prompt) share a single forward pass.
 
 **Prefix sharing.** A long context scored with several continuations (a
 HellaSwag or RACE passage with four endings) is run once: requests are grouped
-by their context tokens, the context (all but its last token) goes through the
-model once per group, filling a KV cache, and every continuation is then scored
-against that cache, copied over the batch rows. Several groups share one
-prefix pass by left-padding their contexts (rotary positions restart at each
-row's first real token and padding is masked out, as in
-``llamaforge.inference.generate``), so the numbers equal the uncached path to
-float rounding (~1e-6 in fp32). It needs a model with ``new_cache`` and
-``forward(tokens, positions, mask, cache, last_only)`` (our ``Transformer``);
-other models (Hugging Face, test toys) take the plain path. Contexts that are
-not shared by two or more distinct continuations take the plain path too: the
-cache would only add copies.
+by their context tokens and each group becomes one row, ``context +
+ending_1 + ending_2 + ...``, in which a boolean mask lets every ending attend to
+the context and to itself only, and rotary positions restart at the context's
+length for every ending. Each ending is so computed exactly as the plain input
+``context + ending`` (to float rounding, ~1e-6 in fp32), and only the endings'
+positions are projected onto the vocabulary. Tokens computed per group:
+``context + sum(endings)`` instead of ``n x context + sum(endings)``. Endings
+that do not fit the model's window together are split over several rows, each
+repeating the context. This replaced an earlier design (the context once
+through a KV cache, copied to every ending's row), which paid cache copies, a
+second pass and the padding of ragged endings, and was slower than no sharing
+on short prompts. It needs a model whose forward takes ``positions``, ``mask``
+and ``hidden_only`` and that has ``output`` (our ``Transformer``;
+:func:`supports_prefix_cache` checks for ``new_cache`` as its marker); other
+models (Hugging Face, test toys) take the plain path. Contexts that are not
+shared by two or more distinct continuations take the plain path too.
 """
 
 from __future__ import annotations
@@ -91,7 +96,8 @@ def score_token_sequences(
             shared.append((prefix, suffixes))
         else:
             for suffix, owners in suffixes.items():
-                plain[prefix + suffix] = owners
+                # One input may come from two splits (context "a b" + " c", "a" + " b c").
+                plain.setdefault(prefix + suffix, []).extend(owners)
     results: list[tuple[float, bool]] = [(0.0, True)] * len(items)
     total = len(plain) + sum(len(suffixes) for _, suffixes in shared)
     was_training = model.training
@@ -102,8 +108,7 @@ def score_token_sequences(
             tqdm(total=total, desc=desc, disable=not progress, unit="seq") as bar,
         ):
             _score_plain(model, items, plain, batch_size, results, bar)
-            for chunk in _chunks(shared, batch_size, max_seq_len):
-                _score_shared_chunk(model, items, chunk, batch_size, results, bar)
+            _score_trees(model, items, _trees(shared, max_seq_len), batch_size, results, bar)
     finally:
         model.train(was_training)
     return results
@@ -118,6 +123,7 @@ def _score_plain(
     bar: tqdm,
 ) -> None:
     """Whole inputs, right-padded, longest first; identical inputs share a row."""
+    project_scored = supports_prefix_cache(model)  # our Transformer: forward(hidden_only=True)
     inputs = sorted(groups, key=len, reverse=True)
     device = _device_of(model)
     for start in range(0, len(inputs), batch_size):
@@ -125,99 +131,103 @@ def _score_plain(
         padded = torch.zeros(len(batch), len(batch[0]), dtype=torch.long)
         for row, inp in enumerate(batch):
             padded[row, : len(inp)] = torch.tensor(inp, dtype=torch.long)
-        logits = model(padded.to(device))
-        for row, inp in enumerate(batch):
+        # (row, end of its input, positions scored): the last n positions of the row.
+        spans = [
+            (row, len(inp), max(items[i][1] for i in groups[inp])) for row, inp in enumerate(batch)
+        ]
+        if project_scored:  # only the scored positions are projected onto the vocabulary
+            hidden = model(padded.to(device), hidden_only=True)
+            rows = [hidden[row, end - n : end] for row, end, n in spans]
+            logits = model.output(torch.cat(rows)).split([n for _, _, n in spans])
+        else:
+            full = model(padded.to(device))
+            logits = [full[row, end - n : end] for row, end, n in spans]
+        for row_logits, inp in zip(logits, batch, strict=True):
             for i in groups[inp]:
                 tokens, n_targets = items[i]
-                end = len(inp)
-                results[i] = _pick(logits[row, end - n_targets : end], tokens[-n_targets:])
+                results[i] = _pick(row_logits[len(row_logits) - n_targets :], tokens[-n_targets:])
         bar.update(len(batch))
 
 
 SharedGroup = tuple[tuple[int, ...], dict[tuple[int, ...], list[int]]]
+# One row of a shared pass: the prefix, then its suffixes, each with its owners.
+Tree = tuple[tuple[int, ...], list[tuple[tuple[int, ...], list[int]]]]
 
 
-def _chunks(
-    groups: list[SharedGroup], batch_size: int, max_seq_len: int
-) -> list[list[SharedGroup]]:
-    """Groups packed into prefix passes of at most ``batch_size`` rows of prefix and suffix.
+def _trees(groups: list[SharedGroup], max_seq_len: int) -> list[Tree]:
+    """Each group as rows ``prefix + suffix_1 + suffix_2 + ...`` of at most ``max_seq_len``.
 
-    Longest prefix first; a chunk's cache (longest prefix + longest suffix) must
-    fit the model's window. A group with more suffixes than ``batch_size`` gets
-    a chunk of its own and its suffixes run in several batches.
+    A group whose suffixes do not fit one row is split over several rows, each
+    repeating the prefix (every single suffix fits: prefix + suffix is one
+    model input, at most ``max_seq_len`` long).
     """
-    chunks: list[list[SharedGroup]] = []
-    rows = longest_suffix = 0
-    for group in sorted(groups, key=lambda g: len(g[0]), reverse=True):
-        suffix = max(len(s) for s in group[1])
-        if chunks:
-            width = len(chunks[-1][0][0])
-            fits = rows + len(group[1]) <= batch_size and len(chunks[-1]) < batch_size
-            if fits and width + max(longest_suffix, suffix) <= max_seq_len:
-                chunks[-1].append(group)
-                rows += len(group[1])
-                longest_suffix = max(longest_suffix, suffix)
-                continue
-        chunks.append([group])
-        rows, longest_suffix = len(group[1]), suffix
-    return chunks
+    trees: list[Tree] = []
+    for prefix, suffixes in groups:
+        row: list[tuple[tuple[int, ...], list[int]]] = []
+        width = len(prefix)
+        for suffix, owners in sorted(suffixes.items(), key=lambda kv: len(kv[0]), reverse=True):
+            if row and width + len(suffix) > max_seq_len:
+                trees.append((prefix, row))
+                row, width = [], len(prefix)
+            row.append((suffix, owners))
+            width += len(suffix)
+        trees.append((prefix, row))
+    return trees
 
 
-def _score_shared_chunk(
+def _score_trees(
     model: nn.Module,
     items: Sequence[tuple[Sequence[int], int]],
-    chunk: list[SharedGroup],
+    trees: list[Tree],
     batch_size: int,
     results: list[tuple[float, bool]],
     bar: tqdm,
 ) -> None:
-    """One left-padded prefix pass for the chunk, then its suffixes against copies of the cache."""
+    """Rows of one prefix and its suffixes, each suffix attending only to the prefix and itself.
+
+    Positions restart at the prefix length for every suffix and the boolean
+    mask keeps suffixes apart, so each suffix is computed exactly as the plain
+    input ``prefix + suffix`` (to float rounding). Only the suffix positions
+    are projected onto the vocabulary.
+    """
     device = _device_of(model)
-    width = len(chunk[0][0])
-    prefix_tokens = torch.zeros(len(chunk), width, dtype=torch.long)
-    for row, (prefix, _) in enumerate(chunk):
-        prefix_tokens[row, width - len(prefix) :] = torch.tensor(prefix, dtype=torch.long)
-    lengths = torch.tensor([len(prefix) for prefix, _ in chunk], device=device)
-    pads = width - lengths
-    positions = (torch.arange(width, device=device) - pads[:, None]).clamp(min=0)
-    is_real = torch.arange(width, device=device)[None, :] >= pads[:, None]
-    mask = None
-    if bool(pads.any()):
-        # Padding queries see themselves so no attention row is empty (NaN on some backends).
-        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-        diagonal = torch.eye(width, dtype=torch.bool, device=device)
-        mask = (causal & (is_real[:, None, :] | diagonal)).unsqueeze(1)
-    cache = model.new_cache(len(chunk), width)
-    model(prefix_tokens.to(device), positions=positions, mask=mask, cache=cache, last_only=True)
-    rows = [
-        (g, suffix, owners) for g, (_, sfx) in enumerate(chunk) for suffix, owners in sfx.items()
-    ]
+    rows = sorted(trees, key=lambda t: len(t[0]) + sum(len(s) for s, _ in t[1]), reverse=True)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        owner = torch.tensor([g for g, _, _ in batch], device=device)
-        n = max(len(suffix) for _, suffix, _ in batch)
-        suffix_cache = model.new_cache(len(batch), width + n)
-        for src, dst in zip(cache.layers, suffix_cache.layers, strict=True):
-            dst.k[:, :, :width] = src.k.index_select(0, owner)
-            dst.v[:, :, :width] = src.v.index_select(0, owner)
-        suffix_cache.filled = width
-        suffix_tokens = torch.zeros(len(batch), n, dtype=torch.long)
-        for row, (_, suffix, _) in enumerate(batch):
-            suffix_tokens[row, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
-        suffix_positions = lengths[owner][:, None] + torch.arange(n, device=device)
-        causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
-        suffix_mask = torch.cat(
-            [is_real[owner][:, None, :].expand(-1, n, -1), causal.expand(len(batch), -1, -1)],
-            dim=-1,
-        ).unsqueeze(1)
-        logits = model(
-            suffix_tokens.to(device),
-            positions=suffix_positions,
-            mask=suffix_mask,
-            cache=suffix_cache,
+        width = len(batch[0][0]) + sum(len(s) for s, _ in batch[0][1])
+        tokens = torch.zeros(len(batch), width, dtype=torch.long)
+        positions = torch.zeros(len(batch), width, dtype=torch.long)
+        segment = torch.full((len(batch), width), -1, dtype=torch.long)  # -1: padding
+        picks: list[tuple[int, int, int, list[int]]] = []  # row, first column, length, owners
+        for row, (prefix, suffixes) in enumerate(batch):
+            n = len(prefix)
+            tokens[row, :n] = torch.tensor(prefix, dtype=torch.long)
+            positions[row, :n] = torch.arange(n)
+            segment[row, :n] = 0
+            column = n
+            for number, (suffix, owners) in enumerate(suffixes, start=1):
+                end = column + len(suffix)
+                tokens[row, column:end] = torch.tensor(suffix, dtype=torch.long)
+                positions[row, column:end] = torch.arange(n, n + len(suffix))
+                segment[row, column:end] = number
+                picks.append((row, column, len(suffix), owners))
+                column = end
+        segment = segment.to(device)
+        index = torch.arange(width, device=device)
+        causal = index[None, :] <= index[:, None]  # (query, key)
+        same = segment[:, :, None] == segment[:, None, :]
+        prefix_key = (segment == 0)[:, None, :]
+        # Padding queries see themselves so no attention row is empty (NaN on some backends).
+        mask = (causal & (same | prefix_key)) | torch.eye(width, dtype=torch.bool, device=device)
+        hidden = model(
+            tokens.to(device), positions=positions.to(device), mask=mask[:, None], hidden_only=True
         )
-        for row, (_, _, owners) in enumerate(batch):
+        # A suffix's positions are exactly its items' scored positions (n_targets of them).
+        logits = model.output(torch.cat([hidden[row, c : c + n] for row, c, n, _ in picks]))
+        offset = 0
+        for _, _, n, owners in picks:
             for i in owners:
-                tokens, n_targets = items[i]
-                results[i] = _pick(logits[row, :n_targets], tokens[-n_targets:])
-        bar.update(len(batch))
+                tokens_i, n_targets = items[i]
+                results[i] = _pick(logits[offset : offset + n], tokens_i[-n_targets:])
+            offset += n
+        bar.update(len(picks))

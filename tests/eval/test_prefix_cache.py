@@ -64,15 +64,20 @@ def test_text_requests_match_with_truncation_and_varied_lengths(real_tokenizer):
 
 
 def test_the_context_runs_once_per_group():
-    model = tiny_transformer(vocab_size=TOK.vocab_size, max_seq_len=64)
+    model = tiny_transformer(vocab_size=TOK.vocab_size, max_seq_len=128)
     shapes = count_rows(model)
     context = "A long passage that four endings share. It goes on"
     requests = [(context, f" ending {c}{'!' * k}") for k, c in enumerate("ABCD")]
     loglikelihood(model, TOK, requests, batch_size=8)
     prefix_len = len(TOK.encode(context)) - 1
-    assert shapes[0] == (1, prefix_len)  # one prefix pass, batch of one context
-    assert shapes[1] == (4, len(" ending D!!!"))  # the four continuations (+ last context token)
-    assert len(shapes) == 2
+    # One row: the context once, then the four continuations (each + the last context token).
+    suffixes = sum(len(f" ending {c}{'!' * k}") for k, c in enumerate("ABCD"))
+    assert shapes == [(1, prefix_len + suffixes)]
+    # In a window too short for all four, the row splits and the context repeats.
+    small = tiny_transformer(vocab_size=TOK.vocab_size, max_seq_len=prefix_len + 26)
+    rows = count_rows(small)
+    loglikelihood(small, TOK, requests, batch_size=8)
+    assert rows == [(2, prefix_len + 12 + 11)]  # rows {D!!!, C!!}, {B!, A}: longest first
 
 
 def test_models_without_a_cache_take_the_plain_path():
@@ -83,3 +88,15 @@ def test_models_without_a_cache_take_the_plain_path():
     assert len(loglikelihood(toy, TOK, requests)) == 2
     with pytest.raises(ConfigError, match="prefix_sharing"):
         loglikelihood(toy, TOK, requests, prefix_sharing=True)
+
+
+@pytest.mark.parametrize("sharing", [None, False])
+def test_one_input_from_two_splits_scores_both_items(sharing):
+    """Context "a b" + " c" and "a" + " b c" are one model input; each item keeps its score."""
+    model = tiny_transformer(vocab_size=50, max_seq_len=24)
+    tokens = [1, 7, 9, 4, 11]
+    items = [(tokens, 1), (tokens, 2), (tokens, 3)]
+    together = score_token_sequences(model, items, max_seq_len=24, prefix_sharing=sharing)
+    alone = [score_token_sequences(model, [it], max_seq_len=24)[0] for it in items]
+    assert [lp for lp, _ in together] == pytest.approx([lp for lp, _ in alone], abs=1e-5)
+    assert len({round(lp, 4) for lp, _ in together}) == 3  # three different numbers
