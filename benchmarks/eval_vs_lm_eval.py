@@ -19,7 +19,9 @@ file, so nothing is downloaded. Two comparisons, sides in turns:
     python benchmarks/eval_vs_lm_eval.py [--dim 256 --layers 4 --items 200 --batch-size 16
         --repeats 3 --goal-words 4,12 --sol-words 3,15]
 
-``--goal-words`` / ``--sol-words`` set the lengths of the question and of each
+``--choices N`` gives every item N solutions in the in-process comparison (a
+HellaSwag-like four endings with ``--choices 4``); the whole command always
+scores the PIQA pair. ``--goal-words`` / ``--sol-words`` set the lengths of the question and of each
 solution (uniform word counts): the defaults are PIQA-like short prompts; a long
 question (``--goal-words 40,80``) is the shape of passage tasks (RACE, HellaSwag
 contexts), where prefix sharing saves most.
@@ -87,6 +89,7 @@ def items(
     seed: int = 0,
     goal_words: tuple[int, int] = (4, 12),
     sol_words: tuple[int, int] = (3, 15),
+    extra_choices: int = 0,
 ) -> list[dict]:
     rng = random.Random(seed)
 
@@ -96,7 +99,8 @@ def items(
     return [
         {"goal": f"how do you {phrase(rng.randint(*goal_words))}?",
          "sol1": phrase(rng.randint(*sol_words)), "sol2": phrase(rng.randint(*sol_words)),
-         "label": rng.randint(0, 1)}
+         "label": rng.randint(0, 1),
+         "more": [phrase(rng.randint(*sol_words)) for _ in range(extra_choices)]}
         for _ in range(n)
     ]  # fmt: skip
 
@@ -108,12 +112,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     for flag, default in (("goal-words", "4,12"), ("sol-words", "3,15")):
         parser.add_argument(f"--{flag}", default=default, help="LOW,HIGH words (uniform)")
+    parser.add_argument(
+        "--choices", type=int, default=2,
+        help="solutions per item in the in-process comparison (the whole command scores 2)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     root = Path(tempfile.mkdtemp(prefix="eval_vs_lm_eval_"))
     words = {k: tuple(map(int, getattr(args, k).split(","))) for k in ("goal_words", "sol_words")}
-    docs = items(args.items, **words)
+    docs = items(args.items, **words, extra_choices=max(0, args.choices - 2))
     lines = [f"{d['goal']} {d['sol1']} {d['sol2']}" for d in docs] * 3
     tokenizer = train_tokenizer(
         root / "tok.model", texts=lines, vocab_size=300, progress=False, num_threads=1
@@ -125,14 +133,18 @@ def main() -> None:
     folder = save_any(model, root / "hf", "hf", tokenizer_path=root / "tok.model")
     data = root / "data" / "piqa"
     data.mkdir(parents=True)
-    (data / "validation.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (data / "validation.jsonl").write_text(
+        "".join(json.dumps({k: v for k, v in d.items() if k != "more"}) + "\n" for d in docs)
+    )
     tasks = root / "tasks"
     tasks.mkdir()
     (tasks / "lf_piqa.yaml").write_text(
         TASK_YAML.format(cache=root / "hf_cache", file=data / "validation.jsonl")
     )
     requests = [
-        (f"Question: {d['goal']}\nAnswer:", " " + d[key]) for d in docs for key in ("sol1", "sol2")
+        (f"Question: {d['goal']}\nAnswer:", " " + sol)
+        for d in docs
+        for sol in [d["sol1"], d["sol2"], *d["more"]][: args.choices]
     ]
     print(
         f"model dim={cfg.dim} layers={cfg.n_layers} params={cfg.num_params() / 1e6:.1f}M "
