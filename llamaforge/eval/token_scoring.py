@@ -21,9 +21,9 @@ repeating the context. This replaced an earlier design (the context once
 through a KV cache, copied to every ending's row), which paid cache copies, a
 second pass and the padding of ragged endings, and was slower than no sharing
 on short prompts. It needs a model whose forward takes ``positions``, ``mask``
-and ``hidden_only`` and that has ``output`` (our ``Transformer``;
-:func:`supports_prefix_cache` checks for ``new_cache`` as its marker); other
-models (Hugging Face, test toys) take the plain path. Contexts that are not
+and ``hidden_only`` and whose output layer works on its own (a single-device
+``Transformer``: :func:`supports_prefix_cache`); other models (Hugging Face,
+sharded ones, test toys) take the plain path. Contexts that are not
 shared by two or more distinct continuations take the plain path too.
 """
 
@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llamaforge.errors import ConfigError
+from llamaforge.model.transformer import standalone_output
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -44,8 +45,13 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def supports_prefix_cache(model: nn.Module) -> bool:
-    """Whether ``model`` can extend a KV cache (our ``Transformer``), so prefixes can be shared."""
-    return callable(getattr(model, "new_cache", None))
+    """Whether ``model`` can share prefixes: a single-device llamaforge ``Transformer``.
+
+    Sharing calls its forward with ``positions``, ``mask`` and ``hidden_only``
+    and then its output layer on the scored rows alone, which a sharded
+    (FSDP2/TP) model cannot do; such models and foreign ones take the plain path.
+    """
+    return standalone_output(model) is not None
 
 
 def _pick(logits: torch.Tensor, targets: Sequence[int]) -> tuple[float, bool]:
@@ -77,8 +83,8 @@ def score_token_sequences(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if prefix_sharing and not supports_prefix_cache(model):
         raise ConfigError(
-            f"prefix_sharing=True needs a model with a KV cache (new_cache); "
-            f"{type(model).__name__} has none: pass prefix_sharing=None or False"
+            f"prefix_sharing=True needs a single-device llamaforge Transformer; "
+            f"{type(model).__name__} is not one: pass prefix_sharing=None or False"
         )
     share = supports_prefix_cache(model) if prefix_sharing is None else prefix_sharing
     by_prefix: dict[tuple[int, ...], dict[tuple[int, ...], list[int]]] = {}

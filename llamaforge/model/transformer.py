@@ -179,6 +179,29 @@ class Transformer(nn.Module):
         )
 
 
+def standalone_output(model: nn.Module) -> nn.Module | None:
+    """The output layer of a single-device llamaforge ``Transformer``, else None.
+
+    Losses and scorers that call ``model(..., hidden_only=True)`` and then the
+    output layer on the rows they need (the chunked training loss, eval's
+    scored positions) may do so only where that layer works on its own:
+    not under FSDP2 (which gathers sharded weights only around the root
+    forward), not with DTensor (FSDP2/TP) or other tensor-subclass
+    parameters. ``torch.compile``'s wrapper is looked through; a wrapped
+    output layer (LoRA) is returned as it is.
+    """
+    inner = getattr(model, "_orig_mod", model)
+    if not isinstance(inner, Transformer):
+        return None
+    from torch.distributed.fsdp import FSDPModule
+
+    if any(isinstance(m, FSDPModule) for m in (inner, inner.output)):
+        return None
+    if any(type(p) not in (nn.Parameter, torch.Tensor) for p in inner.output.parameters()):
+        return None
+    return inner.output
+
+
 def document_positions(documents: torch.Tensor) -> torch.Tensor:
     """Per-token offset from the start of its run of equal ``documents`` ids (batch, seq)."""
     seq = documents.shape[-1]

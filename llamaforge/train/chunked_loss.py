@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llamaforge.model import Transformer
+from llamaforge.model.transformer import standalone_output
 
 IGNORE = -100
 CHUNK_BYTES = 32 * 2**20  # float32 logits of one chunk (the workspace holds two)
@@ -87,7 +87,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         )
         valid = t != ignore_index
         count = valid.sum()
-        has_ignored = bool(count != n)
+        # On a CPU, skip the masking pass when nothing is ignored; elsewhere asking would sync.
+        has_ignored = bool(count != n) if device.type == "cpu" else True
         safe = torch.where(valid, t, torch.zeros_like(t))
         w = weight.to(compute)  # once per call, not per chunk
         grad_h = torch.empty_like(h) if need_h else None
@@ -119,7 +120,6 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                 if has_ignored:
                     probs.masked_fill_(~vc[:, None], 0.0)
                 grad = probs if compute == torch.float32 else probs.to(compute)
-                hs = hc * scale  # the caller's scale, on the small operand
                 if need_h:
                     if compute == torch.float32 and grad_h.dtype == torch.float32:
                         torch.mm(grad, w, out=grad_h[start:end])
@@ -127,6 +127,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                     else:
                         grad_h[start:end] = (grad @ w).mul_(scale)
                 if need_w:
+                    hs = hc * scale  # the caller's scale, on the small operand
                     if grad_w.dtype == compute:
                         if start == 0:
                             torch.mm(grad.t(), hs, out=grad_w)
@@ -197,18 +198,9 @@ def chunk_tokens_for(vocab_size: int) -> int:
 
 
 def chunkable_output(model: nn.Module) -> nn.Linear | None:
-    """The output projection of a plain llamaforge ``Transformer``, else None (full logits)."""
-    inner = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
-    if not isinstance(inner, Transformer) or type(inner.output) is not nn.Linear:
-        return None
-    from torch.distributed.fsdp import FSDPModule
-
-    if any(isinstance(m, FSDPModule) for m in (inner, inner.output)):
-        return None  # FSDP2 swaps sharded and gathered weights around forward
-    weight = inner.output.weight
-    if type(weight) is not nn.Parameter and type(weight) is not torch.Tensor:
-        return None  # a DTensor (FSDP2/TP shard) or another tensor subclass
-    return inner.output
+    """The plain ``nn.Linear`` output projection of a single-device ``Transformer``, else None."""
+    output = standalone_output(model)
+    return output if type(output) is nn.Linear else None
 
 
 def model_loss_sum(

@@ -61,3 +61,22 @@ def test_cached_decoding_logits_match_the_full_forward():
         step = model(tokens[:, -1:], cache=cache)[:, -1]
     assert layers.SKINNY_MIN_WEIGHT <= 256 * 256  # so this model's layers take the fast path
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
+
+
+def test_standalone_output_only_for_a_single_device_transformer():
+    """Eval's scored-rows projection and the chunked loss call ``output`` alone: only where safe."""
+    from llamaforge.eval.token_scoring import supports_prefix_cache
+    from llamaforge.model import ModelConfig, build_model
+    from llamaforge.model.transformer import standalone_output
+
+    model = build_model(ModelConfig(dim=64, n_layers=1, n_heads=1, vocab_size=50, max_seq_len=16))
+    assert standalone_output(model) is model.output
+    assert standalone_output(torch.compile(model)) is model.output  # the wrapper is looked through
+    assert standalone_output(nn.Sequential(model)) is None  # not our Transformer
+
+    class ShardLike(nn.Parameter):  # stands for a DTensor (FSDP2/TP) parameter
+        pass
+
+    model.output.weight = ShardLike(model.output.weight.detach().clone())
+    assert standalone_output(model) is None
+    assert not supports_prefix_cache(model)  # eval then takes the plain full-forward path
