@@ -14,15 +14,17 @@ ending_1 + ending_2 + ...``, in which a boolean mask lets every ending attend to
 the context and to itself only, and rotary positions restart at the context's
 length for every ending. Each ending is so computed exactly as the plain input
 ``context + ending`` (to float rounding, ~1e-6 in fp32), and only the endings'
-positions are projected onto the vocabulary. Tokens computed per group:
+positions are computed in the last layer and projected onto the vocabulary
+(``forward(outputs_at=...)``: the last layer needs the context's keys and values
+only, not its queries or feed-forward). Tokens computed per group:
 ``context + sum(endings)`` instead of ``n x context + sum(endings)``. Endings
 that do not fit the model's window together are split over several rows, each
 repeating the context. This replaced an earlier design (the context once
 through a KV cache, copied to every ending's row), which paid cache copies, a
 second pass and the padding of ragged endings, and was slower than no sharing
 on short prompts. It needs a model whose forward takes ``positions``, ``mask``
-and ``hidden_only`` and whose output layer works on its own (a single-device
-``Transformer``: :func:`supports_prefix_cache`); other models (Hugging Face,
+and ``outputs_at`` (a single-device ``Transformer``:
+:func:`supports_prefix_cache`); other models (Hugging Face,
 sharded ones, test toys) take the plain path. Contexts that are not
 shared by two or more distinct continuations take the plain path too.
 """
@@ -47,9 +49,10 @@ def _device_of(model: nn.Module) -> torch.device:
 def supports_prefix_cache(model: nn.Module) -> bool:
     """Whether ``model`` can share prefixes: a single-device llamaforge ``Transformer``.
 
-    Sharing calls its forward with ``positions``, ``mask`` and ``hidden_only``
-    and then its output layer on the scored rows alone, which a sharded
-    (FSDP2/TP) model cannot do; such models and foreign ones take the plain path.
+    Sharing calls its forward with ``positions``, ``mask`` and ``outputs_at``
+    (the last layer and the output layer on the scored rows alone), which a
+    sharded (FSDP2/TP) model cannot do; such models and foreign ones take the
+    plain path.
     """
     return standalone_output(model) is not None
 
@@ -129,7 +132,7 @@ def _score_plain(
     bar: tqdm,
 ) -> None:
     """Whole inputs, right-padded, longest first; identical inputs share a row."""
-    project_scored = supports_prefix_cache(model)  # our Transformer: forward(hidden_only=True)
+    project_scored = supports_prefix_cache(model)  # our Transformer: forward(outputs_at=...)
     inputs = sorted(groups, key=len, reverse=True)
     device = _device_of(model)
     for start in range(0, len(inputs), batch_size):
@@ -141,10 +144,10 @@ def _score_plain(
         spans = [
             (row, len(inp), max(items[i][1] for i in groups[inp])) for row, inp in enumerate(batch)
         ]
-        if project_scored:  # only the scored positions are projected onto the vocabulary
-            hidden = model(padded.to(device), hidden_only=True)
-            rows = [hidden[row, end - n : end] for row, end, n in spans]
-            logits = model.output(torch.cat(rows)).split([n for _, _, n in spans])
+        if project_scored:  # the last layer and the output run on the scored positions only
+            width = padded.shape[1]
+            at = _flat_positions([(row * width + end - n, n) for row, end, n in spans], device)
+            logits = model(padded.to(device), outputs_at=at).split([n for _, _, n in spans])
         else:
             full = model(padded.to(device))
             logits = [full[row, end - n : end] for row, end, n in spans]
@@ -153,6 +156,11 @@ def _score_plain(
                 tokens, n_targets = items[i]
                 results[i] = _pick(row_logits[len(row_logits) - n_targets :], tokens[-n_targets:])
         bar.update(len(batch))
+
+
+def _flat_positions(spans: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """``start, start + 1, ..., start + n - 1`` for every ``(start, n)``, concatenated."""
+    return torch.cat([torch.arange(start, start + n) for start, n in spans]).to(device)
 
 
 SharedGroup = tuple[tuple[int, ...], dict[tuple[int, ...], list[int]]]
@@ -194,7 +202,7 @@ def _score_trees(
     Positions restart at the prefix length for every suffix and the boolean
     mask keeps suffixes apart, so each suffix is computed exactly as the plain
     input ``prefix + suffix`` (to float rounding). Only the suffix positions
-    are projected onto the vocabulary.
+    run through the last layer's queries and feed-forward and the output layer.
     """
     device = _device_of(model)
     rows = sorted(trees, key=lambda t: len(t[0]) + sum(len(s) for s, _ in t[1]), reverse=True)
@@ -225,11 +233,11 @@ def _score_trees(
         prefix_key = (segment == 0)[:, None, :]
         # Padding queries see themselves so no attention row is empty (NaN on some backends).
         mask = (causal & (same | prefix_key)) | torch.eye(width, dtype=torch.bool, device=device)
-        hidden = model(
-            tokens.to(device), positions=positions.to(device), mask=mask[:, None], hidden_only=True
-        )
         # A suffix's positions are exactly its items' scored positions (n_targets of them).
-        logits = model.output(torch.cat([hidden[row, c : c + n] for row, c, n, _ in picks]))
+        at = _flat_positions([(row * width + c, n) for row, c, n, _ in picks], device)
+        logits = model(
+            tokens.to(device), positions=positions.to(device), mask=mask[:, None], outputs_at=at
+        )
         offset = 0
         for _, _, n, owners in picks:
             for i in owners:

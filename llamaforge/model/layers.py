@@ -106,6 +106,64 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + _rotate_half(x) * sin
 
 
+class QueryRows:
+    """Some positions of a (batch, seq) input, for a layer that needs outputs there only.
+
+    ``flat`` holds indices ``row * seq + column`` in increasing order. Layers
+    take those rows of a (batch, seq, ...) tensor as one flat (n, ...)
+    tensor for their linear parts, and attention lays them out again as
+    (batch, width, ...) with ``width`` the most positions any row has, the
+    other slots padding that sees every key (no empty softmax row) and is
+    dropped afterwards.
+    """
+
+    def __init__(self, flat: torch.Tensor, batch: int, seq: int) -> None:
+        if flat.dim() != 1 or (len(flat) > 1 and not bool((flat[1:] > flat[:-1]).all())):
+            raise ValueError("query positions must be a 1-D tensor of increasing flat indices")
+        if len(flat) and not 0 <= int(flat[0]) <= int(flat[-1]) < batch * seq:
+            raise ValueError(f"query positions must lie in [0, {batch * seq})")
+        self.flat, self.batch, self.seq = flat, batch, seq
+        self.row = torch.div(flat, seq, rounding_mode="floor")
+        self.column = flat - self.row * seq
+        counts = torch.bincount(self.row, minlength=batch)
+        self.slot = (
+            torch.arange(len(flat), device=flat.device) - (counts.cumsum(0) - counts)[self.row]
+        )
+        self.width = int(counts.max()) if len(flat) else 0
+
+    def __len__(self) -> int:
+        return len(self.flat)
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of a (batch, seq, ...) tensor at these positions: (n, ...)."""
+        return x[self.row, self.column]
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """(n, ...) rows laid out as (batch, width, ...), zeros in the padding slots."""
+        out = rows.new_zeros(self.batch, self.width, *rows.shape[1:])
+        out[self.row, self.slot] = rows
+        return out
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`pad`: (batch, width, ...) back to (n, ...)."""
+        return padded[self.row, self.slot]
+
+    def mask(self, mask: torch.Tensor | None, seq: int) -> torch.Tensor:
+        """Attention mask (batch, heads|1, width, seq) of the queries: causal if ``mask`` is None."""
+        if mask is None:
+            keys = torch.arange(seq, device=self.flat.device)
+            allowed = keys[None, :] <= self.column[:, None]  # (n, seq)
+        else:
+            full = mask.expand(self.batch, mask.shape[1], mask.shape[2], seq)
+            allowed = full[self.row, :, self.column]  # (n, heads|1, seq)
+        shape = (self.batch, self.width, *allowed.shape[1:])
+        out = torch.ones(shape, dtype=torch.bool, device=allowed.device)
+        if allowed.dtype != torch.bool:
+            out = torch.zeros(shape, dtype=allowed.dtype, device=allowed.device)
+        out[self.row, self.slot] = allowed
+        return out.unsqueeze(1) if mask is None else out.transpose(1, 2)
+
+
 class LayerKVCache(nn.Module):
     """Pre-allocated keys/values of one layer for incremental decoding."""
 
@@ -160,21 +218,45 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         cache: LayerKVCache | None = None,
         cache_start: int = 0,
+        queries: QueryRows | None = None,
     ) -> torch.Tensor:
+        """(batch, seq, dim); with ``queries``, only their rows: (len(queries), dim)."""
         batch, seq, _ = x.shape
         # -1 heads: under tensor parallelism each rank holds n_heads / tp of them.
-        q = project(self.wq, x).view(batch, seq, -1, self.head_dim)
         k = project(self.wk, x).view(batch, seq, -1, self.head_dim)
         v = project(self.wv, x).view(batch, seq, -1, self.head_dim)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        k = apply_rotary(k, cos, sin).transpose(1, 2)
+        v = v.transpose(1, 2)
         if cache is not None:
             k, v = cache.update(cache_start, k, v)
+        if queries is not None:
+            return self._attend_from(queries, x, cos, sin, mask, k, v)
+        q = apply_rotary(project(self.wq, x).view(batch, seq, -1, self.head_dim), cos, sin)
+        q = q.transpose(1, 2)
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return project(self.wo, out.transpose(1, 2).reshape(batch, seq, -1))
+
+    def _attend_from(
+        self,
+        queries: QueryRows,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        k: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """Attention output of the ``queries`` positions only, keys and values from all."""
+        batch, seq, dim = x.shape
+        q = project(self.wq, queries.take(x))
+        q = q.view(1, len(queries), q.shape[-1] // self.head_dim, self.head_dim)
+        cos, sin = (queries.take(t.expand(batch, *t.shape[1:]))[None] for t in (cos, sin))
+        q = queries.pad(apply_rotary(q, cos, sin)[0]).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=queries.mask(mask, seq))
+        return project(self.wo, queries.unpad(out.transpose(1, 2)).flatten(1))
 
 
 class FeedForward(nn.Module):
@@ -188,7 +270,11 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return project(self.w2, F.silu(project(self.w1, x)) * project(self.w3, x))
+        gate = project(self.w1, x)
+        if torch.is_grad_enabled():
+            return project(self.w2, F.silu(gate) * project(self.w3, x))
+        # Inference: in place, one (tokens, hidden) buffer fewer to allocate and fill.
+        return project(self.w2, F.silu(gate, inplace=True).mul_(project(self.w3, x)))
 
 
 class TransformerBlock(nn.Module):
@@ -209,6 +295,16 @@ class TransformerBlock(nn.Module):
         mask: torch.Tensor | None = None,
         cache: LayerKVCache | None = None,
         cache_start: int = 0,
+        queries: QueryRows | None = None,
     ) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, cache_start)
+        """(batch, seq, dim); with ``queries`` only their rows, (len(queries), dim).
+
+        Keys and values come from every position either way; the queries, the
+        attention output, the residual and the feed-forward run on the rows
+        asked for, which is all the last layer of a scorer needs.
+        """
+        attended = self.attention(
+            self.attention_norm(x), cos, sin, mask, cache, cache_start, queries
+        )
+        h = (x if queries is None else queries.take(x)) + attended
         return h + self.feed_forward(self.ffn_norm(h))

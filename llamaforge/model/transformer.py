@@ -11,6 +11,7 @@ from llamaforge.model.config import ModelConfig
 from llamaforge.model.layers import (
     SKINNY_VOCAB_ROWS,
     LayerKVCache,
+    QueryRows,
     RMSNorm,
     TransformerBlock,
     project,
@@ -69,6 +70,7 @@ class Transformer(nn.Module):
         last_only: bool = False,
         documents: torch.Tensor | None = None,
         hidden_only: bool = False,
+        outputs_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits of shape (batch, seq, vocab), or (batch, 1, vocab) with ``last_only``.
 
@@ -88,6 +90,15 @@ class Transformer(nn.Module):
         example) and, unless ``positions`` are given, rotary positions restart at
         0 for every example, so each example is computed exactly as if it sat
         alone at the start of a sequence.
+
+        ``outputs_at`` (1-D, increasing flat indices ``row * seq + column``)
+        asks for the outputs at those positions only, shape (n, vocab) or
+        (n, dim) with ``hidden_only``: a scorer needs the distributions at
+        the continuation's positions, not the context's. The last layer then
+        computes keys and values everywhere but queries, attention output and
+        feed-forward only there (the earlier layers need every position, for
+        the keys of the next); the same numbers as slicing the full output, to
+        float rounding. Not with a KV cache or ``last_only``.
         """
         _, seq = tokens.shape
         if documents is not None:
@@ -96,6 +107,8 @@ class Transformer(nn.Module):
             mask = document_mask(documents)
             if positions is None:
                 positions = document_positions(documents)
+        if outputs_at is not None and (cache is not None or last_only):
+            raise ValueError("outputs_at cannot be combined with a KV cache or last_only")
         start = cache.filled if cache is not None else 0
         if start + seq > self.config.max_seq_len:
             raise ValueError(
@@ -109,9 +122,11 @@ class Transformer(nn.Module):
             mask = torch.ones(seq, start + seq, dtype=torch.bool, device=tokens.device).tril(start)
         cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta)
         h = self.tok_embeddings(tokens)
+        queries = None if outputs_at is None else QueryRows(outputs_at, len(tokens), seq)
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             layer_cache = cache.layers[i] if cache is not None else None
-            h = layer(h, cos, sin, mask, layer_cache, start)
+            h = layer(h, cos, sin, mask, layer_cache, start, queries if i == last else None)
         if cache is not None:
             cache.filled = start + seq
         if last_only:  # decoding needs the next-token distribution only

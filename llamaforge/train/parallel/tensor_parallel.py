@@ -37,8 +37,9 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-# Attention.forward's positional arguments: x, cos, sin, mask, cache, cache_start.
-_ATTENTION_ARGS = 6
+# Attention.forward's positional arguments: x, cos, sin, mask, cache, cache_start,
+# queries.
+_ATTENTION_ARGS = 7
 
 
 def apply_tensor_parallel(model: nn.Module, tp_mesh: DeviceMesh) -> None:
