@@ -17,7 +17,7 @@ file, so nothing is downloaded. Two comparisons, sides in turns:
   scoring), with the accuracy each reports.
 
     python benchmarks/eval_vs_lm_eval.py [--dim 256 --layers 4 --items 200 --batch-size 16
-        --repeats 3 --goal-words 4,12 --sol-words 3,15]
+        --repeats 3 --goal-words 4,12 --sol-words 3,15 --profile]
 
 ``--choices N`` gives every item N solutions in the in-process comparison (a
 HellaSwag-like four endings with ``--choices 4``); the whole command always
@@ -105,6 +105,34 @@ def items(
     ]  # fmt: skip
 
 
+def profile_sides(sides: dict) -> None:
+    """One profiled run per side: how much of it is matmul, and what that bounds.
+
+    Both sides run the same ``aten::mm`` kernels; if ours did nothing but its
+    matmuls it would take ``mm_ours`` seconds, so ``total_theirs / mm_ours`` is
+    the most any rewrite of the non-matmul code could reach without computing
+    fewer matmul FLOPs.
+    """
+    from torch.profiler import profile
+
+    seconds = {}
+    for name, run in sides.items():
+        with profile() as prof:
+            run()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events) / 1e6
+        mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::bmm")) / 1e6
+        attention = sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key)
+        seconds[name] = (mm, total, attention / 1e6)
+    print("\n## Profile (one run per side, under torch.profiler)\n")
+    for name, (mm, total, attention) in seconds.items():
+        print(f"{name}: matmuls {mm:.3f} s of {total:.3f} s ({100 * mm / total:.0f} %), "
+              f"SDPA {attention:.3f} s, the rest {total - mm - attention:.3f} s")  # fmt: skip
+    (mm_ours, *_), (mm_theirs, total_theirs, _) = seconds["llamaforge"], seconds["lm-eval HFLM"]
+    print(f"matmul time theirs / ours = {mm_theirs / mm_ours:.2f}x; with every non-matmul op "
+          f"free ours would be {total_theirs / mm_ours:.2f}x HFLM")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag, default in (("dim", 256), ("layers", 4), ("heads", 4), ("items", 200)):
@@ -117,6 +145,11 @@ def main() -> None:
         help="solutions per item in the in-process comparison (the whole command scores 2)",
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="also profile one in-process run per side: matmul time, total, and the ratio "
+             "ours would reach if every non-matmul op were free",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     root = Path(tempfile.mkdtemp(prefix="eval_vs_lm_eval_"))
@@ -163,16 +196,13 @@ def main() -> None:
     instances = [
         Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(requests)
     ]
-    samples, results = time_in_turns(
-        {
-            "llamaforge": lambda: [
-                lp for lp, _ in loglikelihood(ours_model, tokenizer, requests, batch_size=args.batch_size)
-            ],
-            "lm-eval HFLM": lambda: [lp for lp, _ in hflm.loglikelihood(instances, disable_tqdm=True)],
-        },
-        warmup=1,
-        repeats=args.repeats,
-    )  # fmt: skip
+    sides = {
+        "llamaforge": lambda: [
+            lp for lp, _ in loglikelihood(ours_model, tokenizer, requests, batch_size=args.batch_size)
+        ],
+        "lm-eval HFLM": lambda: [lp for lp, _ in hflm.loglikelihood(instances, disable_tqdm=True)],
+    }  # fmt: skip
+    samples, results = time_in_turns(sides, warmup=1, repeats=args.repeats)
     diff = max(abs(a - b) for a, b in zip(*results.values(), strict=True))
     median = {k: statistics.median(v) for k, v in samples.items()}
     print("\n## In-process log-likelihoods of every request\n")
@@ -180,6 +210,9 @@ def main() -> None:
         print(f"{name}: {len(requests) / median[name]:,.1f} requests/s; seconds {spread(times)}")
     print(f"ratio llamaforge / HFLM = {median['lm-eval HFLM'] / median['llamaforge']:.2f}x "
           f"(medians); max |log-likelihood difference| = {diff:.2e}")  # fmt: skip
+
+    if args.profile:
+        profile_sides(sides)
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
     out = {"llamaforge": root / "ours.json", "lm-eval HFLM": root / "theirs"}
