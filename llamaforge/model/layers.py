@@ -154,12 +154,13 @@ class QueryRows:
             keys = torch.arange(seq, device=self.flat.device)
             allowed = keys[None, :] <= self.column[:, None]  # (n, seq)
         else:
+            mask = mask.reshape((1,) * (4 - mask.dim()) + mask.shape)  # SDPA's broadcasting
             full = mask.expand(self.batch, mask.shape[1], mask.shape[2], seq)
             allowed = full[self.row, :, self.column]  # (n, heads|1, seq)
+        # Padding slots may attend everywhere: True for a boolean mask, 0 for an additive one.
+        fill = True if allowed.dtype == torch.bool else 0.0
         shape = (self.batch, self.width, *allowed.shape[1:])
-        out = torch.ones(shape, dtype=torch.bool, device=allowed.device)
-        if allowed.dtype != torch.bool:
-            out = torch.zeros(shape, dtype=allowed.dtype, device=allowed.device)
+        out = torch.full(shape, fill, dtype=allowed.dtype, device=allowed.device)
         out[self.row, self.slot] = allowed
         return out.unsqueeze(1) if mask is None else out.transpose(1, 2)
 

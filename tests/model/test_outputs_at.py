@@ -46,6 +46,21 @@ def test_masked_outputs_with_positions_equal_the_full_output(model):
     torch.testing.assert_close(part, _flat(full, AT), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", ["2d", "float"])
+def test_shared_2d_and_additive_masks(model, shape):
+    """A (seq, seq) mask broadcast over the batch, and an additive float mask, as SDPA takes them."""
+    torch.manual_seed(2)
+    tokens = torch.randint(0, CFG.vocab_size, (3, 20))
+    allowed = (torch.rand(20, 20) > 0.5) | torch.eye(20, dtype=torch.bool)
+    mask = allowed
+    if shape == "float":
+        mask = torch.zeros(3, 1, 20, 20).masked_fill(~allowed, float("-inf"))
+    with torch.inference_mode():
+        full = model(tokens, mask=mask)
+        part = model(tokens, mask=mask, outputs_at=AT)
+    torch.testing.assert_close(part, _flat(full, AT), atol=1e-5, rtol=1e-5)
+
+
 def test_outputs_at_differ_from_a_wrong_slice(model):
     """The check above could pass by accident only if every position had the same output."""
     tokens = torch.randint(0, CFG.vocab_size, (3, 20))
