@@ -24,7 +24,11 @@ HellaSwag-like four endings with ``--choices 4``); the whole command always
 scores the PIQA pair. ``--goal-words`` / ``--sol-words`` set the lengths of the question and of each
 solution (uniform word counts): the defaults are PIQA-like short prompts; a long
 question (``--goal-words 40,80``) is the shape of passage tasks (RACE, HellaSwag
-contexts), where prefix sharing saves most.
+contexts), where prefix sharing saves most. ``--preamble-words N`` puts one fixed
+text of N words before every question in the in-process comparison (a k-shot
+prompt whose shots are the same for every item, as MMLU's; the window becomes
+2048), the shape of ``llamaforge.eval.shared_rows``. ``--no-command`` skips the
+whole-command comparison.
 """
 
 from __future__ import annotations
@@ -144,11 +148,20 @@ def main() -> None:
         "--choices", type=int, default=2,
         help="solutions per item in the in-process comparison (the whole command scores 2)",
     )  # fmt: skip
+    parser.add_argument(
+        "--preamble-words", type=int, default=0,
+        help="a fixed text of this many words before every question in the in-process "
+             "comparison, as a k-shot prompt with the same shots for every item (MMLU)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--profile", action="store_true",
         help="also profile one in-process run per side: matmul time, total, and the ratio "
              "ours would reach if every non-matmul op were free",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-command", action="store_true",
+        help="skip the whole-command comparison (in-process figures only)",
     )  # fmt: skip
     args = parser.parse_args()
     os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
@@ -161,7 +174,8 @@ def main() -> None:
     )
     torch.manual_seed(0)
     cfg = ModelConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
-                      vocab_size=tokenizer.vocab_size, max_seq_len=256)  # fmt: skip
+                      vocab_size=tokenizer.vocab_size,
+                      max_seq_len=2048 if args.preamble_words else 256)  # fmt: skip
     model = build_model(cfg).eval()
     folder = save_any(model, root / "hf", "hf", tokenizer_path=root / "tok.model")
     data = root / "data" / "piqa"
@@ -174,15 +188,22 @@ def main() -> None:
     (tasks / "lf_piqa.yaml").write_text(
         TASK_YAML.format(cache=root / "hf_cache", file=data / "validation.jsonl")
     )
+    preamble_rng = random.Random(1)
+    preamble = "".join(
+        f"{preamble_rng.choice(WORDS)}{'.' if k % 12 == 11 else ''} "
+        for k in range(args.preamble_words)
+    )
     requests = [
-        (f"Question: {d['goal']}\nAnswer:", " " + sol)
+        (f"{preamble}Question: {d['goal']}\nAnswer:", " " + sol)
         for d in docs
         for sol in [d["sol1"], d["sol2"], *d["more"]][: args.choices]
     ]
     print(
-        f"model dim={cfg.dim} layers={cfg.n_layers} params={cfg.num_params() / 1e6:.1f}M "
+        f"model dim={cfg.dim} layers={cfg.n_layers} window={cfg.max_seq_len} params={cfg.num_params() / 1e6:.1f}M "
         f"vocab={cfg.vocab_size}; {len(docs)} items, {len(requests)} requests; batch "
-        f"{args.batch_size}; words per goal {args.goal_words}, per solution {args.sol_words}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{args.batch_size}; words per goal {args.goal_words}, per solution {args.sol_words}, "
+        f"in the shared preamble {args.preamble_words}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
     )
 
     from lm_eval.api.instance import Instance
@@ -213,6 +234,8 @@ def main() -> None:
 
     if args.profile:
         profile_sides(sides)
+    if args.no_command:
+        return
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
     out = {"llamaforge": root / "ours.json", "lm-eval HFLM": root / "theirs"}

@@ -19,14 +19,20 @@ positions are computed in the last layer and projected onto the vocabulary
 only, not its queries or feed-forward). Tokens computed per group:
 ``context + sum(endings)`` instead of ``n x context + sum(endings)``. Endings
 that do not fit the model's window together are split over several rows, each
-repeating the context. This replaced an earlier design (the context once
-through a KV cache, copied to every ending's row), which paid cache copies, a
-second pass and the padding of ragged endings, and was slower than no sharing
-on short prompts. It needs a model whose forward takes ``positions``, ``mask``
-and ``outputs_at`` (a single-device ``Transformer``:
-:func:`supports_prefix_cache`); other models (Hugging Face,
-sharded ones, test toys) take the plain path. Contexts that are not
-shared by two or more distinct continuations take the plain path too.
+repeating the context. Contexts that begin with the same long preamble (the
+five shots of an MMLU subject, identical before every question of it) go one
+level deeper: one row holds the preamble once and several contexts below it,
+each with its continuations, where the cost model of
+:mod:`llamaforge.eval.shared_rows` (saved matmul work against the wider row's
+attention) says it pays; that module describes the layout and the mask. This
+replaced an earlier design (the context once through a KV cache, copied to
+every ending's row), which paid cache copies, a second pass and the padding of
+ragged endings, and was slower than no sharing on short prompts. It needs a
+model whose forward takes ``positions``, ``mask`` and ``outputs_at`` (a
+single-device ``Transformer``: :func:`supports_prefix_cache`); other models
+(Hugging Face, sharded ones, test toys) take the plain path. Contexts that are
+neither shared by two or more distinct continuations nor below a shared
+preamble take the plain path too.
 """
 
 from __future__ import annotations
@@ -38,12 +44,26 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llamaforge.errors import ConfigError
+from llamaforge.eval.shared_rows import (
+    Row,
+    Unit,
+    layout,
+    plan_rows,
+    row_width,
+    split_units,
+    unit_row,
+)
 from llamaforge.model.transformer import standalone_output
 
 
 def _device_of(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
+
+
+def _dtype_of(model: nn.Module) -> torch.dtype:
+    param = next(model.parameters(), None)
+    return param.dtype if param is not None and param.is_floating_point() else torch.float32
 
 
 def supports_prefix_cache(model: nn.Module) -> bool:
@@ -99,16 +119,17 @@ def score_token_sequences(
             prefix, suffix = tuple(tokens[:cut]), tuple(tokens[cut:-1])
             by_prefix.setdefault(prefix, {}).setdefault(suffix, []).append(i)
     plain: dict[tuple[int, ...], list[int]] = {}
-    shared: list[tuple[tuple[int, ...], dict[tuple[int, ...], list[int]]]] = []
+    shared: list[Unit] = []
     for prefix, suffixes in by_prefix.items():
         if share and prefix and len(suffixes) > 1:
-            shared.append((prefix, suffixes))
+            shared.append((prefix, list(suffixes.items())))
         else:
             for suffix, owners in suffixes.items():
                 # One input may come from two splits (context "a b" + " c", "a" + " b c").
                 plain.setdefault(prefix + suffix, []).extend(owners)
+    rows = _plan(model, items, plain, shared, max_seq_len) if share else []
     results: list[tuple[float, bool]] = [(0.0, True)] * len(items)
-    total = len(plain) + sum(len(suffixes) for _, suffixes in shared)
+    total = len(plain) + sum(owners is not None for row in rows for _, _, owners in row)
     was_training = model.training
     model.eval()
     try:
@@ -117,7 +138,7 @@ def score_token_sequences(
             tqdm(total=total, desc=desc, disable=not progress, unit="seq") as bar,
         ):
             _score_plain(model, items, plain, batch_size, results, bar)
-            _score_trees(model, items, _trees(shared, max_seq_len), batch_size, results, bar)
+            _score_rows(model, items, rows, batch_size, results, bar)
     finally:
         model.train(was_training)
     return results
@@ -163,85 +184,61 @@ def _flat_positions(spans: list[tuple[int, int]], device: torch.device) -> torch
     return torch.cat([torch.arange(start, start + n) for start, n in spans]).to(device)
 
 
-SharedGroup = tuple[tuple[int, ...], dict[tuple[int, ...], list[int]]]
-# One row of a shared pass: the prefix, then its suffixes, each with its owners.
-Tree = tuple[tuple[int, ...], list[tuple[tuple[int, ...], list[int]]]]
-
-
-def _trees(groups: list[SharedGroup], max_seq_len: int) -> list[Tree]:
-    """Each group as rows ``prefix + suffix_1 + suffix_2 + ...`` of at most ``max_seq_len``.
-
-    A group whose suffixes do not fit one row is split over several rows, each
-    repeating the prefix (every single suffix fits: prefix + suffix is one
-    model input, at most ``max_seq_len`` long).
-    """
-    trees: list[Tree] = []
-    for prefix, suffixes in groups:
-        row: list[tuple[tuple[int, ...], list[int]]] = []
-        width = len(prefix)
-        for suffix, owners in sorted(suffixes.items(), key=lambda kv: len(kv[0]), reverse=True):
-            if row and width + len(suffix) > max_seq_len:
-                trees.append((prefix, row))
-                row, width = [], len(prefix)
-            row.append((suffix, owners))
-            width += len(suffix)
-        trees.append((prefix, row))
-    return trees
-
-
-def _score_trees(
+def _plan(
     model: nn.Module,
     items: Sequence[tuple[Sequence[int], int]],
-    trees: list[Tree],
+    plain: dict[tuple[int, ...], list[int]],
+    groups: list[Unit],
+    max_seq_len: int,
+) -> list[Row]:
+    """The shared rows; plain inputs that join a shared preamble leave ``plain``.
+
+    Contexts with several continuations always get a row of their own (or
+    several, see ``split_units``); contexts that begin with the same long
+    preamble, with one continuation or several, share rows below it where
+    ``plan_rows``'s cost model says it pays.
+    """
+    units = split_units(groups, max_seq_len)
+    candidates: list[Unit] = []
+    for inp, owners in plain.items():
+        scored = max(items[i][1] for i in owners)
+        candidates.append((inp[: len(inp) - scored], [(inp[len(inp) - scored :], owners)]))
+    config = getattr(model, "_orig_mod", model).config
+    rows, alone = plan_rows(units + candidates, max_seq_len, config.dim, config.ffn_hidden_dim)
+    left = set(alone)
+    rows.extend(unit_row(unit) for i, unit in enumerate(units) if i in left)
+    for i, (prefix, [(suffix, _)]) in enumerate(candidates, start=len(units)):
+        if i not in left:
+            del plain[prefix + suffix]
+    return rows
+
+
+def _score_rows(
+    model: nn.Module,
+    items: Sequence[tuple[Sequence[int], int]],
+    rows: list[Row],
     batch_size: int,
     results: list[tuple[float, bool]],
     bar: tqdm,
 ) -> None:
-    """Rows of one prefix and its suffixes, each suffix attending only to the prefix and itself.
+    """Rows of segment trees (``shared_rows``), widest first; only scored segments are projected.
 
-    Positions restart at the prefix length for every suffix and the boolean
-    mask keeps suffixes apart, so each suffix is computed exactly as the plain
-    input ``prefix + suffix`` (to float rounding). Only the suffix positions
-    run through the last layer's queries and feed-forward and the output layer.
+    Each item reads the last ``n_targets`` positions of its segment (a plain
+    input that joined a preamble may serve items with fewer targets).
     """
     device = _device_of(model)
-    rows = sorted(trees, key=lambda t: len(t[0]) + sum(len(s) for s, _ in t[1]), reverse=True)
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        width = len(batch[0][0]) + sum(len(s) for s, _ in batch[0][1])
-        tokens = torch.zeros(len(batch), width, dtype=torch.long)
-        positions = torch.zeros(len(batch), width, dtype=torch.long)
-        segment = torch.full((len(batch), width), -1, dtype=torch.long)  # -1: padding
-        picks: list[tuple[int, int, int, list[int]]] = []  # row, first column, length, owners
-        for row, (prefix, suffixes) in enumerate(batch):
-            n = len(prefix)
-            tokens[row, :n] = torch.tensor(prefix, dtype=torch.long)
-            positions[row, :n] = torch.arange(n)
-            segment[row, :n] = 0
-            column = n
-            for number, (suffix, owners) in enumerate(suffixes, start=1):
-                end = column + len(suffix)
-                tokens[row, column:end] = torch.tensor(suffix, dtype=torch.long)
-                positions[row, column:end] = torch.arange(n, n + len(suffix))
-                segment[row, column:end] = number
-                picks.append((row, column, len(suffix), owners))
-                column = end
-        segment = segment.to(device)
-        index = torch.arange(width, device=device)
-        causal = index[None, :] <= index[:, None]  # (query, key)
-        same = segment[:, :, None] == segment[:, None, :]
-        prefix_key = (segment == 0)[:, None, :]
-        # Padding queries see themselves so no attention row is empty (NaN on some backends).
-        mask = (causal & (same | prefix_key)) | torch.eye(width, dtype=torch.bool, device=device)
-        # A suffix's positions are exactly its items' scored positions (n_targets of them).
-        at = _flat_positions([(row * width + c, n) for row, c, n, _ in picks], device)
-        logits = model(
-            tokens.to(device), positions=positions.to(device), mask=mask[:, None], outputs_at=at
-        )
+    ordered = sorted(rows, key=row_width, reverse=True)
+    for start in range(0, len(ordered), batch_size):
+        batch = ordered[start : start + batch_size]
+        tokens, positions, mask, picks = layout(batch, device, _dtype_of(model))
+        width = tokens.shape[1]
+        at = _flat_positions([(row * width + column, n) for row, column, n, _ in picks], device)
+        logits = model(tokens, positions=positions, mask=mask, outputs_at=at)
         offset = 0
         for _, _, n, owners in picks:
             for i in owners:
                 tokens_i, n_targets = items[i]
-                results[i] = _pick(logits[offset : offset + n], tokens_i[-n_targets:])
+                rows_i = logits[offset + n - n_targets : offset + n]
+                results[i] = _pick(rows_i, tokens_i[-n_targets:])
             offset += n
         bar.update(len(picks))

@@ -9,16 +9,7 @@ from llamaforge.eval.likelihood import (
     score_token_sequences,
     supports_prefix_cache,
 )
-from tests.eval.toy import TOK, ToyModel, tiny_transformer
-
-
-def count_rows(model):
-    """Record (batch, seq) of every forward call."""
-    shapes = []
-    model.register_forward_hook(
-        lambda mod, args, kwargs, out: shapes.append(tuple(args[0].shape)), with_kwargs=True
-    )
-    return shapes
+from tests.eval.toy import TOK, ToyModel, count_rows, tiny_transformer
 
 
 def test_shared_prefix_equals_uncached_on_random_token_items():

@@ -69,3 +69,12 @@ def tiny_transformer(vocab_size, max_seq_len=32, n_layers=2):
         multiple_of=16,
     )
     return Transformer(cfg)
+
+
+def count_rows(model):
+    """Record (batch, seq) of every forward call of ``model``."""
+    shapes = []
+    model.register_forward_hook(
+        lambda mod, args, kwargs, out: shapes.append(tuple(args[0].shape)), with_kwargs=True
+    )
+    return shapes

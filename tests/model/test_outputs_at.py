@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llamaforge.model import ModelConfig, build_model
-from llamaforge.model.layers import FeedForward, QueryRows
+from llamaforge.model.layers import FeedForward, QueryRows, apply_rotary, rotary_tables
 
 CFG = ModelConfig(dim=64, n_layers=3, n_heads=4, vocab_size=97, multiple_of=16, max_seq_len=64)
 
@@ -119,3 +119,21 @@ def test_inference_swiglu_in_place_equals_the_autograd_form():
     slow = ffn(x)
     assert slow.requires_grad and not fast.requires_grad
     torch.testing.assert_close(fast, slow.detach(), atol=0, rtol=0)
+
+
+def test_inference_rotary_and_residuals_equal_the_autograd_form(model):
+    """The in-place rotary and residual sums of inference give the autograd path's outputs."""
+    tokens = torch.randint(0, CFG.vocab_size, (2, 20), generator=torch.Generator().manual_seed(1))
+    positions = torch.arange(20).repeat(2, 1) + torch.tensor([[0], [7]])  # rows rotate apart
+    with torch.no_grad():
+        fast = model(tokens, positions=positions)
+    slow = model(tokens, positions=positions)
+    assert slow.requires_grad and not fast.requires_grad
+    torch.testing.assert_close(fast, slow.detach(), atol=2e-5, rtol=1e-5)
+    cos, sin = rotary_tables(positions, CFG.head_dim, CFG.rope_theta)
+    x = torch.randn(2, 20, CFG.n_heads, CFG.head_dim)
+    with torch.no_grad():
+        rotated = apply_rotary(x, cos, sin)
+    reference = apply_rotary(x.requires_grad_(), cos, sin).detach()
+    torch.testing.assert_close(rotated, reference, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(rotated, x.detach(), atol=1e-3)  # it does rotate

@@ -1,0 +1,206 @@
+"""The layout of prefix-sharing rows: which tokens share a forward pass, and the attention mask.
+
+A row is a small tree of token segments laid out depth first: a root (a
+context, or a preamble several contexts share), segments below it (a
+context's own part, or a scored continuation) and so on. A token attends to
+the earlier tokens of its own segment and to every token of its segment's
+ancestors, and its rotary position continues from its parent's end, so each
+root-to-leaf path is computed exactly as the plain input that concatenates
+it (to float rounding). Two levels come from one context with several
+continuations (HellaSwag's four endings); three from several contexts that
+begin with the same long preamble (MMLU's five shots of a subject, written
+before every question of that subject).
+
+**When a preamble is shared.** Putting k contexts of ``w`` tokens each below
+one preamble of ``p`` tokens saves ``(k - 1) p`` positions of every layer's
+matmuls, but the row is ``p + k w`` wide and attention under an explicit mask
+costs the whole square of the row (the CPU flash kernel and CUDA's
+memory-efficient kernel skip no masked block): ``(p + k w)^2`` query-key
+pairs instead of ``k (p + w)^2``. With ``T`` the matmul FLOPs of one position
+in a layer and ``A`` those of one query-key pair, the saving is
+``(k - 1) (p T + p^2 A - k w^2 A)``, largest at ``k = (p T + p^2 A) /
+(2 w^2 A) + 1/2``; :func:`plan_rows` packs that many contexts per row
+(fewer where the window ends) and shares nothing where it is below 2. ``A``
+counts the two attention products (``4 dim``) times :data:`ATTENTION_COST`,
+because they run at a fraction of a large matmul's speed; the choice only
+moves work around, it never changes a score. Contexts are candidates when
+their sorted neighbours share at least :data:`MIN_SHARED` tokens: a
+five-shot MMLU preamble shares hundreds, two PIQA questions share
+``Question:`` and nothing is packed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MIN_SHARED = 32
+ATTENTION_COST = 4.0
+
+# A scored continuation: its tokens and the items that read their scores from it.
+Suffix = tuple[tuple[int, ...], list[int]]
+# A context and continuations below it that fit one row together.
+Unit = tuple[tuple[int, ...], list[Suffix]]
+# One segment of a row: tokens, index of its parent segment (-1: the root), and
+# the items scored on it (None: not scored).
+Segment = tuple[tuple[int, ...], int, list[int] | None]
+Row = list[Segment]
+
+
+def split_units(groups: list[Unit], max_seq_len: int) -> list[Unit]:
+    """Each context with the continuations that fit one window with it.
+
+    A context whose continuations do not fit together is split over several
+    units, each repeating the context (every single continuation fits: the
+    context and it are one model input, at most ``max_seq_len`` long).
+    """
+    units: list[Unit] = []
+    for prefix, suffixes in groups:
+        unit: list[Suffix] = []
+        width = len(prefix)
+        for suffix in sorted(suffixes, key=lambda kv: len(kv[0]), reverse=True):
+            if unit and width + len(suffix[0]) > max_seq_len:
+                units.append((prefix, unit))
+                unit, width = [], len(prefix)
+            unit.append(suffix)
+            width += len(suffix[0])
+        units.append((prefix, unit))
+    return units
+
+
+def unit_row(unit: Unit) -> Row:
+    """A context and its continuations as a two-level row."""
+    prefix, suffixes = unit
+    return [(prefix, -1, None), *((suffix, 0, owners) for suffix, owners in suffixes)]
+
+
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Length of the common start of ``a`` and ``b``: a binary search over slice equality.
+
+    Slices compare in C, so a few hundred shared tokens cost ~10 comparisons
+    instead of a Python loop over every token (MMLU has 14,042 questions).
+    """
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def plan_rows(
+    units: list[Unit], max_seq_len: int, dim: int, ffn_hidden: int
+) -> tuple[list[Row], list[int]]:
+    """Rows that share a preamble between units, and the indices of the units left alone.
+
+    ``dim`` and ``ffn_hidden`` size the cost model of the module docstring
+    (per layer: ``2 (4 dim^2 + 3 dim ffn_hidden)`` FLOPs per position,
+    ``4 dim`` per query-key pair).
+    """
+    per_position = 2.0 * (4 * dim * dim + 3 * dim * ffn_hidden)
+    per_pair = 4.0 * dim * ATTENTION_COST
+    order = sorted(range(len(units)), key=lambda i: units[i][0])
+    runs: list[tuple[list[int], int]] = []  # units, and the tokens they all share
+    for previous, current in zip([None, *order], order, strict=False):
+        shared = 0 if previous is None else _common(units[previous][0], units[current][0])
+        if shared >= MIN_SHARED:
+            runs[-1][0].append(current)
+            runs[-1] = (runs[-1][0], min(runs[-1][1], shared))
+        else:
+            runs.append(([current], len(units[current][0])))
+    rows: list[Row] = []
+    alone: list[int] = []
+    for run, shared in runs:
+        planned = None
+        if len(run) > 1:
+            planned = _pack(run, shared, units, max_seq_len, per_position, per_pair)
+        if planned is None:
+            alone.extend(run)
+        else:
+            rows.extend(planned)
+    return rows, alone
+
+
+def _pack(
+    run: list[int],
+    shared: int,
+    units: list[Unit],
+    max_seq_len: int,
+    per_position: float,
+    per_pair: float,
+) -> list[Row] | None:
+    """Rows of ``run``'s units below their first ``shared`` tokens, or None if it does not pay."""
+    widths = [len(units[i][0]) - shared + sum(len(s) for s, _ in units[i][1]) for i in run]
+    mean = sum(widths) / len(widths)
+    gain = shared * per_position + shared * shared * per_pair
+    best = int(gain / (2 * mean * mean * per_pair) + 0.5)
+    if best < 2:
+        return None
+    preamble = units[run[0]][0][:shared]
+    rows: list[Row] = []
+    row: Row = []
+    width = count = 0
+    for i, unit_width in zip(run, widths, strict=True):
+        if row and (count == best or shared + width + unit_width > max_seq_len):
+            rows.append([(preamble, -1, None), *row])
+            row, width, count = [], 0, 0
+        prefix, suffixes = units[i]
+        parent = len(row) + 1  # index of this unit's own context segment in the row
+        row.append((prefix[shared:], 0, None))
+        row.extend((suffix, parent, owners) for suffix, owners in suffixes)
+        width, count = width + unit_width, count + 1
+    rows.append([(preamble, -1, None), *row])
+    return rows
+
+
+def row_width(row: Row) -> int:
+    return sum(len(tokens) for tokens, _, _ in row)
+
+
+def layout(
+    rows: list[Row], device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int, int, list[int]]]]:
+    """Tokens, rotary positions and additive mask (batch, 1, W, W) of ``rows``, and the picks.
+
+    A pick is ``(row, first column, length, owners)`` of a scored segment.
+    Depth-first order makes "key ``j`` is in an ancestor of query ``i``'s
+    segment, or earlier in its own" the same as ``j <= i < end[j]``, with
+    ``end[j]`` the column after the last descendant of ``j``'s segment: one
+    comparison per pair, no lookup. Padding at the end of a row gets ``end =
+    W``, so it sees the padding before it (no attention row is empty) and no
+    real token sees it. The mask is additive (0 or -inf, in the model's
+    ``dtype``) because SDPA would otherwise turn a boolean mask into that in
+    every layer.
+    """
+    width = max(row_width(row) for row in rows)
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    positions = torch.zeros(len(rows), width, dtype=torch.long)
+    subtree_end = torch.full((len(rows), width), width, dtype=torch.long)
+    picks: list[tuple[int, int, int, list[int]]] = []
+    for r, row in enumerate(rows):
+        column = 0
+        starts: list[int] = []  # rotary position of each segment's first token
+        spans: list[list[int]] = []  # [first column, end of the subtree] per segment
+        for part, parent, owners in row:
+            start = 0 if parent < 0 else starts[parent] + len(row[parent][0])
+            starts.append(start)
+            end = column + len(part)
+            tokens[r, column:end] = torch.tensor(part, dtype=torch.long)
+            positions[r, column:end] = torch.arange(start, start + len(part))
+            spans.append([column, end])
+            if owners is not None:
+                picks.append((r, column, len(part), owners))
+            column = end
+        for s in range(len(row) - 1, -1, -1):  # children come after their parent
+            parent = row[s][1]
+            if parent >= 0:
+                spans[parent][1] = max(spans[parent][1], spans[s][1])
+        for (part, _, _), (first, last) in zip(row, spans, strict=True):
+            subtree_end[r, first : first + len(part)] = last
+    index = torch.arange(width)
+    allowed = (index[None, None, :] <= index[None, :, None]) & (
+        index[None, :, None] < subtree_end[:, None, :]
+    )
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf"))
+    return tokens.to(device), positions.to(device), mask[:, None].to(device), picks
