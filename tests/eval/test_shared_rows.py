@@ -124,3 +124,33 @@ def test_split_units_repeat_the_context_where_continuations_do_not_fit():
 )
 def test_common_start(a, b, shared):
     assert _common(a, b) == _common(b, a) == shared
+
+
+def test_mmlu_prompts_share_their_shots(real_tokenizer, monkeypatch):
+    """The real MMLU prompt: questions of a subject pack below its shots, same numbers."""
+    from llamaforge.eval import shared_rows
+    from llamaforge.eval.likelihood import loglikelihood
+    from llamaforge.eval.tasks.mmlu import LETTERS, build_prompt
+
+    def doc(i, subject):
+        choices = [f"the {i * k} cats" for k in range(1, 5)]
+        return {"subject": subject, "question": f"question {i} is?", "choices": choices,
+                "answer": i % 4}  # fmt: skip
+
+    requests = []
+    for subject in ("anatomy", "virology"):
+        shots = [doc(100 + k, subject) for k in range(5)]
+        for i in range(6):
+            prompt = build_prompt(doc(i, subject), shots)
+            requests += [(prompt, f" {letter}") for letter in LETTERS]
+    model = tiny_transformer(real_tokenizer.vocab_size, max_seq_len=512)
+    shapes = count_rows(model)
+    shared = loglikelihood(model, real_tokenizer, requests, batch_size=16)
+    packed = sum(batch * width for batch, width in shapes)
+    monkeypatch.setattr(shared_rows, "MIN_SHARED", 1 << 30)
+    shapes.clear()
+    alone = loglikelihood(model, real_tokenizer, requests, batch_size=16)
+    assert [lp for lp, _ in shared] == pytest.approx([lp for lp, _ in alone], abs=1e-5)
+    assert [g for _, g in shared] == [g for _, g in alone]
+    # Twelve questions, one input each; with the shots once per row far fewer positions.
+    assert packed < 0.5 * sum(batch * width for batch, width in shapes)
