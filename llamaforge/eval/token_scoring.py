@@ -10,7 +10,7 @@ prompt) share a single forward pass.
 **Prefix sharing.** A long context scored with several continuations (a
 HellaSwag or RACE passage with four endings) is run once: requests are grouped
 by their context tokens and each group becomes one row, ``context +
-ending_1 + ending_2 + ...``, in which a boolean mask lets every ending attend to
+ending_1 + ending_2 + ...``, in which a mask lets every ending attend to
 the context and to itself only, and rotary positions restart at the context's
 length for every ending. Each ending is so computed exactly as the plain input
 ``context + ending`` (to float rounding, ~1e-6 in fp32), and only the endings'
