@@ -109,6 +109,12 @@ def items(
     ]  # fmt: skip
 
 
+def preamble_text(words: int, seed: int = 1) -> str:
+    """``words`` words of ``WORDS`` with a full stop every twelfth: the shared few-shot text."""
+    rng = random.Random(seed)
+    return "".join(f"{rng.choice(WORDS)}{'.' if k % 12 == 11 else ''} " for k in range(words))
+
+
 def profile_sides(sides: dict) -> None:
     """One profiled run per side: how much of it is matmul, and what that bounds.
 
@@ -188,11 +194,7 @@ def main() -> None:
     (tasks / "lf_piqa.yaml").write_text(
         TASK_YAML.format(cache=root / "hf_cache", file=data / "validation.jsonl")
     )
-    preamble_rng = random.Random(1)
-    preamble = "".join(
-        f"{preamble_rng.choice(WORDS)}{'.' if k % 12 == 11 else ''} "
-        for k in range(args.preamble_words)
-    )
+    preamble = preamble_text(args.preamble_words)
     requests = [
         (f"{preamble}Question: {d['goal']}\nAnswer:", " " + sol)
         for d in docs

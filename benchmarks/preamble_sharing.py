@@ -14,14 +14,13 @@ that was fastest here (docs/performance.md).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import tempfile
 from pathlib import Path
 
 import torch
 from common import report_load, spread, time_in_turns
-from eval_vs_lm_eval import WORDS, items
+from eval_vs_lm_eval import items, preamble_text
 
 from llamaforge.eval import shared_rows
 from llamaforge.eval.likelihood import loglikelihood
@@ -45,10 +44,7 @@ def main() -> None:
     cfg = ModelConfig(dim=args.dim, n_layers=4, n_heads=4, vocab_size=tokenizer.vocab_size,
                       max_seq_len=2048)  # fmt: skip
     model = build_model(cfg).eval()
-    rng = random.Random(1)
-    preamble = "".join(
-        f"{rng.choice(WORDS)}{'.' if k % 12 == 11 else ''} " for k in range(args.preamble_words)
-    )
+    preamble = preamble_text(args.preamble_words)
     requests = [(f"{preamble}Question: {d['goal']}\nAnswer:", " " + s)
                 for d in docs for s in (d["sol1"], d["sol2"])]  # fmt: skip
     tokens = sum(len(tokenizer.encode(c + e)) for c, e in requests) / len(requests)

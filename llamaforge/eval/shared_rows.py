@@ -39,6 +39,7 @@ import torch
 
 MIN_SHARED = 32
 ATTENTION_COST = 4.0
+MAX_LEVELS = 8  # nested preambles considered per run (each level is one pass over it)
 
 # A scored continuation: its tokens and the items that read their scores from it.
 Suffix = tuple[tuple[int, ...], list[int]]
@@ -106,20 +107,17 @@ def plan_rows(
     per_pair = 4.0 * dim * ATTENTION_COST
     order = sorted(range(len(units)), key=lambda i: units[i][0])
     common = [_common(units[a][0], units[b][0]) for a, b in zip(order, order[1:], strict=False)]
+    cost = _Cost(units, max_seq_len, per_position, per_pair)
     rows: list[Row] = []
     alone: list[int] = []
     start = 0
     for end in range(1, len(order) + 1):  # runs of neighbours sharing >= MIN_SHARED tokens
         if end == len(order) or common[end - 1] < MIN_SHARED:
-            cost = _Cost(units, max_seq_len, per_position, per_pair)
             planned, packed, _ = cost.best(order[start:end], common[start : end - 1], MAX_LEVELS)
             rows.extend(planned)
             alone.extend(i for i in order[start:end] if i not in packed)
             start = end
     return rows, alone
-
-
-MAX_LEVELS = 8  # nested preambles considered per run (each level is one pass over it)
 
 
 class _Cost:
