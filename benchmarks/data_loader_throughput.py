@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import spread
 from tqdm.auto import tqdm
 
 from llamaforge.data import ShardWriter, TokenLoader
@@ -50,16 +51,19 @@ def main() -> None:
         b = write_random_folder(Path(tmp) / "b", args.tokens // 4, 1, args.shard_tokens)
         loader = TokenLoader([(a, 0.8), (b, 0.2)], args.seq, args.batch)
         loader.next_batch()  # warm-up: opens the first shards
-        start = time.perf_counter()
+        seconds = []
         for _ in tqdm(range(args.batches), desc="loading", unit="batch"):
+            start = time.perf_counter()
             loader.next_batch()
-        elapsed = time.perf_counter() - start
+            seconds.append(time.perf_counter() - start)
+        elapsed = sum(seconds)
     sequences = args.batches * args.batch
     print(
         f"{sequences / elapsed:,.0f} sequences/s, {sequences * args.seq / elapsed / 1e6:,.1f}M tokens/s "
         f"(seq_len {args.seq}, batch {args.batch}, "
         f"{-(-args.tokens // args.shard_tokens) + -(-args.tokens // 4 // args.shard_tokens)} shards)"
     )
+    print(f"per batch: {spread(seconds, 1e3, 'ms')}")
 
 
 if __name__ == "__main__":

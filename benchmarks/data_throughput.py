@@ -23,7 +23,7 @@ Each source runs in its own fresh (spawned) process, which reports its peak RSS
 (``VmHWM``): ``base RSS`` after imports (torch comes in with ``llamaforge.data``),
 ``peak RSS`` at the end, including the sample writing and the kept documents
 that this benchmark holds for ``global_filter`` (a build streams them to disk).
-The first line prints the machine's CPU count and load average.
+The first and last lines print the load average and the CPU count.
 
     python benchmarks/data_throughput.py [--mb 4] [--sources c4,wikipedia] [--profile 25]
 """
@@ -38,13 +38,13 @@ import importlib
 import io
 import lzma
 import multiprocessing
-import os
 import pstats
 import tempfile
 import time
 from pathlib import Path
 
 import py7zr
+from common import spread
 from tqdm.auto import tqdm
 
 from llamaforge.data.sources import registry
@@ -129,8 +129,12 @@ def measure(name: str, target_bytes: int, seed: int, small_docs: bool, profile: 
         start = time.process_time()
         if profiler is not None:
             profiler.enable()
+        per_file = []  # MB/s per core of each file's ``process``: the noise across files
         for path in tqdm(inputs, desc=name, unit="file", leave=False):
+            file_start = time.process_time()
             docs.extend(source.process(path, report))
+            seconds = max(time.process_time() - file_start, 1e-9)
+            per_file.append(path.stat().st_size / 1e6 / seconds)
         kept = list(source.global_filter(docs, report))
         if profiler is not None:
             profiler.disable()
@@ -152,6 +156,7 @@ def measure(name: str, target_bytes: int, seed: int, small_docs: bool, profile: 
         "cpu": cpu,
         "base_rss": base_rss,
         "peak_rss": peak_rss_mb(),
+        "per_file": per_file,
     }
 
 
@@ -173,19 +178,20 @@ def main() -> None:
     if missing:
         parser.error(f"no source module or sample writer for: {', '.join(missing)}")
     target = int(args.mb * 1e6)
-    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()} (1, 5, 15 min)")
     rows = [measure_in_child(n, target, args.seed, args.small_docs, args.profile) for n in names]
     print(
         "| source | files | input MB | raw MB | kept docs | kept KB/doc | CPU s "
-        "| MB/s per core | raw MB/s per core | base RSS MB | peak RSS MB |"
+        "| MB/s per core | raw MB/s per core | base RSS MB | peak RSS MB "
+        "| per-file MB/s (process), min / median / max |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         cpu = max(r["cpu"], 1e-9)
         print(
             f"| {r['source']} | {r['files']} | {r['mb']:.2f} | {r['raw_mb']:.2f} | {r['docs']:,} "
             f"| {r['kb_per_doc']:.1f} | {r['cpu']:.2f} | {r['mb'] / cpu:.2f} "
-            f"| {r['raw_mb'] / cpu:.2f} | {r['base_rss']:.0f} | {r['peak_rss']:.0f} |"
+            f"| {r['raw_mb'] / cpu:.2f} | {r['base_rss']:.0f} | {r['peak_rss']:.0f} "
+            f"| {spread(r['per_file'], unit='MB/s', digits=3)} |"
         )
 
 

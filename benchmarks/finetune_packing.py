@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import spread
 
 from llamaforge.finetune.examples import Example
 from llamaforge.finetune.source import FinetuneLoader
@@ -46,7 +46,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device, repeats: int) -> float:
+def timed(fn, device, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls after one untimed call."""
     fn()
     samples = []
     for _ in range(repeats):
@@ -55,7 +56,7 @@ def timed(fn, device, repeats: int) -> float:
         fn()
         sync(device)
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return samples
 
 
 def kernels(args, device) -> None:
@@ -98,8 +99,7 @@ def kernels(args, device) -> None:
         f"\nattention fwd+bwd, {b} rows x {s} positions, examples of {args.doc_len}, {h} heads x {d}"
     )
     for name, fn in results.items():
-        seconds = timed(fn, device, args.repeats)
-        print(f"  {name:28s} {seconds * 1e3:8.2f} ms")
+        print(f"  {name:28s} {spread(timed(fn, device, args.repeats), 1e3, 'ms')}")
 
 
 def synthetic_examples(n: int, vocab: int, seq: int, seed: int = 0) -> list[Example]:
@@ -170,7 +170,8 @@ def steps(args, device) -> None:
         tokens, positions = sum(r[0] for r in rates), sum(r[1] for r in rates)
         per_step = statistics.median(r[0] / r[2] for r in rates)
         print(f"  {'packed' if packing else 'unpacked':9s} {per_step:10,.0f} real tokens/s (median "
-              f"step; {tokens / positions:.0%} of positions real; epoch = {epoch} steps)")  # fmt: skip
+              f"step; {tokens / positions:.0%} of positions real; epoch = {epoch} steps); "
+              f"step {spread([r[2] for r in rates])}")  # fmt: skip
     (pt, pc), (ut, uc) = (epoch_loss(base, examples, args, p, device) for p in (True, False))
     print(
         f"  response loss at init, every example once: packed {pt / pc:.6f}, unpacked "
@@ -193,10 +194,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, {device}, load average {os.getloadavg()[0]:.1f}")
+    print(f"torch {torch.__version__}, {device}")
     kernels(args, device)
     steps(args, device)
-    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Prefix sharing (KV cache over a shared context) must give the uncached numbers."""
+"""Prefix sharing (each context once, in a row with its endings) gives the plain numbers."""
 
 import pytest
 import torch
