@@ -182,7 +182,9 @@ class _Run:
             argv = [str(_JAIL), *map(str, child_fds)]
             cwd, home, preexec = "/", "/sandbox", None
         else:
-            (self.folder / "program.py").write_text(self.config["source"], encoding="utf-8")
+            (self.folder / "program.py").write_text(
+                self.config["source"], encoding="utf-8", errors="surrogatepass"
+            )
             child_fds = (report_w,)
             argv = [str(_WORKER), str(report_w)]
             cwd, home = str(self.folder), str(self.folder)

@@ -188,9 +188,21 @@ def set_limits(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"],) * 2)
 
 
-def init(config: dict, status_fd: int, report_fd: int) -> int:
-    """PID 1 of the sandbox: build it, enter it, run the harness; returns the exit code."""
+def init(config: dict, status_fd: int, report_fd: int, keeper_alive: int) -> int:
+    """PID 1 of the sandbox: build it, enter it, run the harness; returns the exit code.
+
+    It leaves the keeper's process group first (``setsid``): the program runs
+    in this process, and ``kill(0, ...)`` reaches the caller's whole group
+    across PID namespaces, so without it a program run by a non-root
+    supervisor (same uid as the keeper) could kill its keeper and abort the
+    evaluation. The supervisor's ``killpg`` then misses the init, so dying
+    with the keeper rests on ``PR_SET_PDEATHSIG``, which the kernel clears
+    whenever the effective uid changes: it is armed again after
+    :func:`become_nobody`, and ``keeper_alive`` (the read end of a pipe the
+    keeper holds open) shows whether the keeper died before that.
+    """
     try:
+        os.setsid()
         check(libc.prctl(1, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
         mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks out
         sources = open_sources()
@@ -198,12 +210,17 @@ def init(config: dict, status_fd: int, report_fd: int) -> int:
         build_root(config["root"], config["limits"]["disk_mb"], sources)
         check(libc.sethostname(b"sandbox", 7), "sethostname")
         drop_capabilities()
+        check(libc.prctl(1, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG) as nobody")
+        if select.select([keeper_alive], [], [], 0)[0]:  # end of file: the keeper is gone
+            raise OSError("the keeper died during the set-up")
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         keep = sorted({0, 1, 2, report_fd, status_fd})
         for low, high in zip(keep, [*keep[1:], 1 << 20], strict=True):
             os.closerange(low + 1, high)
-        with open(f"{SANDBOX}/program.py", "w", encoding="utf-8") as f:
+        # surrogatepass: a text with a lone surrogate is written as it is and fails to
+        # compile (a SyntaxError for this program) instead of failing the set-up.
+        with open(f"{SANDBOX}/program.py", "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(config["source"])
         os.chdir(SANDBOX)
         set_limits(config["limits"])
@@ -245,16 +262,19 @@ def main() -> None:
         sys.exit(70)
     os.close(ctl_out)
     os.close(ctl_in)
+    keeper_alive, keeper_holds = os.pipe()  # the write end closes when the keeper dies
     pid = os.fork()
     if pid == 0:
         code = 70
         try:
-            code = init(config, status_fd, report_fd)
+            os.close(keeper_holds)
+            code = init(config, status_fd, report_fd, keeper_alive)
         except BaseException as error:  # a harness bug; the program then fails
             os.write(2, f"sandbox harness error: {type(error).__name__}: {error}\n".encode())
         finally:
             os._exit(code)
     os.close(report_fd)
+    os.close(keeper_alive)
     wait_status, timed_out = keep(pid, config["limits"]["timeout_s"])
     os.write(status_fd, f"kept\t{wait_status}\t{int(timed_out)}\n".encode())
     os._exit(0)  # no interpreter tear-down: it only costs time

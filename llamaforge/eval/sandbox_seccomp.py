@@ -28,7 +28,14 @@ itself, whatever the namespaces around it already hide:
   ``reboot``, swap, clocks, host/domain names, ``acct``, ``quotactl``,
   ``syslog``, ``personality``, ``iopl``/``ioperm``;
 * **memory outside the address-space limit**: ``memfd_create``,
-  ``memfd_secret`` and System V / POSIX IPC objects, which outlive a mapping;
+  ``memfd_secret`` and System V / POSIX IPC objects, which outlive a mapping,
+  and ``vmsplice``, which pins the program's pages in a pipe (one 4 KiB splice
+  keeps a whole 2 MiB transparent huge page alive after ``munmap``: ~1 GiB
+  held from two pipes under a 512 MiB limit);
+* **disk outside the file-size limit**: ``fallocate``, whose
+  ``FALLOC_FL_KEEP_SIZE`` form reserves blocks past the end of a file without
+  the ``RLIMIT_FSIZE`` check (stdout and stderr are the supervisor's files on
+  the host's disk);
 * ``prctl(PR_SET_PDEATHSIG)``, so the program cannot undo "die with the
   sandbox's supervisor".
 
@@ -119,6 +126,8 @@ DENIED = {
     "msgget": (68, 186),
     "semget": (64, 190),
     "mq_open": (240, 180),
+    "vmsplice": (278, 75),
+    "fallocate": (285, 47),
 }
 # Calls allowed only for some first arguments: (x86_64, aarch64).
 CLONE = (56, 220)

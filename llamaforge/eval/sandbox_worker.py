@@ -26,7 +26,8 @@ no function the program can replace (``os.path.realpath``,
 ``builtins.isinstance`` and the like are captured), and this module, the jail
 and :mod:`ctypes` are removed from ``sys.modules``. It refuses process
 creation, signals, ``resource.setrlimit``, every ``ctypes`` event, importing
-``_ctypes``/``_posixsubprocess`` under any package name, network access, the
+``_ctypes``/``_posixsubprocess`` under any package name, subinterpreters
+(each starts without the hook), network access, the
 direct ways to the harness's state (``sys._getframe`` returning a harness
 frame, ``sys._current_frames``, ``gc.get_objects``/``get_referrers``/
 ``get_referents``), changing directory, relative paths with ``..``, symlinks that point outside the sandbox or upwards, opening directories
@@ -60,6 +61,8 @@ _DENIED_EVENTS = {
     "gc.get_referrers": "inspecting the harness (gc.get_referrers)",
     "gc.get_referents": "inspecting the harness (gc.get_referents)",
     "os.chdir": "changing directory",
+    # A subinterpreter starts with no audit hook (hooks belong to one interpreter).
+    "cpython.PyInterpreterState_New": "starting a subinterpreter (it would run without this hook)",
 }
 # Modules opening doors no audit event guards, refused under any package name
 # (an extension module's init symbol is named after the last component).
@@ -68,6 +71,16 @@ _DENIED_IMPORTS = {
     "_ctypes": "native code (import of _ctypes)",
     "_testcapi": "native code (import of _testcapi)",
     "_testinternalcapi": "native code (import of _testinternalcapi)",
+    **{
+        name: f"subinterpreters (import of {name})"
+        for name in (
+            "_xxsubinterpreters",
+            "_interpreters",
+            "_xxinterpchannels",
+            "_interpchannels",
+            "_interpqueues",
+        )
+    },  # fmt: skip
 }
 # Events that change the file system: (path argument, its dir_fd argument or None) pairs.
 _WRITE_EVENTS = {
@@ -229,7 +242,7 @@ def _describe(error: BaseException) -> str:
 def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=None, harness=()):
     """Run the program; the exit code for the process (0 only after the program's end)."""
     write = os.write
-    with open(program_path, encoding="utf-8") as f:
+    with open(program_path, "rb") as f:  # compile decodes (PEP 263); bad UTF-8 is a SyntaxError
         source = f.read()
     try:
         code = compile(source, program_path, "exec")

@@ -156,6 +156,9 @@ def test_run_programs_keeps_order_and_checks_arguments():
     programs = ["assert True", "assert False", "assert 1 + 1 == 2"]
     statuses = [r.status for r in run_programs(programs, LIMITS, workers=2)]
     assert statuses == ["passed", "failed", "passed"]
+    # a text that is not valid UTF-8 (a lone surrogate) fails alone, not the batch
+    lone = ["assert True", "s = '\ud800'", "assert True"]
+    assert [r.status for r in run_programs(lone, LIMITS, workers=2)] == statuses
     with pytest.raises(ConfigError, match="workers"):
         run_programs(programs, LIMITS, workers=0)
     with pytest.raises(ConfigError, match="timeout_s"):

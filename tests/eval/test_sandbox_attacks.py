@@ -76,7 +76,20 @@ def write_attempts(marker: Path) -> list[str]:
         f"import os\nos.system('echo pwned > {marker}')",
         f"import subprocess\nsubprocess.run(['sh', '-c', 'echo pwned > {marker}'])",
         f"import ctypes\nctypes.CDLL(None).system(b'echo pwned > {marker}')",
+        # a subinterpreter starts without the audit hook
+        SUBINTERPRETER.format(code=f"{touch}\nimport os\nos.system('echo pwned > {marker}')"),
     ]
+
+
+# Runs ``code`` in a subinterpreter by any of the modules that make one (3.11 to 3.14).
+SUBINTERPRETER = """
+code = {code!r}
+try:
+    import _xxsubinterpreters as si
+except ImportError:
+    import _interpreters as si
+si.run_string(si.create(), code)
+"""
 
 
 @HOOK
@@ -309,6 +322,10 @@ def test_without_the_boundary_code_is_refused_unless_unsafe(monkeypatch, tmp_pat
     marker = tmp_path / "marker.txt"
     assert run_program(f"open({str(marker)!r}, 'w')", LIMITS, unsafe=True).status == "refused"
     assert not marker.exists()
+    # the hook is all there is in unsafe mode: a subinterpreter (no hook of its own) is refused
+    escape = SUBINTERPRETER.format(code=f"open({str(marker)!r}, 'w').write('pwned')")
+    assert run_program(escape, LIMITS, unsafe=True).status == "refused"
+    assert not marker.exists()
 
 
 def test_eval_cli_refuses_code_tasks_without_the_boundary(monkeypatch, tmp_path, capsys):
@@ -336,3 +353,71 @@ def test_the_supervisor_kills_the_sandbox_at_the_wall_clock_limit():
     started = time.monotonic()
     result = run_program("import time\ntime.sleep(60)", SandboxLimits(timeout_s=1.0))
     assert result.status == "timeout" and time.monotonic() - started < 8
+
+
+@HOOK
+def test_no_disk_or_memory_is_held_outside_the_limits(hook):
+    """fallocate's KEEP_SIZE form on the host's stdout file; vmsplice pinning pages in a pipe."""
+    reserve = (  # 64 MiB past the end of fd 1, the supervisor's stdout file on the host disk
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]\n"
+        "libc.fallocate(1, 1, 0, 64 << 20)\nprint(os.fstat(1).st_blocks * 512)"
+    )
+    pin = (  # one page of a mapping into a pipe, then the mapping goes: the pipe would keep it
+        "import ctypes, mmap, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.syscall.restype = ctypes.c_long\nbuf = ctypes.create_string_buffer(4096)\n"
+        "class Iov(ctypes.Structure):\n"
+        "    _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]\n"
+        "r, w = os.pipe()\niov = Iov(ctypes.addressof(buf), 4096)\n"
+        "number = 278 if os.uname().machine == 'x86_64' else 75\n"
+        "print(libc.syscall(number, w, ctypes.byref(iov), 1, 0), ctypes.get_errno())"
+    )
+    reserved, pinned = run_all([reserve, pin], hook)
+    if hook:  # ctypes is refused before the call
+        assert reserved.status == pinned.status == "refused"
+    else:
+        assert int(reserved.stdout.split()[-1]) < 1 << 20, reserved  # nothing reserved
+        assert pinned.stdout.split() == ["-1", "1"], pinned  # EPERM: nothing pinned
+
+
+def test_the_sandbox_dies_with_its_keeper_and_cannot_signal_it():
+    """The init leads its own process group (``kill(0)`` stays inside) and dies with the keeper.
+
+    The program leaves nothing to chance: it tries ``setsid`` itself, as a
+    program escaping the supervisor's ``killpg`` would. The keeper is killed
+    from outside (as an OOM kill would), and the init must follow it, though
+    it changed its uid (which clears the parent-death signal) after arming it.
+    Boundary only: the program names itself through ctypes, which the hook refuses.
+    """
+    comm = f"lf{uuid.uuid4().hex[:10]}"
+    program = (
+        f"{SET_COMM}\nset_comm({comm!r})\nimport os, time\ntry:\n    os.setsid()\n"
+        "except OSError:\n    pass\ntime.sleep(60)\n"
+    )
+    box = {}
+
+    def run():
+        try:
+            box["result"] = run_program(program, SandboxLimits(timeout_s=30.0), audit_hook=False)
+        except SandboxUnavailable as error:  # the keeper is gone: no verdict
+            box["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (pids := processes_named(comm)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(pids) == 1
+        init = pids[0]
+        fields = Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()
+        keeper, group, session = map(int, fields[1:4])
+        assert group == session == init  # its own session: kill(0, ...) reaches no keeper
+        os.kill(keeper, 9)
+        deadline = time.monotonic() + 5
+        while processes_named(comm) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert processes_named(comm) == []
+    finally:
+        thread.join(timeout=40)
+    assert "error" in box
