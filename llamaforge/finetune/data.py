@@ -9,14 +9,19 @@ Schemas (``schema = "auto"`` picks per record by its keys, in this order):
 * ``flan``: ``{"inputs", "targets"}`` (Chung et al. 2022's field names).
 
 A file is JSON-lines unless its first non-blank character is ``[`` (one JSON
-array of records). Bad input (invalid JSON, a line that is not UTF-8, a
+array of records); a leading UTF-8 byte-order mark is ignored. A string that
+JSON escapes allow but UTF-8 cannot hold (a lone surrogate such as
+``"\\ud800"``) is a bad record (``not_utf8``), like a line that is not UTF-8.
+``input`` may be absent, ``""`` or ``null`` (no input); a messages-schema user
+turn may carry one too, and it reaches the template as the Alpaca one does. Bad input (invalid JSON, a line that is not UTF-8, a
 missing or non-string field, an empty response, an unknown role, a record
 matching no schema) raises a :class:`DataError` naming the file and line; with
 ``skip_bad = True`` the record is skipped and counted under its reason in
 :class:`ReadReport` instead. Nothing is dropped without being counted.
 
-A name that is not an existing path is a Hugging Face ``datasets`` name and is
-loaded with ``datasets.load_dataset(name, split=split)`` (downloads, so the
+A name that is not an existing path and does not end like a data file
+(``.json``, ``.jsonl``, ``.txt``, ``.gz``, ... in any case) is a Hugging Face
+``datasets`` name and is loaded with ``datasets.load_dataset(name, split=split)`` (downloads, so the
 tests use local files only); its rows are numbered from 1 in errors.
 """
 
@@ -33,6 +38,8 @@ from llamaforge.errors import ConfigError, DataError
 from llamaforge.finetune.templates import check_messages
 
 SCHEMAS = ("auto", "messages", "alpaca", "flan")
+# Names ending so are files (a typo'd path), never Hugging Face dataset names.
+_FILE_SUFFIXES = (".json", ".jsonl", ".txt", ".gz", ".zst", ".bz2", ".xz", ".csv", ".parquet")
 _KEYS = {
     "messages": ("messages",),
     "alpaca": ("instruction", "output"),
@@ -47,6 +54,7 @@ class ReadReport:
     records: int = 0
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
+    where: list[str] = field(default_factory=list)  # file:line (or row) of each kept record
 
     def to_dict(self) -> dict[str, Any]:
         return {"records": self.records, "kept": self.kept, "skipped": dict(self.skipped)}
@@ -92,6 +100,7 @@ def _records_from_file(path: Path, skip_bad: bool, report: ReadReport) -> Iterat
         raw = path.read_bytes()
     except OSError as error:
         raise DataError(f"cannot read instruction data {path}: {error}") from None
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM (Windows editors): not part of the JSON
     if raw.lstrip()[:1] == b"[":
         try:
             for line, record in _json_array(path, raw):
@@ -137,18 +146,31 @@ def _records_from_dataset(name: str, split: str) -> Iterator[tuple[str, Any]]:
         rows = datasets.load_dataset(name, split=split)
     except Exception as error:  # datasets raises many types; report it as one line
         raise ConfigError(
-            f"finetune.data: cannot load dataset {name!r} split {split!r}: {error}"
+            f"finetune.data {name!r} is no existing file, and loading it as a Hugging Face "
+            f"dataset (split {split!r}) failed: {error}"
         ) from None
     for index, row in enumerate(rows, start=1):
         yield f"{name}[{split}] row {index}", row
 
 
 def _text(record: dict, key: str, optional: bool = False) -> str:
-    value = record.get(key, "" if optional else None)
+    value = record.get(key)
     if value is None:
+        if optional:
+            return ""
         raise BadRecord("missing_field", f"missing field {key!r}")
     if not isinstance(value, str):
         raise BadRecord("bad_field", f"field {key!r} must be a string, got {type(value).__name__}")
+    return _utf8(value, key)
+
+
+def _utf8(value: str, key: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRecord(
+            "not_utf8", f"field {key!r} holds a lone surrogate escape, which is not UTF-8 text"
+        ) from None
     return value
 
 
@@ -191,7 +213,14 @@ def to_messages(record: Any, schema: str) -> list[dict]:
     except DataError as error:
         reason = "unknown_role" if "unknown role" in str(error) else "bad_messages"
         raise BadRecord(reason, str(error)) from None
-    messages = [{"role": m["role"], "content": m["content"]} for m in raw]
+    messages = []
+    for index, turn in enumerate(raw):
+        message = {"role": turn["role"], "content": _utf8(turn["content"], f"messages[{index}]")}
+        if turn.get("input") is not None:
+            if turn["role"] != "user":
+                raise BadRecord("bad_messages", f"messages[{index}]: only a user turn has 'input'")
+            message["input"] = _text(turn, "input")  # as the Alpaca input: the template shows it
+        messages.append(message)
     answers = [m for m in messages if m["role"] == "assistant"]
     if not answers:
         raise BadRecord("no_response", "no assistant turn to train on")
@@ -216,7 +245,7 @@ def read_conversations(
         path = Path(name)
         if path.exists():
             records = _records_from_file(path, skip_bad, report)
-        elif path.suffix in (".json", ".jsonl") or name.startswith((".", "/")):
+        elif path.suffix.lower() in _FILE_SUFFIXES or name.startswith((".", "/", "~")):
             raise ConfigError(f"finetune.data: instruction data file {name} does not exist")
         else:
             records = _records_from_dataset(name, split)
@@ -224,6 +253,7 @@ def read_conversations(
             report.records += 1
             try:
                 out.append(to_messages(record, schema))
+                report.where.append(where)
             except BadRecord as error:
                 if not skip_bad:
                     raise DataError(

@@ -60,13 +60,30 @@ def build_examples(
     max_seq_len: int,
     overlong: str = "truncate",
     train_on_prompt: bool = False,
+    skip_bad: bool = False,
+    where: list[str] | None = None,
 ) -> tuple[list[Example], Counter]:
+    """Examples and counts; a conversation the template cannot show is an error or skipped.
+
+    ``where`` names each conversation's record (``file:line``) for that error;
+    skipped ones count under ``not_in_template`` (with ``skip_bad``).
+    """
     if overlong not in OVERLONG:
         raise ConfigError(f"finetune.overlong {overlong!r} is unknown; use one of {OVERLONG}")
     counts: Counter = Counter()
     out: list[Example] = []
-    for messages in conversations:
-        ids, trainable = encode_example(tokenizer, template, messages, train_on_prompt)
+    for index, messages in enumerate(conversations):
+        try:
+            ids, trainable = encode_example(tokenizer, template, messages, train_on_prompt)
+        except DataError as error:
+            if skip_bad:
+                counts["not_in_template"] += 1
+                continue
+            record = where[index] if where else f"conversation {index + 1}"
+            raise DataError(
+                f"{record}: {error}; fix the record, choose another finetune.template or set "
+                "finetune.skip_bad_examples = true"
+            ) from None
         if len(ids) - 1 > max_seq_len:
             if overlong == "drop":
                 counts["dropped_too_long"] += 1

@@ -30,11 +30,13 @@ is rows ``[i * G, (i + 1) * G)`` of it (``G = batch_size * world_size``), rank
 ``r`` reads its slice. :meth:`state_dict` is therefore one integer and a
 resumed run continues exactly. Validation walks the held-out rows in order,
 the last global batch filled with fully ignored rows so every rank runs the
-same number of forwards.
+same number of forwards. The state also keeps a fingerprint of the examples,
+so a resume over edited data is refused instead of continuing on other rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -81,6 +83,7 @@ class FinetuneLoader:
         self.pad_multiple, self.vocab_size = pad_multiple, vocab_size
         self.global_batch = batch_size * world_size
         self.rows_taken = 0
+        self._fingerprint: str | None = None
         self._epochs: list[list[list[int]]] = []  # rows (lists of example indices) per epoch
         self._starts: list[int] = [0]  # first global row index of each epoch
 
@@ -184,11 +187,26 @@ class FinetuneLoader:
             yield self._collate(self._mine(chunk))
 
     # ---- resume ------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """SHA-256 of every example's ids and targets, in order: what the row plan is made of.
+
+        Resuming over edited data with the same number of examples would
+        otherwise continue silently with other rows than the first run saw.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for example in self.examples:
+                digest.update(len(example).to_bytes(8, "little"))
+                digest.update(np.ascontiguousarray(example.inputs, dtype="<i8").tobytes())
+                digest.update(np.ascontiguousarray(example.targets, dtype="<i8").tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION, "kind": "finetune", "rows_taken": self.rows_taken,
             "seed": self.seed, "packing": self.packing, "n_examples": len(self.examples),
-            "global_batch": self.global_batch,
+            "global_batch": self.global_batch, "fingerprint": self.fingerprint(),
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -200,5 +218,12 @@ class FinetuneLoader:
             raise DataError(
                 f"the checkpoint was written with finetune data (seed, packing, examples) = "
                 f"{theirs}, this run has {mine}; resume with the same data and settings"
+            )
+        stored = state.get("fingerprint")  # absent in checkpoints from before it was kept
+        if stored is not None and stored != self.fingerprint():
+            raise DataError(
+                "the finetune data (or the tokenizer, template or length rule that made its "
+                "examples) changed since the checkpoint was written: its examples' fingerprint "
+                "differs; resume with the same data, or start a new run_dir"
             )
         self.rows_taken = int(state["rows_taken"])

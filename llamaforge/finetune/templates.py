@@ -28,6 +28,14 @@ Decisions:
   ``default_system_with_input`` format it.
 * Messages: an optional ``system`` first, then ``user`` and ``assistant`` turns
   where every assistant turn answers a user turn. Anything else is an error.
+* **Special-token spellings.** A template may not contain ``<s>``, ``</s>``
+  or ``<unk>`` (refused when it loads). In a *message* they are text to us
+  (byte pieces ``<``, ``/``, ``s``, ``>``), while a Hugging Face tokenizer
+  called with ``split_special_tokens=False`` (what a rendered chat prompt
+  needs, docs/finetune.md) reads them as the control tokens: conversations
+  whose text spells them are the one case where our ids and
+  ``apply_chat_template``'s differ. That is the serving stack's parsing rule;
+  nothing in a template can escape it.
 """
 
 from __future__ import annotations
@@ -43,6 +51,10 @@ from typing import Any, Protocol
 from llamaforge.errors import ConfigError, DataError
 
 ROLES = ("system", "user", "assistant")
+# The SentencePiece control pieces' spellings: text, never written by a template (see __post_init__).
+SPECIAL_TOKEN_TEXT = ("<s>", "</s>", "<unk>")
+_TEXT_FIELDS = ("system", "user", "assistant", "assistant_end", "default_system",
+                "user_with_input", "default_system_with_input")  # fmt: skip
 _PLACEHOLDER = re.compile(r"\{(content|input)\}")
 
 
@@ -89,12 +101,27 @@ class ChatTemplate:
     default_system_with_input: str = ""  # default system when a user turn has an input
 
     def __post_init__(self) -> None:
+        """Refuse a template that would drop text or disagree with its Hugging Face export."""
+        where = f"template {self.name!r}"
         if "{content}" not in self.user:
-            raise ConfigError(f"template {self.name!r}: 'user' must contain {{content}}")
+            raise ConfigError(f"{where}: 'user' must contain {{content}}")
         if self.system and "{content}" not in self.system:
-            raise ConfigError(
-                f"template {self.name!r}: 'system' must contain {{content}} or be \"\""
-            )
+            raise ConfigError(f"{where}: 'system' must contain {{content}} or be \"\"")
+        if self.user_with_input and not all(
+            p in self.user_with_input for p in ("{content}", "{input}")
+        ):
+            raise ConfigError(f"{where}: 'user_with_input' must contain {{content}} and {{input}}")
+        if not self.system and (self.default_system or self.default_system_with_input):
+            raise ConfigError(f"{where}: a default system message needs a 'system' turn format")
+        for field_name in _TEXT_FIELDS:
+            text = getattr(self, field_name)
+            special = [t for t in SPECIAL_TOKEN_TEXT if t in text]
+            if special:
+                raise ConfigError(
+                    f"{where}: {field_name!r} contains {special[0]!r}; BOS and EOS are token ids "
+                    "the template adds itself (text spelling them is read as text by us and as "
+                    "the special token by a Hugging Face tokenizer), so remove it"
+                )
 
     def _system_text(self, messages: list[dict], has_input: bool) -> str | None:
         if messages and messages[0].get("role") == "system":

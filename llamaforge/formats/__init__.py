@@ -8,6 +8,7 @@ each reader validates names and shapes against the model it builds.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,6 +161,17 @@ def convert(
     src_format = detect_format(src) if src_format == "auto" else src_format
     model, tokenizer = load_any(src, src_format, dtype=dtype)
     template = read_chat_template(src, src_format)
+    kept = dst_format in ("hf", "gguf") or (
+        dst_format == "native" and not isinstance(template, str)
+    )
+    if template is not None and not kept:
+        warnings.warn(
+            f"{src} carries a chat template that the {dst_format} format has no place for "
+            + ("(a Jinja template that is not one of ours: only hf and gguf keep it)"
+               if dst_format == "native" else "(Meta folders hold none)")
+            + "; pass --template to `llamaforge chat` on the result",
+            stacklevel=2,
+        )  # fmt: skip
     return save_any(
         model, dst, dst_format, tokenizer, dtype, shards,
         chat_template=template, overwrite=overwrite,

@@ -15,6 +15,7 @@ round trip through Hugging Face gives back the same :class:`ModelConfig`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,9 @@ from llamaforge.umask import save_safetensors
 
 if TYPE_CHECKING:
     from llamaforge.finetune.templates import ChatTemplate
+
+# tokenizer_config.json key of our template's fields, beside the Jinja ``chat_template``.
+OUR_TEMPLATE_KEY = "llamaforge_chat_template"
 
 _LAYER_NAMES = {
     "attention.wq": "self_attn.q_proj",
@@ -326,24 +330,39 @@ def to_hf(
         write_json(tmp / "generation_config.json", generation)
         if copy_tokenizer(tokenizer_path, tmp) is not None:
             extra = {}
-            if chat_template is not None:
-                extra["chat_template"] = (
-                    chat_template
-                    if isinstance(chat_template, str)
-                    else chat_template.to_jinja(tokens["bos"][1], tokens["eos"][1])
-                )
+            if isinstance(chat_template, str):
+                extra["chat_template"] = chat_template
+            elif chat_template is not None:
+                extra["chat_template"] = chat_template.to_jinja(tokens["bos"][1], tokens["eos"][1])
+                # our fields too, so that convert back and ``llamaforge chat`` get the template
+                extra[OUR_TEMPLATE_KEY] = dataclasses.asdict(chat_template)
             write_hf_tokenizer(Path(tokenizer_path), tmp, tokens, model.config.max_seq_len, extra)
     return Path(directory)
 
 
-def read_chat_template(directory: str | os.PathLike) -> str | None:
-    """The Jinja ``chat_template`` of a Hugging Face folder's ``tokenizer_config.json``, if any."""
+def read_chat_template(directory: str | os.PathLike) -> ChatTemplate | str | None:
+    """The chat template of a Hugging Face folder's ``tokenizer_config.json``, if any.
+
+    Our own template when the folder is our export and its Jinja is still the
+    one that template renders (``llamaforge_chat_template`` holds the fields);
+    otherwise the Jinja string as found (edited by hand, or another model's).
+    """
     path = Path(directory) / "tokenizer_config.json"
     if not path.is_file():
         return None
     data = read_json(path)
-    template = data.get("chat_template") if isinstance(data, dict) else None
-    return template if isinstance(template, str) and template else None
+    if not isinstance(data, dict):
+        return None
+    jinja = data.get("chat_template")
+    jinja = jinja if isinstance(jinja, str) and jinja else None
+    ours = data.get(OUR_TEMPLATE_KEY)
+    if jinja is not None and ours is not None:
+        from llamaforge.finetune.template_store import template_from_config
+
+        template = template_from_config({"chat_template": ours}, f"{path} {OUR_TEMPLATE_KEY}")
+        if template is not None and template.to_jinja("bos", "eos") == jinja:  # (names unused)
+            return template
+    return jinja
 
 
 __all__ = [

@@ -219,6 +219,11 @@ def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">
             continue
         if not text.strip():
             continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 on a non-UTF-8 terminal or pipe
+            notify("[that line is not UTF-8 text; nothing was sent]")
+            continue
         for piece in session.send(text, notify):
             out.write(piece)
             out.flush()
@@ -245,12 +250,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llamaforge.finetune.template_store import template_from_folder
+    from llamaforge.formats import detect_format, read_chat_template
 
     sampling = sampling_from_args(args)
+    if not args.checkpoint.exists():
+        raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
     template = load_template(args.template) if args.template else None
     if template is None and args.checkpoint.is_dir():
-        template = template_from_folder(args.checkpoint)
+        stored = read_chat_template(args.checkpoint, detect_format(args.checkpoint))
+        template = stored if isinstance(stored, ChatTemplate) else None
     if template is None:
         raise ConfigError(
             f"{args.checkpoint} does not say which chat template it was finetuned with; "
@@ -261,4 +269,6 @@ def run(args: argparse.Namespace) -> int:
     if sys.stdin.isatty():
         print(f"chatting with {args.checkpoint} ({template.name} template); "
               "/reset clears the history, Ctrl-D quits", file=sys.stderr)  # fmt: skip
+    if hasattr(sys.stdin, "reconfigure"):  # bad bytes reach chat_loop's check, not a traceback
+        sys.stdin.reconfigure(errors="surrogateescape")
     return chat_loop(session, sys.stdin, sys.stdout)

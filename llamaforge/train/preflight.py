@@ -189,7 +189,9 @@ def warn_about(cfg: TrainConfig) -> None:
             stacklevel=2,
         )
     tokenizer = cfg.data.tokenizer
-    if not tokenizer:
+    if not tokenizer and cfg.finetune.enabled and cfg.finetune.init:
+        pass  # finetuning takes finetune.init's tokenizer.model and saves it in its checkpoints
+    elif not tokenizer:
         warnings.warn(
             "data.tokenizer is not set: checkpoints will hold no tokenizer.model, so generate "
             "and eval need it passed separately; set data.tokenizer to the SentencePiece model",

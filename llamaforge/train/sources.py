@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llamaforge.errors import ConfigError, LlamaforgeError
+from llamaforge.errors import ConfigError, DataError, LlamaforgeError
 from llamaforge.model import ModelConfig
 from llamaforge.train.config import TrainConfig
 
@@ -107,11 +108,18 @@ def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataP
     template = load_template(ft.template)
     train_ids, val_ids = split_indices(len(conversations), ft.val_fraction, cfg.data.seed)
     kw = dict(
-        max_seq_len=cfg.data.seq_len, overlong=ft.overlong, train_on_prompt=ft.train_on_prompt
-    )
+        max_seq_len=cfg.data.seq_len, overlong=ft.overlong, train_on_prompt=ft.train_on_prompt,
+        skip_bad=ft.skip_bad_examples,
+    )  # fmt: skip
     train, train_counts = build_examples(
-        tokenizer, template, [conversations[i] for i in train_ids], **kw
-    )
+        tokenizer, template, [conversations[i] for i in train_ids],
+        where=[read.where[i] for i in train_ids], **kw,
+    )  # fmt: skip
+    if not train:
+        raise DataError(
+            f"no training example is left of {len(train_ids)} records ({dict(train_counts)}): "
+            + _why_none_left(train_counts, cfg.data.seq_len)
+        )
     common = dict(
         seq_len=cfg.data.seq_len, batch_size=cfg.data.micro_batch_size, packing=ft.packing,
         seed=cfg.data.seed, rank=rank, world_size=dp, vocab_size=tokenizer.vocab_size,
@@ -123,14 +131,38 @@ def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataP
     val_loader = None
     if len(val_ids):
         val, val_counts = build_examples(
-            tokenizer, template, [conversations[i] for i in val_ids], **kw
-        )
+            tokenizer, template, [conversations[i] for i in val_ids],
+            where=[read.where[i] for i in val_ids], **kw,
+        )  # fmt: skip
         report["val"] = dict(val_counts)
+        if not val:
+            from llamaforge.train.preflight import ConfigWarning
+
+            warnings.warn(
+                f"finetune.val_fraction holds out {len(val_ids)} records but none of them is left "
+                f"as an example ({dict(val_counts)}): this run has no validation loss; "
+                + _why_none_left(val_counts, cfg.data.seq_len),
+                ConfigWarning,
+                stacklevel=2,
+            )
         if val:
             val_loader = FinetuneLoader(
                 val, split="val", max_batches=cfg.train.val_batches, **common
             )
     return DataPlan(loader, val_loader, report, template)
+
+
+def _why_none_left(counts, seq_len: int) -> str:
+    """What to change when the length rule or the template left no example."""
+    if counts.get("dropped_too_long") or counts.get("dropped_no_response_left"):
+        return (
+            f"they are longer than data.seq_len = {seq_len} positions; raise data.seq_len (up "
+            'to the model\'s max_seq_len), set finetune.overlong = "truncate" or shorten '
+            "the prompts"
+        )
+    if counts.get("not_in_template"):
+        return "the template cannot show them; choose another finetune.template"
+    return "check finetune.data and finetune.val_fraction"
 
 
 def _pretraining_data(cfg: TrainConfig, rank: int, dp: int) -> DataPlan:

@@ -67,6 +67,13 @@ BAD = [
     (b"\xff\xfe not utf-8", "not UTF-8", "not_utf8"),
     (b"{not json", "invalid JSON", "invalid_json"),
     ([1, 2], "JSON object", "not_an_object"),
+    # valid JSON, but a lone surrogate is no UTF-8 text (SentencePiece would raise on it)
+    ({"instruction": "a\ud800", "output": "b"}, "lone surrogate", "not_utf8"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\udc00"}]},
+     "lone surrogate", "not_utf8"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y",
+                                                       "input": "z"}]},
+     "only a user turn", "bad_messages"),
 ]  # fmt: skip
 
 
@@ -92,3 +99,31 @@ def test_missing_inputs_are_clear_errors(tmp_path) -> None:
     broken.write_text('[\n{"instruction": "a", "output": "b"},\n{oops}\n]', encoding="utf-8")
     with pytest.raises(DataError, match=r"broken.json:3: invalid JSON"):
         read_conversations(str(broken), skip_bad=True)  # one array: nothing of it can be skipped
+
+
+def test_byte_order_mark_null_input_and_messages_input(tmp_path) -> None:
+    bom = b"\xef\xbb\xbf"
+    array = tmp_path / "array.json"  # a BOM, then one record per line inside [ ... ]
+    array.write_bytes(bom + b"[\n" + b",\n".join(json.dumps(ALPACA).encode() for _ in range(3))
+                      + b"\n]\n")  # fmt: skip
+    for skip in (False, True):
+        conversations, report = read_conversations(str(array), skip_bad=skip)
+        assert len(conversations) == 3 and report.to_dict()["skipped"] == {}
+    lines = write_lines(tmp_path / "bom.jsonl", [ALPACA, FLAN])
+    lines.write_bytes(bom + lines.read_bytes())
+    assert len(read_conversations(str(lines))[0]) == 2
+    nulls = write_lines(
+        tmp_path / "null.jsonl", [{"instruction": "x", "input": None, "output": "y"}]
+    )
+    assert read_conversations(str(nulls))[0][0][0] == {"role": "user", "content": "x", "input": ""}
+    turn = {"role": "user", "content": "Sum these.", "input": "1 2 3"}
+    kept = write_lines(
+        tmp_path / "m.jsonl", [{"messages": [turn, {"role": "assistant", "content": "6"}]}]
+    )
+    assert read_conversations(str(kept))[0][0][0] == turn  # the template shows it, as Alpaca's
+
+
+def test_a_mistyped_file_name_is_not_sent_to_the_hub(tmp_path) -> None:
+    for name in ("data/good.JSONL", "train.txt", "pairs.json.gz", "~/x.jsonl"):
+        with pytest.raises(ConfigError, match="does not exist"):
+            read_conversations(name)

@@ -159,3 +159,29 @@ def test_lora_run_trains_only_the_adapters(base, tmp_path) -> None:
     for name, tensor in reference.state_dict().items():
         assert torch.equal(state[name], tensor), name  # the base stayed frozen
     assert any(state[n].abs().sum() > 0 for n in optimized if n.endswith(".lora_b"))
+
+
+def test_records_the_length_rule_leaves_nothing_of_are_reported_with_their_counts(
+    base, tmp_path
+) -> None:
+    """No train example left: an error with the counts and the fix; no val example: a warning."""
+    from llamaforge.errors import DataError
+    from llamaforge.finetune.examples import split_indices
+
+    long_text = " ".join(WORDS * 30)  # far more than data.seq_len = 128 positions
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps({"instruction": long_text, "output": "x"}) + "\n"
+                            for _ in range(10)))  # fmt: skip
+    config = finetune_config(tmp_path / "ft.toml", base, base["hf"], tmp_path / "run",
+                             overlong="drop")  # fmt: skip
+    with pytest.raises(DataError, match=r"no training example.*dropped_too_long.*data\.seq_len"):
+        Trainer(load_train_config(config, [f"finetune.data={str(data)!r}"]), progress=False)
+    cfg = load_train_config(config)
+    _, val_ids = split_indices(20, cfg.finetune.val_fraction, cfg.data.seed)
+    rows = [{"instruction": long_text if i in set(val_ids) else "reverse the cat", "output": "x"}
+            for i in range(20)]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match="no validation loss") as caught:
+        Trainer(load_train_config(config, [f"finetune.data={str(data)!r}"]), progress=False)
+    # the tokenizer comes from finetune.init: no "data.tokenizer is not set" warning
+    assert not [w for w in caught if "data.tokenizer" in str(w.message)]

@@ -103,3 +103,24 @@ def test_convert_carries_the_template_from_a_native_lora_folder(tmp_path, chat_t
     native = convert(folder, tmp_path / "native", dst_format="native")
     assert json.loads((native / "config.json").read_text())[TEMPLATE_KEY]["name"] == "chat"
     assert "lora" not in json.loads((native / "config.json").read_text())
+
+
+def test_the_template_survives_a_round_trip_through_hugging_face(tmp_path, chat_tokenizer) -> None:
+    from llamaforge.finetune.template_store import template_from_folder
+    from llamaforge.formats import read_chat_template
+
+    chat = load_template("chat")
+    hf_dir = to_hf(build_model(CFG), tmp_path / "hf", chat_tokenizer.model_path, chat_template=chat)
+    assert read_chat_template(hf_dir, "hf") == chat
+    native = convert(hf_dir, tmp_path / "native", dst_format="native")
+    assert template_from_folder(native) == chat  # Hugging Face -> native keeps it
+    # a hand-edited Jinja is not ours any more: kept as Jinja where there is a place for it
+    config_path = hf_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = config["chat_template"].replace("{{ bos_token }}", "", 1)
+    config_path.write_text(json.dumps(config))
+    assert read_chat_template(hf_dir, "hf") == config["chat_template"]
+    with pytest.warns(UserWarning, match="no place for"):
+        convert(hf_dir, tmp_path / "native2", dst_format="native")
+    with pytest.warns(UserWarning, match="Meta folders hold none"):
+        convert(hf_dir, tmp_path / "meta", dst_format="meta")

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llamaforge.errors import DataError
 from llamaforge.finetune.examples import Example, build_examples
 from llamaforge.finetune.source import FinetuneLoader
 from llamaforge.finetune.templates import load_template
@@ -122,3 +123,18 @@ def test_validation_pass_fills_the_last_batch_with_ignored_rows() -> None:
     assert len(batches) == 2 and (batches[1][1][1:] == IGNORE).all()
     scored = sum(int((b[1] != IGNORE).sum()) for b in batches)
     assert scored == sum(int((e.targets != IGNORE).sum()) for e in examples)
+
+
+def test_resume_over_edited_data_is_refused() -> None:
+    """Same seed, layout and number of examples, other examples: not the run that was saved."""
+    first = FinetuneLoader(random_examples(12, seed=0), 64, 2)
+    first.next_batch()
+    state = first.state_dict()
+    same = FinetuneLoader(random_examples(12, seed=0), 64, 2)
+    same.load_state_dict(state)
+    assert same.rows_taken == first.rows_taken
+    edited = FinetuneLoader(random_examples(12, seed=1), 64, 2)
+    with pytest.raises(DataError, match="fingerprint"):
+        edited.load_state_dict(state)
+    older = {k: v for k, v in state.items() if k != "fingerprint"}  # checkpoints before it
+    edited.load_state_dict(older)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jinja2.sandbox
 import pytest
 
@@ -103,6 +105,28 @@ def test_user_template_file_and_its_errors(tmp_path) -> None:
         load_template(str(path))
     with pytest.raises(ConfigError, match="neither"):
         load_template(str(tmp_path / "missing.toml"))
+    refused = {  # each would lose text, or disagree with the Hugging Face export
+        'user_with_input = "U: {content}\\n"': "user_with_input",  # the input would vanish
+        'default_system = "Be brief."': "system",  # no system turn to show it in
+        'assistant_end = " </s>"': "</s>",  # read as the EOS token by transformers
+        'system = "<s>[INST] {content}"': "<s>",
+    }
+    for line, message in refused.items():
+        path.write_text(f'user = "{{content}}"\nassistant = "A"\n{line}\n', encoding="utf-8")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_template(str(path))
+
+
+def test_a_record_the_template_cannot_show_names_its_line_or_is_counted(tokenizer) -> None:
+    from llamaforge.finetune.examples import build_examples
+
+    chat = load_template("chat")  # has no place for an Alpaca "input"
+    ok = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    bad = [{"role": "user", "content": "x", "input": "ctx"}, {"role": "assistant", "content": "y"}]
+    with pytest.raises(DataError, match=r"d\.jsonl:7: .*input.*skip_bad_examples"):
+        build_examples(tokenizer, chat, [ok, bad], 64, where=["d.jsonl:3", "d.jsonl:7"])
+    examples, counts = build_examples(tokenizer, chat, [ok, bad], 64, skip_bad=True)
+    assert len(examples) == 1 and counts["not_in_template"] == 1
 
 
 def test_encode_segments_marks_responses_and_eos(tokenizer) -> None:

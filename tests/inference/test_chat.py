@@ -156,6 +156,21 @@ def test_loop_reset_commands_and_eof(model, tokenizer):
     assert session.messages == alone.messages
 
 
+def test_a_line_that_is_not_utf8_is_refused_and_the_chat_goes_on(model, tokenizer):
+    out = io.StringIO()
+    session = ChatSession(model, tokenizer, TEMPLATE, GREEDY)
+    # what sys.stdin reconfigured with errors="surrogateescape" gives for the bytes ff fe
+    assert chat_loop(session, io.StringIO("\udcff\udcfe\nthe cat sat\n"), out) == 0
+    alone = ChatSession(model, tokenizer, TEMPLATE, GREEDY)
+    assert (
+        out.getvalue()
+        == "[that line is not UTF-8 text; nothing was sent]\n"
+        + "".join(alone.send("the cat sat"))
+        + "\n"
+    )
+    assert session.messages == alone.messages
+
+
 def test_system_needs_a_template_with_a_system_turn(model, tokenizer, tmp_path):
     path = tmp_path / "bare.toml"
     path.write_text('user = "Q: {content}\\n"\nassistant = "A:"\n', encoding="utf-8")
@@ -179,3 +194,13 @@ def test_cli_uses_the_stored_template_and_streams(model, tokenizer, tmp_path, mo
     argv = ["chat", str(plain), "--template", "chat", "--temperature", "0", "--max-new-tokens", "6"]
     assert main(argv) == 0
     assert capsys.readouterr().out == expected.split("\n")[0] + "\n"
+
+    # a Hugging Face export carries the template: chat finds it there too
+    hf = save_any(
+        model, tmp_path / "hf", "hf", tokenizer_path=tokenizer.path, chat_template=TEMPLATE
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO("the cat sat\na dog\n"))
+    assert main(["chat", str(hf), "--temperature", "0", "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out == expected
+    assert main(["chat", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
