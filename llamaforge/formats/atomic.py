@@ -6,11 +6,14 @@ Rules (summarised in the README, "Checkpoint formats"):
   ``.DST.tmp-XXXX/new/`` and renamed into place, so a crash leaves no
   half-written ``DST``.
 * An existing non-empty destination is refused unless ``overwrite=True``.
-  Even then only files whose names ``convert`` writes in some format
-  (:func:`is_output_name`) are replaced or removed (a stale
-  ``consolidated.03.pth`` or ``model.safetensors.index.json`` would otherwise
-  be read together with the new files); every other file (notes, code, a
-  training checkpoint's optimizer / RNG state / manifest) is kept. The
+  Even then only the files this write puts there are replaced, plus the
+  stale members of the weight-file families it writes (a
+  ``consolidated.03.pth`` left from a 4-shard Meta folder when 2 shards are
+  written, ``model.safetensors`` beside a new sharded Hugging Face set, or the
+  reverse), which would otherwise be read together with the new files; every
+  other file (notes, code, another format's files, a training checkpoint's
+  optimizer / RNG state / manifest) is kept. A GGUF written next to a
+  checkpoint (``convert X X --to gguf``) so replaces ``model.gguf`` only. The
   replaced files are first moved into a hidden ``.DST.old-XXXX/`` sibling
   and deleted only after every new file is in place; on an error they are
   moved back.
@@ -58,6 +61,14 @@ _TEMP_NAME = re.compile(r"^\..+\.(tmp|old)-")
 _OUTPUT_PATTERNS = (
     re.compile(r"^consolidated\.\d+\.pth$"),
     re.compile(r"^model-\d+-of-\d+\.safetensors$"),
+)
+
+
+# Weight files of one format that are read as a set: writing any member replaces them all.
+_WEIGHT_FAMILIES = (
+    lambda name: bool(_OUTPUT_PATTERNS[0].match(name)),  # Meta consolidated.NN.pth
+    lambda name: name in ("model.safetensors", "model.safetensors.index.json")
+    or bool(_OUTPUT_PATTERNS[1].match(name)),  # Hugging Face / native safetensors, sharded or not
 )
 
 
@@ -201,13 +212,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _replaced_by(incoming: list[str], name: str) -> bool:
+    """Whether writing ``incoming`` replaces an existing file ``name`` (module docstring)."""
+    return name in incoming or any(
+        family(name) and any(family(n) for n in incoming) for family in _WEIGHT_FAMILIES
+    )
+
+
 def _merge(new: Path, final: Path) -> None:
-    """Move ``new``'s files into the existing ``final``, replacing only output-named files."""
+    """Move ``new``'s files into the existing ``final``, replacing only what this write owns."""
     incoming = sorted(p.name for p in new.iterdir())
     doomed = sorted(
         p.name
         for p in final.iterdir()
-        if is_output_name(p.name) and (p.is_symlink() or not p.is_dir())
+        if _replaced_by(incoming, p.name) and (p.is_symlink() or not p.is_dir())
     )
     aside = _make_temp(final.parent, f".{final.name}.old-")
     moved: list[str] = []

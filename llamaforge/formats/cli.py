@@ -26,8 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into a non-empty DST: replaces only the model files convert writes "
-        "(config.json, weights, tokenizer files); every other file is kept",
+        help="write into a non-empty DST: replaces only the files this format writes there "
+        "(and stale shards of the same weight files); every other file is kept",
     )
     parser.add_argument(
         "--from",

@@ -14,10 +14,12 @@ checkpoint complete and its checksums catch truncation and bit rot.
 
 Atomicity: everything is written into ``DIR/.tmp-step_00000100-<random>/``,
 fsynced, then renamed with ``os.replace`` (atomic on POSIX and NTFS), so a
-crash leaves either no new checkpoint or a complete one; leftover ``.tmp-*``
-folders are deleted by the next :meth:`CheckpointManager.save` (one writer per
-run folder is enforced by :mod:`llamaforge.train.run_lock`, so any ``.tmp-*``
-is a crashed save). Deletions (pruning, replacing a folder of the same step)
+crash leaves either no new checkpoint or a complete one; leftover
+``.tmp-step_N-*`` / ``.tmp-delete-step_N-*`` folders are deleted by the next
+:meth:`CheckpointManager.save` (one writer per run folder is enforced by
+:mod:`llamaforge.train.run_lock`, so such a folder is a crashed save). Other
+``.tmp-*`` folders (a ``checkpoint.dir`` may be a folder the user keeps things
+in) are never touched. Deletions (pruning, replacing a folder of the same step)
 also rename to ``.tmp-*`` first, so a crash mid-delete never leaves a
 half-deleted ``step_*`` folder. A save that fails to write (disk full,
 permissions) raises a one-line :class:`CheckpointError` and leaves the
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -86,6 +89,9 @@ _checkpoints = list_checkpoints
 _fsync_path = fsync_path
 _read_json = read_json
 _write_json = write_json
+
+# What our own saves and deletions name their temporary folders (see _remove_stale_temporaries).
+_OUR_TEMPORARY = re.compile(r"^\.tmp-(delete-)?step_\d{8,}-")
 
 
 def _as_dict(config: Any, field: str) -> dict[str, Any]:
@@ -319,9 +325,10 @@ class CheckpointManager(DamagedCheckpoints):
         return doomed
 
     def _remove_stale_temporaries(self) -> None:
-        # Single writer per run directory: any .tmp-* here is a crashed save.
+        # Single writer per run directory (the run lock): a folder named as our saves and
+        # deletions name theirs is a crashed one. Any other ``.tmp-*`` is the user's: kept.
         for child in self.directory.glob(".tmp-*"):
-            if child.is_dir():
+            if child.is_dir() and not child.is_symlink() and _OUR_TEMPORARY.match(child.name):
                 shutil.rmtree(child, ignore_errors=True)
 
     def _prune(self, just_written: Path, step: int) -> None:

@@ -90,6 +90,20 @@ def test_overwrite_removes_stale_shards_it_would_otherwise_read(src, tmp_path):
     assert_same_model(hf)
 
 
+def test_overwrite_in_place_or_into_another_format_keeps_the_other_files(src, tmp_path):
+    """Only this write's files are replaced: another format's files in DST, the source itself."""
+    meta = to_meta(random_model(seed=3), tmp_path / "meta")
+    before = snapshot(meta)
+    assert main(["convert", str(meta), str(meta), "--to", "native", "--overwrite"]) == 0
+    after = snapshot(meta)
+    for name in ("params.json", "consolidated.00.pth"):
+        assert after[name] == before[name], name
+    for fmt in ("native", "meta"):  # the new native files, and the Meta checkpoint still whole
+        model, _ = load_any(meta, fmt)
+        for name, tensor in random_model(seed=3).state_dict().items():
+            assert torch.equal(model.state_dict()[name], tensor), (fmt, name)
+
+
 def test_a_failed_merge_puts_the_old_files_back(src, tmp_path, monkeypatch):
     from llamaforge.formats import atomic
 

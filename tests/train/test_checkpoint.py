@@ -196,8 +196,12 @@ def test_crash_leftovers_and_folders_without_manifest_are_ignored(tmp_path: Path
     with pytest.warns(CheckpointWarning, match="step_00000008.*manifest.json is missing"):
         assert manager.latest() == good
 
+    users = tmp_path / ".tmp-thesis-drafts"  # checkpoint.dir may be a folder the user keeps
+    users.mkdir()
+    (users / "chapter1.tex").write_text("mine")
     save(manager, 4, model, optimizer)
     assert not crashed.exists()
+    assert (users / "chapter1.tex").read_text() == "mine"  # not named as our saves: never touched
     assert no_manifest.exists()  # not ours to delete: never produced by a save
 
 
