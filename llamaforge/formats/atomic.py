@@ -67,8 +67,10 @@ _OUTPUT_PATTERNS = (
 # Weight files of one format that are read as a set: writing any member replaces them all.
 _WEIGHT_FAMILIES = (
     lambda name: bool(_OUTPUT_PATTERNS[0].match(name)),  # Meta consolidated.NN.pth
-    lambda name: name in ("model.safetensors", "model.safetensors.index.json")
-    or bool(_OUTPUT_PATTERNS[1].match(name)),  # Hugging Face / native safetensors, sharded or not
+    lambda name: (
+        name in ("model.safetensors", "model.safetensors.index.json")
+        or bool(_OUTPUT_PATTERNS[1].match(name))
+    ),  # Hugging Face / native safetensors, sharded or not
 )
 
 
