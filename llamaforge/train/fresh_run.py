@@ -22,6 +22,11 @@ log. "never" means "a new run", so:
   ``previous-*`` is outside the ``step_*`` namespace, so nothing of the new
   run resumes from, counts or prunes those checkpoints.
 
+``resume = "auto"`` with no checkpoint to continue starts at step 0 as well:
+the outputs above, if any (a run killed before its first checkpoint, or the
+user's own files of those names), are moved into ``previous-<timestamp>/``
+with a warning instead of being overwritten or appended to.
+
 What is "an earlier run" is exactly the list above; other files in the run
 folder (the user's notes, the lock file, crashed ``.tmp-*`` saves, which the
 next save removes as before) neither trigger the refusal nor move. A kill
@@ -85,11 +90,32 @@ def _fresh_folder(parent: Path, stamp: str) -> Path:
             n += 1
 
 
-def move_earlier_run(cfg: TrainConfig) -> list[Path]:
+def move_earlier_run(cfg: TrainConfig, *, outputs_only: bool = False) -> list[Path]:
     """Refuse (see :func:`earlier_run`) or, with ``fresh_run``, move the earlier run aside.
 
     Call holding the run folder's lock. Returns the ``previous-*`` folders created.
+    ``outputs_only``: ``resume = "auto"`` found no checkpoint to continue, so the
+    run starts at step 0; the outputs already in the folder (a run killed
+    before its first checkpoint, or files the user keeps under those names)
+    are moved aside the same way instead of being overwritten or appended to.
     """
+    if outputs_only:
+        outputs = _run_outputs(Path(cfg.train.run_dir))
+        if not outputs:
+            return []
+        previous = _fresh_folder(
+            Path(cfg.train.run_dir), time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        )
+        for path in outputs:
+            os.replace(path, previous / path.name)
+        fsync_path(Path(cfg.train.run_dir))
+        warnings.warn(
+            f"no checkpoint to resume in {cfg.checkpoint_dir}: this run starts at step 0, and "
+            f"the outputs already in {cfg.train.run_dir} were moved into {previous}",
+            CheckpointWarning,
+            3,
+        )
+        return [previous]
     problem = earlier_run(cfg)
     if problem is not None:
         raise ConfigError(problem)

@@ -215,7 +215,8 @@ class Trainer:
         auto = choice == "auto"
         damaged_ok = self.cfg.checkpoint.restart_over_damaged
         path = self.checkpoints.resume_point(damaged_ok) if auto else Path(choice)
-        if path is None:
+        if path is None:  # step 0: what is in the folder already is moved aside, never overwritten
+            self.checkpoints._agree(lambda: move_earlier_run(self.cfg, outputs_only=True))
             return None
         if not path.is_dir():
             raise CheckpointError(f"checkpoint.resume = {choice!r}: no checkpoint folder there")

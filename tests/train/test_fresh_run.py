@@ -117,3 +117,25 @@ def test_move_covers_damaged_checkpoints_and_a_checkpoint_folder_outside_the_run
     assert (previous / "tensorboard" / "events").read_text() == "tb"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == [".tmp-step_00000007-x"]  # a crash's
     assert move_earlier_run(load_train_config(config, overrides)) == []  # now free
+
+
+def test_auto_with_no_checkpoint_moves_the_outputs_there_aside(tmp_path) -> None:
+    """Files under the names a run writes, with nothing to resume: kept byte for byte."""
+    tokens = make_tokens(tmp_path / "tokens", n_tokens=8_000)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    mine = {"summary.json": '{"my": "paper results"}', "report.md": "# my report",
+            "metrics.jsonl": '{"step": 99}\n', "notes.txt": "not an output"}  # fmt: skip
+    for name, text in mine.items():
+        (run_dir / name).write_text(text)
+    config = write_config(
+        tmp_path / "run.toml", tokens, run_dir, optim={"warmup_steps": 1},
+        train={"max_steps": 2, "val_every_steps": 0}, checkpoint={"every_steps": 2},
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="no checkpoint to resume.*moved into"):
+        assert main(["train", str(config), "--quiet"]) == 0
+    (previous,) = run_dir.glob("previous-*")
+    for name in ("summary.json", "report.md", "metrics.jsonl"):
+        assert (previous / name).read_text() == mine[name], name
+    assert (run_dir / "notes.txt").read_text() == "not an output"  # not an output name: stays
+    assert max(r["step"] for r in rows(run_dir)) == 2  # only the new run's rows (no step 99)
