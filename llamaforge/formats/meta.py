@@ -85,9 +85,21 @@ def shard_paths(folder: Path) -> list[Path]:
         raise CheckpointError(
             f"{folder} has no consolidated.NN.pth files; is it a Meta checkpoint?"
         )
-    missing = [f"consolidated.{i:02d}.pth" for i in range(max(found) + 1) if i not in found]
-    if missing:
-        raise CheckpointError(f"{folder}: shard(s) {missing} are missing; copy the whole folder")
+    n_missing = (
+        max(found) + 1 - len(found)
+    )  # counted, not listed: a stray consolidated.99999999.pth
+    if n_missing:
+        first = []
+        for i in range(max(found) + 1):
+            if i not in found:
+                first.append(f"consolidated.{i:02d}.pth")
+                if len(first) == 3:
+                    break
+        more = f" and {n_missing - len(first)} more" if n_missing > len(first) else ""
+        raise CheckpointError(
+            f"{folder}: shard(s) {', '.join(first)}{more} are missing (the highest present is "
+            f"{found[max(found)].name}); copy the whole folder"
+        )
     return [found[i] for i in sorted(found)]
 
 

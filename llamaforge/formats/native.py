@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,6 +84,38 @@ def plain_state_dict(
     return weights
 
 
+_LAYER_KEY = re.compile(r"^layers\.(\d+)\.")
+
+
+def _check_sizes_before_building(
+    cfg: ModelConfig, state: Mapping[str, torch.Tensor], source
+) -> None:
+    """The config's layer count and widths against the weights, before anything is built.
+
+    Even a meta-device model costs Python objects per layer: a hostile
+    ``config.json`` with ``n_layers = 10**7`` (or a 2**40 ``dim``) beside the
+    weights of a tiny model would take gigabytes and minutes before the name
+    check below could object.
+    """
+    layers = {int(m.group(1)) for name in state if (m := _LAYER_KEY.match(name))}
+    held = max(layers) + 1 if layers else 0
+    if held != cfg.n_layers:
+        raise CheckpointError(
+            f"{source}: the config says {cfg.n_layers} layers but the weights hold {held}; "
+            "the config and weights come from different models"
+        )
+    checks = {
+        "tok_embeddings.weight": (cfg.vocab_size, cfg.dim),
+        "layers.0.feed_forward.w1.weight": (cfg.ffn_hidden_dim, cfg.dim),
+    }
+    for name, want in checks.items():
+        if name in state and tuple(state[name].shape) != want:
+            raise CheckpointError(
+                f"{source}: {name} has shape {tuple(state[name].shape)} but the config implies "
+                f"{want}; the config and weights come from different models"
+            )
+
+
 def model_from_state_dict(
     cfg: ModelConfig,
     state: Mapping[str, torch.Tensor],
@@ -98,6 +131,7 @@ def model_from_state_dict(
     offending tensor instead of torch's generic message. ``dtype=None`` keeps
     the stored dtype (conversions use it to avoid a round trip through fp32).
     """
+    _check_sizes_before_building(cfg, state, source)
     model = build_model(cfg, device="meta")
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))

@@ -112,8 +112,16 @@ def test_missing_and_truncated_shards(tmp_path, tiny_model):
     with pytest.raises(CheckpointError, match="consolidated.00.pth: cannot be read"):
         from_meta(out)
     first.unlink()
-    with pytest.raises(CheckpointError, match=r"\['consolidated.00.pth'\] are missing"):
+    with pytest.raises(CheckpointError, match=r"shard\(s\) consolidated.00.pth are missing"):
         from_meta(out)
+    (out / "consolidated.99999999.pth").write_bytes(b"")  # a hostile gap: counted, not listed
+    with pytest.raises(
+        CheckpointError,
+        match=r"consolidated.00.pth, consolidated.02.pth, consolidated.03.pth and 99999995 more",
+    ) as caught:
+        from_meta(out)
+    assert len(str(caught.value)) < 300
+    (out / "consolidated.99999999.pth").unlink()
     (out / "params.json").unlink()
     with pytest.raises(CheckpointError, match="params.json is missing"):
         from_meta(out)
@@ -126,7 +134,7 @@ def test_missing_and_truncated_shards(tmp_path, tiny_model):
         ({"ffn_dim_multiplier": 1.3}, "ffn_dim_multiplier"),
         ({"vocab_size": 100}, "vocab_size=100 but tok_embeddings has 128"),
         ({"multiple_of": 256}, r"w1.weight has shape \(176, 64\)"),
-        ({"n_layers": 3}, r"missing \['layers.2"),
+        ({"n_layers": 3}, "says 3 layers but the weights hold 2"),
     ],
 )
 def test_params_that_do_not_match_the_weights(tmp_path, edit, message):
