@@ -62,7 +62,9 @@ class ChatSession:
         template: ChatTemplate,
         sampling: SamplingConfig,
         system: str | None = None,
+        context: int | None = None,
     ) -> None:
+        """``context``: positions the conversation keeps (default: the model's window)."""
         if system and not template.system:
             raise ConfigError(f"template {template.name!r} has no system turn; drop --system")
         self.model, self.tokenizer, self.template = model, tokenizer, template
@@ -70,7 +72,11 @@ class ChatSession:
         self.stops = tuple(dict.fromkeys((*sampling.stop, *([marker] if marker else []))))
         self.sampling = sampling
         self.system = system
-        self.max_len = model.config.max_seq_len
+        window = model.config.max_seq_len
+        if context is not None and not 16 <= context <= window:
+            raise ConfigError(f"--context must be between 16 and the model's window {window}")
+        self.max_len = context or window
+        _check_cache_fits(model, self.max_len)
         self.cache = model.new_cache(1, self.max_len)
         self.device = next(model.parameters()).device
         self.generator = make_generator(sampling, self.device)
@@ -191,6 +197,36 @@ def _decode_after(session: ChatSession, start: int, ids: list[int]) -> str:
     return decoder.text
 
 
+def _available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_cache_fits(model: nn.Module, max_len: int) -> None:
+    """Refuse a KV cache the machine cannot hold (it is allocated whole, up front).
+
+    A checkpoint's ``max_seq_len`` of 2**24 would otherwise ask for ~16 GiB
+    at dim 64 before the first prompt; ``--context`` keeps fewer positions.
+    """
+    cfg, param = model.config, next(model.parameters())
+    kv_heads = getattr(cfg, "n_kv_heads", None) or cfg.n_heads
+    need = 2 * cfg.n_layers * kv_heads * cfg.head_dim * max_len * param.element_size()
+    free = _available_bytes(param.device)
+    if free is not None and need > free // 2:
+        raise ConfigError(
+            f"the KV cache for {max_len} positions needs {need / 2**30:.1f} GiB, more than half "
+            f"of the {free / 2**30:.1f} GiB available; pass --context N with fewer positions"
+        )
+
+
 def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">>> ") -> int:
     """Read user turns from ``lines`` until EOF, streaming each answer to ``out``."""
     interactive = lines.isatty() and out.isatty()
@@ -237,6 +273,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--template", help="alpaca, chat or a TOML file (default: the one stored in the checkpoint)"
     )
     parser.add_argument("--system", default=None, help="system message of the conversation")
+    parser.add_argument(
+        "--context", type=int, default=None,
+        help="positions the conversation keeps (default: the model's window)",
+    )  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus mass, 1 = off")
@@ -265,7 +305,9 @@ def run(args: argparse.Namespace) -> int:
             "pass --template alpaca, --template chat or --template FILE.toml"
         )
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device, args.dtype)
-    session = ChatSession(model, tokenizer, template, sampling, system=args.system)
+    session = ChatSession(
+        model, tokenizer, template, sampling, system=args.system, context=args.context
+    )
     if sys.stdin.isatty():
         print(f"chatting with {args.checkpoint} ({template.name} template); "
               "/reset clears the history, Ctrl-D quits", file=sys.stderr)  # fmt: skip

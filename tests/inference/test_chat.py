@@ -204,3 +204,13 @@ def test_cli_uses_the_stored_template_and_streams(model, tokenizer, tmp_path, mo
     assert capsys.readouterr().out == expected
     assert main(["chat", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_cache_the_machine_cannot_hold_is_refused_and_context_caps_it(model, tokenizer):
+    huge = build_model(dataclasses.replace(model.config, max_seq_len=2**40), device="meta")
+    with pytest.raises(ConfigError, match="--context"):
+        ChatSession(huge, tokenizer, TEMPLATE, GREEDY)  # refused before anything is allocated
+    session = ChatSession(model, tokenizer, TEMPLATE, GREEDY, context=32)
+    assert session.max_len == 32
+    with pytest.raises(ConfigError, match="between 16"):
+        ChatSession(model, tokenizer, TEMPLATE, GREEDY, context=model.config.max_seq_len + 1)
