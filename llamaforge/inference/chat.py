@@ -147,6 +147,9 @@ class ChatSession:
         budget = min(self.sampling.max_new_tokens, self.max_len - len(self.fed) + 1)
         stopped = False
         for step in range(budget):
+            vocab = getattr(self.tokenizer, "vocab_size", None)  # a padded output layer's
+            if vocab is not None and logits.shape[-1] > vocab:  # rows spell no text
+                logits = logits[..., :vocab]
             token = int(sample_next(logits, self.sampling, self.generator)[0])
             if token == self.tokenizer.eos_id:
                 break

@@ -132,6 +132,7 @@ def decode_steps(
     *,
     progress: bool = False,
     compile: bool | str = False,
+    vocab_size: int | None = None,
 ) -> Iterator[tuple[list[int | None], list[bool]]]:
     """Yield ``(new_tokens, done)`` after every decoding step.
 
@@ -146,6 +147,11 @@ def decode_steps(
     static-shape step of ``llamaforge.inference.static_decode``: compiled
     once per batch and cache-length bucket, a CUDA graph per token on GPU.
     It pays a compile up front, so it is off by default.
+
+    ``vocab_size`` (the tokenizer's): ids at or beyond it are never sampled.
+    An output layer padded past the tokenizer (a vocabulary rounded up to a
+    multiple of 64, as GGUF and Megatron-style checkpoints carry) has rows
+    no text can spell; its untrained logits must not become tokens.
     """
     tokens, pads, budget = _prepare(model, prompts, cfg)
     if budget <= 0:
@@ -180,6 +186,8 @@ def decode_steps(
     static = StaticStep(model, cache, pads, compile) if compile else None
     with tqdm(total=budget, disable=not progress, unit="tok") as bar:
         for step in range(budget):
+            if vocab_size is not None and logits.shape[-1] > vocab_size:
+                logits = logits[..., :vocab_size]
             next_tokens = sample_next(logits, cfg, generator)
             new: list[int | None] = next_tokens.tolist()
             for i, token in enumerate(new):
@@ -221,7 +229,11 @@ def generate_ids(
         raise ConfigError("generate_ids: sampling.stop needs a tokenizer to decode the text")
     out: list[list[int]] = [[] for _ in prompts]
     decoders = [TextDecoder(tokenizer, p) for p in prompts] if cfg.stop and tokenizer else []
-    for new, done in decode_steps(model, prompts, cfg, eos_id, progress=progress, compile=compile):
+    vocab = getattr(tokenizer, "vocab_size", None)
+    steps = decode_steps(
+        model, prompts, cfg, eos_id, progress=progress, compile=compile, vocab_size=vocab
+    )
+    for new, done in steps:
         for i, token in enumerate(new):
             if token is None:
                 continue
@@ -292,7 +304,10 @@ def stream(
     ids = tokenizer.encode(prompt, bos=True, eos=False)
     decoder = TextDecoder(tokenizer, ids)
     sent = 0
-    for new, done in decode_steps(model, [ids], cfg, tokenizer.eos_id, compile=compile):
+    vocab = getattr(tokenizer, "vocab_size", None)
+    for new, done in decode_steps(
+        model, [ids], cfg, tokenizer.eos_id, compile=compile, vocab_size=vocab
+    ):
         if new[0] is None or not decoder.push(new[0]):
             continue
         text = decoder.text

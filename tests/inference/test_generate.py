@@ -182,3 +182,29 @@ def test_padded_prefill_masks_hide_padding_and_never_mask_a_whole_row(
     assert not prefill[0, 0, 2:, :2].any()  # real queries never see the two pad slots
     assert prefill[1, 0].equal(torch.ones(4, 4, dtype=torch.bool).tril())
     assert step.shape == (2, 1, 1, 5) and step[0, 0, 0].tolist() == [False, False, True, True, True]
+
+
+def test_a_vocabulary_padded_past_the_tokenizer_never_yields_a_padding_id(model, tokenizer):
+    """Rows beyond the tokenizer (vocabulary rounded up) are boosted here: still never sampled."""
+    import dataclasses
+
+    from llamaforge.model import build_model
+
+    padded_cfg = dataclasses.replace(model.config, vocab_size=tokenizer.vocab_size + 20)
+    torch.manual_seed(0)
+    padded = build_model(padded_cfg).eval()
+
+    def boost(module, inputs, logits):  # the padding rows would win every step
+        logits[..., tokenizer.vocab_size :] = 1e4
+        return logits
+
+    padded.output.register_forward_hook(boost)
+    for cfg in (
+        SamplingConfig(max_new_tokens=8),
+        SamplingConfig(temperature=1.0, max_new_tokens=8, seed=0),
+    ):
+        ids = generate_ids(padded, [tokenizer.encode("the cat")], cfg, None, tokenizer=tokenizer)
+        assert ids[0] and max(ids[0]) < tokenizer.vocab_size
+        text = generate(padded, tokenizer, ["the cat"], cfg)[0]  # decodes: no out-of-range id
+        assert isinstance(text, str)
+        assert "".join(stream(padded, tokenizer, "the cat", cfg)) == text
