@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from safetensors.torch import load_file
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
 from llamaforge.formats.dcp import is_dcp_folder, read_dcp_weights
+from llamaforge.formats.messages import brief
 from llamaforge.model import ModelConfig, Transformer, build_model
 from llamaforge.model.naming import plain_name
 from llamaforge.umask import save_safetensors
@@ -164,8 +164,22 @@ def copy_tokenizer(tokenizer_path: str | os.PathLike | None, folder: Path) -> Pa
         raise CheckpointError(
             f"tokenizer file {source} does not exist; pass a SentencePiece .model"
         )
+    # Parsed before it is copied, and the checked bytes are what is written: a
+    # downloaded folder's tokenizer.model may be a symlink to any file of the user's
+    # (a private key, ...), which must not travel into an output folder.
+    data = source.read_bytes()
+    try:
+        import sentencepiece
+
+        if sentencepiece.SentencePieceProcessor(model_proto=data).get_piece_size() <= 0:
+            raise RuntimeError("no pieces")
+    except Exception as error:  # sentencepiece raises RuntimeError/OSError with C++ text
+        raise CheckpointError(
+            f"tokenizer file {source} is not a SentencePiece model ({brief(error)}); "
+            "pass the .model file the tokenizer was trained as"
+        ) from None
     target = folder / TOKENIZER_NAME
-    shutil.copyfile(source, target)
+    target.write_bytes(data)
     return target
 
 

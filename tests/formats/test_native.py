@@ -68,6 +68,23 @@ def test_missing_tokenizer_file_fails_before_writing(tmp_path, tiny_model):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_tokenizer_symlinked_to_a_private_file_is_not_copied_out(tmp_path, tiny_model):
+    """A downloaded folder's tokenizer.model pointing at any file of ours: refused, not leaked."""
+    from llamaforge.cli import main
+
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- secret")
+    secret.chmod(0o600)
+    src = save_pretrained(tiny_model, tmp_path / "src")
+    (src / "tokenizer.model").symlink_to(secret)
+    for fmt in ("native", "meta"):
+        assert main(["convert", str(src), str(tmp_path / fmt), "--to", fmt]) == 2
+        assert not (tmp_path / fmt).exists()
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
+    leaked = [p for p in files if b"PRIVATE" in p.read_bytes()]
+    assert leaked == [secret]
+
+
 def test_failed_replace_keeps_the_old_folder(tmp_path, tiny_model, tokens, monkeypatch):
     out = save_pretrained(tiny_model, tmp_path / "m")
     before = tiny_model(tokens)
