@@ -8,8 +8,10 @@ JSONL line is one document (its ``"text"`` field).
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,10 +96,20 @@ def _open_binary(path: Path) -> Any:
     return open(path, "rb")
 
 
+def _damage_checked(lines, path: Path) -> Iterator[bytes]:
+    """``lines``, with a truncated or corrupt compressed file as one clear DataError."""
+    try:
+        yield from lines
+    except (EOFError, OSError, zlib.error, lzma.LZMAError) as error:
+        raise DataError(
+            f"{path}: the compressed file is damaged or truncated ({error}); download it again"
+        ) from None
+
+
 def _read_jsonl(path: Path, errors: str) -> Iterator[str]:
     skipped, first = 0, 0
     with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in enumerate(_damage_checked(f, path), start=1):
             if not raw.strip():
                 continue
             try:
@@ -105,7 +117,17 @@ def _read_jsonl(path: Path, errors: str) -> Iterator[str]:
                 text = record.get("text") if isinstance(record, dict) else None
                 if not isinstance(text, str):
                     raise ValueError('no string "text" field')
-            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError too
+                text.encode("utf-8")  # a "\ud800" escape: valid JSON, not text
+            except RecursionError:
+                error = ValueError("nested too deeply")
+                if errors == "raise":
+                    raise DataError(
+                        f"{path}:{lineno}: bad JSONL line ({error}); fix it or skip "
+                        "bad lines (errors='skip')"
+                    ) from None
+                skipped, first = skipped + 1, first or lineno
+                continue
+            except ValueError as error:  # JSONDecodeError, Unicode{De,En}codeError too
                 if errors == "raise":
                     raise DataError(
                         f"{path}:{lineno}: bad JSONL line ({error}); fix it or skip "

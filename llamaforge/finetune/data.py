@@ -79,6 +79,8 @@ def _json_array(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
     decoder = json.JSONDecoder()
     try:
         records = json.loads(text)
+    except RecursionError:
+        raise BadRecord("invalid_json", f"{path}:1: invalid JSON (nested too deeply)") from None
     except json.JSONDecodeError as error:
         raise BadRecord(
             "invalid_json", f"{path}:{error.lineno}: invalid JSON ({error.msg})"
@@ -123,6 +125,10 @@ def _records_from_file(path: Path, skip_bad: bool, report: ReadReport) -> Iterat
                 record = json.loads(text)
             except json.JSONDecodeError as error:
                 raise BadRecord("invalid_json", f"{where}: invalid JSON ({error.msg})") from None
+            except RecursionError:
+                raise BadRecord(
+                    "invalid_json", f"{where}: invalid JSON (nested too deeply)"
+                ) from None
         except BadRecord as error:
             report.records += 1
             if not skip_bad:

@@ -13,7 +13,11 @@ _MAX = 240
 
 def brief(error: BaseException) -> str:
     """The most telling line of ``error``'s message, at most ~240 characters."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [
+        line.strip()
+        for line in str(error).splitlines()
+        if line.strip() and "weights_only" not in line  # never the advice to unpickle
+    ]
     if not lines:
         return type(error).__name__
     telling = [line for line in lines if "GLOBAL" in line or "global" in line.split(":")[0]]

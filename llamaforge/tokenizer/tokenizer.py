@@ -28,7 +28,7 @@ from typing import Any
 
 import sentencepiece as spm
 
-from llamaforge.errors import CheckpointError
+from llamaforge.errors import CheckpointError, DataError
 
 SPACE_SYMBOL = "\u2581"  # "▁": SentencePiece's meta symbol for a space
 
@@ -68,6 +68,22 @@ def _load_processor(proto: bytes, path: Path) -> spm.SentencePieceProcessor:
     if processor.vocab_size() <= 0:
         raise CheckpointError(f"{path} is not a SentencePiece model (it has an empty vocabulary)")
     return processor
+
+
+def _check_utf8(text: str, what: str = "the text") -> None:
+    """A lone surrogate (``"\\ud800"`` from JSON, bad bytes under ``surrogateescape``) is no text.
+
+    SentencePiece's binding would fail on it with a C++ cast error that names
+    nothing; this says what is wrong, as a :class:`DataError` the commands
+    report in one line (and ``--skip-bad-lines`` readers count).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DataError(
+            f"{what} holds {text[error.start]!r} at character {error.start}, a lone surrogate "
+            "that is not UTF-8 text; fix or drop it"
+        ) from None
 
 
 class Tokenizer:
@@ -124,9 +140,13 @@ class Tokenizer:
         """Token ids of ``text``; BOS/EOS are added only when asked (and the model has them)."""
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {type(text).__name__}")
-        if self._space_symbol_ids is not None and SPACE_SYMBOL in text:
-            return self._encode_with_space_symbol(text, bos, eos)
-        return self._sp.encode(text, add_bos=bos, add_eos=eos)
+        try:
+            if self._space_symbol_ids is not None and SPACE_SYMBOL in text:
+                return self._encode_with_space_symbol(text, bos, eos)
+            return self._sp.encode(text, add_bos=bos, add_eos=eos)
+        except (RuntimeError, TypeError):  # checked only then: no cost on the hot path
+            _check_utf8(text)
+            raise
 
     def encode_batch(
         self,
@@ -147,9 +167,14 @@ class Tokenizer:
         for i, text in enumerate(batch):
             if not isinstance(text, str):
                 raise TypeError(f"encode_batch() takes strs, item {i} is a {type(text).__name__}")
-        ids = self._sp.encode(
-            batch, add_bos=bos, add_eos=eos, num_threads=_threads(num_threads, len(batch))
-        )
+        try:
+            ids = self._sp.encode(
+                batch, add_bos=bos, add_eos=eos, num_threads=_threads(num_threads, len(batch))
+            )
+        except (RuntimeError, TypeError):
+            for i, text in enumerate(batch):
+                _check_utf8(text, f"text {i} of the batch")
+            raise
         if self._space_symbol_ids is not None:
             for i, text in enumerate(batch):
                 if SPACE_SYMBOL in text:

@@ -154,3 +154,28 @@ def test_describe_inputs_records_size_and_mtime(tmp_path):
     (entry,) = describe_inputs([tmp_path / "a.txt"])
     assert entry["bytes"] == 3 and entry["path"] == str((tmp_path / "a.txt").resolve())
     assert entry["mtime_ns"] == (tmp_path / "a.txt").stat().st_mtime_ns
+
+
+def test_hostile_jsonl_lines_and_a_truncated_gzip_are_one_clear_error(tmp_path):
+    """A lone-surrogate escape, 100,000 nested brackets, a cut .gz: DataErrors naming the file."""
+    import gzip
+    import json
+
+    from llamaforge.data.documents import read_documents
+
+    good = json.dumps({"text": "fine"})
+    lines = {
+        "surrogate.jsonl": f'{good}\n{{"text": "a\\ud800b"}}\n{good}\n',
+        "deep.jsonl": f"{good}\n" + "[" * 100_000 + f"\n{good}\n",
+    }
+    for name, text in lines.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=rf"{name}:2: bad JSONL line"):
+            list(read_documents(tmp_path / name))
+        with pytest.warns(UserWarning):
+            assert list(read_documents(tmp_path / name, errors="skip")) == ["fine", "fine"]
+    cut = tmp_path / "cut.jsonl.gz"
+    rows = "".join(json.dumps({"text": os.urandom(30).hex()}) + "\n" for _ in range(500))
+    cut.write_bytes(gzip.compress(rows.encode())[:3000])  # incompressible rows, cut short
+    with pytest.raises(DataError, match="damaged or truncated"):
+        list(read_documents(cut))

@@ -71,6 +71,7 @@ BAD = [
     ({"instruction": "a\ud800", "output": "b"}, "lone surrogate", "not_utf8"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\udc00"}]},
      "lone surrogate", "not_utf8"),
+    (b"[" * 100_000, "nested too deeply", "invalid_json"),  # RecursionError in json
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y",
                                                        "input": "z"}]},
      "only a user turn", "bad_messages"),

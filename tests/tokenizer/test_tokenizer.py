@@ -162,3 +162,14 @@ def test_corrupt_model_is_a_clear_error(tmp_path, content: bytes) -> None:
 def test_vocab_file_instead_of_model_is_rejected(tokenizer: Tokenizer) -> None:
     with pytest.raises(CheckpointError, match="not a SentencePiece model"):
         Tokenizer(tokenizer.model_path.with_suffix(".vocab"))
+
+
+def test_a_lone_surrogate_is_a_data_error_naming_it(tokenizer):
+    """Valid JSON ("\\ud800") or argv/stdin bytes under surrogateescape: no C++ cast error."""
+    from llamaforge.errors import DataError
+
+    with pytest.raises(DataError, match=r"'\\ud800' at character 1, a lone surrogate"):
+        tokenizer.encode("a\ud800b")
+    with pytest.raises(DataError, match=r"text 1 of the batch holds '\\udcff'"):
+        tokenizer.encode_batch(["fine", "x\udcff"])
+    assert tokenizer.encode("a b") == tokenizer.encode_batch(["a b"])[0]

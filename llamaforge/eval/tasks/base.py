@@ -180,6 +180,8 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
                 continue
             try:
                 record = json.loads(raw.decode("utf-8"))
+            except RecursionError:
+                raise DataError(f"{path}:{lineno}: not a JSON line (nested too deeply)") from None
             except ValueError as error:
                 raise DataError(f"{path}:{lineno}: not a JSON line ({error})") from error
             if not isinstance(record, dict):
