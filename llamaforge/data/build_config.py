@@ -192,6 +192,8 @@ def load_build_config(path: str | Path) -> DataBuildConfig:
         raise ConfigError(f"data config {path} does not exist; see configs/data-*.toml") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None
     try:
         return DataBuildConfig.from_dict(data, path.parent)
     except ConfigError as error:

@@ -144,7 +144,19 @@ class TokenIndex:
             for shard in index.shards:  # a plain name in this folder, never a path elsewhere
                 if not isinstance(shard.filename, str) or not _SHARD_NAME.match(shard.filename):
                     raise ValueError(f"shard file name {shard.filename!r} is not ours")
-        except (ValueError, KeyError, TypeError) as error:
+            # Only what the writer writes: another dtype would read the bytes as other ids.
+            if type(index.vocab_size) is not int or index.vocab_size < 1:
+                raise ValueError(f"vocab_size {index.vocab_size!r} is not a positive integer")
+            if index.dtype != token_dtype(index.vocab_size).name:
+                raise ValueError(
+                    f"dtype {index.dtype!r} is not {token_dtype(index.vocab_size).name}, "
+                    f"what vocab_size {index.vocab_size} is written as"
+                )
+            for name in ("eos_id", "bos_id"):
+                value = getattr(index, name)
+                if value is not None and (type(value) is not int or value < 0):
+                    raise ValueError(f"{name} {value!r} is not a token id")
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
             if isinstance(error, DataError):
                 raise
             raise DataError(f"{path} is corrupt ({error}); re-run tokenization") from error

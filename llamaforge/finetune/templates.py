@@ -300,6 +300,8 @@ def load_template(name_or_path: str) -> ChatTemplate:
         table = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{source} is not valid TOML: nested too deeply") from None
     unknown = sorted(set(table) - set(_FIELDS))
     missing = [f for f in ("user", "assistant") if f not in table]
     if unknown or missing:

@@ -29,6 +29,8 @@ from llamaforge.formats.hf_tokenizer import write_hf_tokenizer
 from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
+    check_weights,
+    config_errors,
     copy_tokenizer,
     model_from_state_dict,
     plain_state_dict,
@@ -135,6 +137,11 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype, tokens: dict[str, Any]) -> d
 
 
 def config_from_hf(data: Any, path: Path) -> ModelConfig:
+    """Map a ``LlamaConfig`` to ours (see :func:`_config_from_hf`); bad values are one line."""
+    return config_errors(path, lambda: _config_from_hf(data, path))
+
+
+def _config_from_hf(data: Any, path: Path) -> ModelConfig:
     """Map a ``LlamaConfig`` to ours, refusing what LLaMA-1 cannot represent.
 
     Hugging Face has no ``multiple_of``: it is taken from the ``llamaforge``
@@ -206,11 +213,12 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
             f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
         ) from error
+    return check_weights(state, path)
 
 
 def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
@@ -222,6 +230,8 @@ def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
             weight_map = data.get("weight_map") if isinstance(data, dict) else None
             if not isinstance(weight_map, dict) or not weight_map:
                 raise CheckpointError(f"{index} has no 'weight_map' table")
+            if not all(isinstance(v, str) for v in weight_map.values()):
+                raise CheckpointError(f"{index}: every 'weight_map' entry must name a file")
             state: dict[str, torch.Tensor] = {}
             files = sorted(set(weight_map.values()))
             for name in tqdm(files, desc="reading shards", disable=None, leave=False):

@@ -30,6 +30,8 @@ from llamaforge.formats.atomic import atomic_folder
 from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
+    check_weights,
+    config_errors,
     copy_tokenizer,
     model_from_state_dict,
     plain_state_dict,
@@ -115,9 +117,7 @@ def _load_shard(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
         ) from error
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
-    return state
+    return check_weights(state, path)
 
 
 def _check_shard_count(params: Any, params_path: Path, paths: list[Path], first: dict) -> None:
@@ -150,6 +150,11 @@ def _check_shard_count(params: Any, params_path: Path, paths: list[Path], first:
 
 
 def config_from_params(params: Any, path: Path, vocab_size: int) -> ModelConfig:
+    """``params.json`` to our config (see :func:`_config_from_params`); bad values are one line."""
+    return config_errors(path, lambda: _config_from_params(params, path, vocab_size))
+
+
+def _config_from_params(params: Any, path: Path, vocab_size: int) -> ModelConfig:
     """``params.json`` to our config; ``vocab_size`` (from the weights) replaces their -1."""
     if not isinstance(params, dict):
         raise CheckpointError(f"{path} is not a JSON object")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +50,51 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} is missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: cannot be read as JSON ({error})") from error
+    except (OSError, ValueError) as error:  # JSONDecodeError, UnicodeDecodeError, 5000-digit ints
+        raise CheckpointError(f"{path}: cannot be read as JSON ({brief(error)})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: cannot be read as JSON (nested too deeply)") from None
+
+
+def check_weights(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """``state`` if it is plain weights: names to dense floating-point tensors.
+
+    ``torch.load(weights_only=True)`` accepts any container of tensors and
+    numbers: a list, integer keys, nested dicts, strings, sparse or quantized
+    or integer tensors would otherwise fail deep inside the merge or
+    ``load_state_dict`` with a traceback.
+    """
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state dict (a {type(state).__name__})")
+    for name, tensor in state.items():
+        if not isinstance(name, str):
+            raise CheckpointError(f"{path}: a weight name is a {type(name).__name__}, not a str")
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{path}: {name} is a {type(tensor).__name__}, not a tensor")
+        if tensor.layout != torch.strided or tensor.is_quantized or not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{path}: {name} is a {tensor.dtype} {str(tensor.layout).split('.')[-1]} tensor; "
+                "model weights are dense floating point"
+            )
+    return state
+
+
+def config_errors(path: Path, read: Callable[[], ModelConfig]) -> ModelConfig:
+    """``read()``, with a field of the wrong type or range as one CheckpointError naming ``path``.
+
+    The readers check what a real config can get wrong; a hostile one (a string
+    ``rms_norm_eps``, a list ``rope_scaling``, a 2**40 ``dim``) would otherwise
+    surface as a TypeError or OverflowError from deep inside.
+    """
+    try:
+        return read()
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RuntimeError) as error:
+        if isinstance(error, (CheckpointError, ConfigError)):
+            raise
+        raise CheckpointError(
+            f"{path}: a field has a value no model can have ({type(error).__name__}: "
+            f"{brief(error)}); the file is damaged or not this format's config"
+        ) from None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -131,6 +174,7 @@ def model_from_state_dict(
     offending tensor instead of torch's generic message. ``dtype=None`` keeps
     the stored dtype (conversions use it to avoid a round trip through fp32).
     """
+    check_weights(state, Path(source))
     _check_sizes_before_building(cfg, state, source)
     model = build_model(cfg, device="meta")
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -227,6 +271,10 @@ def save_native(
 
 def read_model_config(directory: str | os.PathLike) -> ModelConfig:
     path = Path(directory) / CONFIG_NAME
+    return config_errors(path, lambda: _read_model_config(directory, path))
+
+
+def _read_model_config(directory: str | os.PathLike, path: Path) -> ModelConfig:
     if not path.is_file():
         raise CheckpointError(
             f"{path} is missing: {directory} is not a llamaforge model folder "

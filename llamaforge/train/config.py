@@ -401,6 +401,8 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; see configs/ for examples") from None
+    except RecursionError:
+        raise ConfigError(f"config {path} is not valid TOML: nested too deeply") from None
     except IsADirectoryError:
         raise ConfigError(
             f"config {path} is a folder; pass a TOML file such as configs/tiny-1m.toml"

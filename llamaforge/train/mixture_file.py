@@ -33,6 +33,8 @@ def use_mixture_file(data: dict[str, Any]) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             listed = tomllib.load(handle).get("data", {})
+    except RecursionError:
+        raise ConfigError(f"data.mixture {path} is not valid TOML: nested too deeply") from None
     except FileNotFoundError:
         raise ConfigError(
             f"data.mixture = {str(mixture)!r} does not exist; `llamaforge data build` writes "

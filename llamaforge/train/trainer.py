@@ -222,8 +222,25 @@ class Trainer:
             raise CheckpointError(f"checkpoint.resume = {choice!r}: no checkpoint folder there")
         check_resume_config(self.cfg, path, warn=self.is_main)
         check_resume_base(path, self.extras)  # adapters: only on the base they were trained on
-        state = self.checkpoints.load(path, self.model, self.optimizer, verify=not auto)
+        try:
+            self._restore(path, verify=not auto)
+        except LlamaforgeError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            # The manifest's checksums match (a file rewritten with its checksum, or a bug
+            # of an old version): its contents still do not make a training state.
+            raise CheckpointError(
+                f"{path}: its training state cannot be restored ({type(error).__name__}: "
+                f"{str(error)[:200]}); move that checkpoint folder away to resume from an "
+                "earlier one"
+            ) from None
+        return path
+
+    def _restore(self, path: Path, verify: bool) -> None:
+        state = self.checkpoints.load(path, self.model, self.optimizer, verify=verify)
         self.step = int(state["step"])
+        if self.step < 0:
+            raise ValueError(f"step {self.step} < 0")
         self.tokens = int(state["tokens"])
         self.loader.load_state_dict(state["loader"])
         self.consecutive_nonfinite = int(state["consecutive_nonfinite"])
@@ -232,7 +249,6 @@ class Trainer:
         self.initial_val_loss = state.get("initial_val_loss")
         self.last_val_loss = state.get("last_val_loss")
         self.last_train_loss = float(state.get("last_train_loss", float("nan")))
-        return path
 
     # ---- the loop ----------------------------------------------------------
     def validate(self) -> float | None:

@@ -179,3 +179,22 @@ def test_hostile_jsonl_lines_and_a_truncated_gzip_are_one_clear_error(tmp_path):
     cut.write_bytes(gzip.compress(rows.encode())[:3000])  # incompressible rows, cut short
     with pytest.raises(DataError, match="damaged or truncated"):
         list(read_documents(cut))
+
+
+@pytest.mark.parametrize(
+    "edit", [{"dtype": "notadtype"}, {"dtype": "float16"}, {"vocab_size": "300"}],
+    ids=["junk", "float", "str-vocab"],
+)  # fmt: skip
+def test_an_index_with_fields_the_writer_never_writes_is_corrupt(token_folder, edit):
+    import json
+
+    folder = token_folder(np.arange(50), vocab_size=300)
+    path = folder / INDEX_NAME
+    data = json.loads(path.read_text())
+    data.update(edit)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="is corrupt"):
+        TokenIndex.load(folder)
+    path.write_text("[1, 2]")
+    with pytest.raises(DataError, match="is corrupt"):
+        TokenIndex.load(folder)

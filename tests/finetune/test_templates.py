@@ -111,6 +111,9 @@ def test_user_template_file_and_its_errors(tmp_path) -> None:
         'assistant_end = " </s>"': "</s>",  # read as the EOS token by transformers
         'system = "<s>[INST] {content}"': "<s>",
     }
+    path.write_text("user = " + "[" * 100_000, encoding="utf-8")  # RecursionError in tomllib
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_template(str(path))
     for line, message in refused.items():
         path.write_text(f'user = "{{content}}"\nassistant = "A"\n{line}\n', encoding="utf-8")
         with pytest.raises(ConfigError, match=re.escape(message)):

@@ -162,3 +162,14 @@ def test_missing_last_shards_name_the_expected_and_found_files(tmp_path, tiny_mo
     assert "expected 4 shards" in message and "consolidated.03.pth" in message
     assert f"missing {[f'consolidated.{i:02d}.pth' for i in missing]}" in message
     assert "found ['consolidated.00.pth'" in message
+
+
+@pytest.mark.parametrize(
+    "payload", [[1, 2], {0: torch.zeros(2)}, {"tok_embeddings.weight": {"nested": 1}}],
+    ids=["list", "int-key", "nested"],
+)  # fmt: skip
+def test_a_shard_that_is_not_plain_weights_is_one_line(tmp_path, tiny_model, payload):
+    out = to_meta(tiny_model, tmp_path / "meta")
+    torch.save(payload, out / "consolidated.00.pth")
+    with pytest.raises(CheckpointError, match="consolidated.00.pth"):
+        from_meta(out)

@@ -198,3 +198,13 @@ def test_relative_path_with_trailing_slash(tmp_path, tiny_model, monkeypatch):
     save_pretrained(tiny_model, "out/")
     assert read_model_config("out") == tiny_model.config
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_weights_that_are_not_floating_point_are_one_line(tmp_path, tiny_model, dtype):
+    out = save_pretrained(tiny_model, tmp_path / "m")
+    weights = load_file(out / "model.safetensors")
+    weights["norm.weight"] = weights["norm.weight"].to(dtype)
+    native.save_safetensors(weights, out / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"norm.weight is a torch\.\w+ strided tensor"):
+        load_pretrained(out)

@@ -139,3 +139,27 @@ def test_auto_with_no_checkpoint_moves_the_outputs_there_aside(tmp_path) -> None
         assert (previous / name).read_text() == mine[name], name
     assert (run_dir / "notes.txt").read_text() == "not an output"  # not an output name: stays
     assert max(r["step"] for r in rows(run_dir)) == 2  # only the new run's rows (no step 99)
+
+
+@pytest.mark.parametrize(
+    "edit", [{"step": "abc"}, {"step": -5}, {"loader": "junk"}], ids=["str", "negative", "loader"]
+)
+def test_a_training_state_that_cannot_be_restored_is_one_line(finished_run, capsys, edit) -> None:
+    """state.json rewritten with a matching checksum: the contents still cannot resume."""
+    import hashlib
+
+    config, run_dir = finished_run
+    (ckpt,) = (run_dir / "checkpoints").glob("step_*")
+    state = json.loads((ckpt / "state.json").read_text())
+    state.update(edit)
+    (ckpt / "state.json").write_text(json.dumps(state))
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    data = (ckpt / "state.json").read_bytes()
+    entry = manifest["files"]["state.json"]
+    entry.update({k: v for k, v in (("size", len(data)), ("sha256", hashlib.sha256(data).hexdigest()))
+                  if k in entry})  # fmt: skip
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["train", str(config), "train.max_steps=6", "--allow-config-change", *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "training state cannot be restored" in err
