@@ -85,16 +85,20 @@ def test_restart_over_damaged_sets_them_aside_and_keeps_keep_last_valid_ones(dam
     config, run_dir = damaged_run
     checkpoints = run_dir / "checkpoints"
     damaged = {name: snapshot(checkpoints / name) for name in steps(checkpoints)}
-    lines_before = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    metrics_before = (run_dir / "metrics.jsonl").read_bytes()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cfg = load_train_config(config, ["checkpoint.restart_over_damaged=true"])
         result = Trainer(cfg, progress=False).run()
     assert result.steps == 6
     notes = [str(w.message) for w in caught if w.category is CheckpointWarning]
-    assert len(notes) == 1, notes  # one warning, not one per save
+    assert len(notes) == 2, notes  # the damage once (not once per save), and the move below
     assert notes[0].count("skipping checkpoint") == 2 and "not deleted" in notes[0]
-    appended = (run_dir / "metrics.jsonl").read_text().splitlines()[lines_before:]
+    # starting over at step 0: the earlier run's outputs are moved aside, byte for byte
+    assert "moved into" in notes[1]
+    (previous,) = run_dir.glob("previous-*")
+    assert (previous / "metrics.jsonl").read_bytes() == metrics_before
+    appended = (run_dir / "metrics.jsonl").read_text().splitlines()
     train_rows = [json.loads(line) for line in appended if '"train"' in line]
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]  # started from step 0
     # keep_last = 2 counts only intact checkpoints: the two newest of the new run...
