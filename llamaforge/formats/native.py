@@ -289,7 +289,7 @@ def _read_model_config(directory: str | os.PathLike, path: Path) -> ModelConfig:
             "`llamaforge convert SRC DST --to native`"
         )
     version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:  # (True is an int)
         raise CheckpointError(
             f"{path}: format_version {version!r} is not supported (this llamaforge reads up "
             f"to {FORMAT_VERSION}); upgrade llamaforge"

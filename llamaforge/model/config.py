@@ -50,8 +50,11 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ConfigError(f"model.dim / model.n_heads = {self.head_dim} must be even for RoPE")
-        if self.norm_eps <= 0 or self.init_std <= 0 or self.rope_theta <= 0:
-            raise ConfigError("model.norm_eps, model.init_std and model.rope_theta must be > 0")
+        values = (self.norm_eps, self.init_std, self.rope_theta)
+        if not all(v > 0 and math.isfinite(v) for v in values):  # NaN fails "> 0" too
+            raise ConfigError(
+                "model.norm_eps, model.init_std and model.rope_theta must be finite and > 0"
+            )
 
     @property
     def head_dim(self) -> int:

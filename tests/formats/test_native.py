@@ -208,3 +208,15 @@ def test_weights_that_are_not_floating_point_are_one_line(tmp_path, tiny_model, 
     native.save_safetensors(weights, out / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"norm.weight is a torch\.\w+ strided tensor"):
         load_pretrained(out)
+
+
+@pytest.mark.parametrize("version", [True, -3, 0, "1"])
+def test_a_format_version_we_never_write_is_refused(tmp_path, tiny_model, version):
+    import json
+
+    out = save_pretrained(tiny_model, tmp_path / "m")
+    data = json.loads((out / "config.json").read_text())
+    data["format_version"] = version
+    (out / "config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="format_version"):
+        load_pretrained(out)

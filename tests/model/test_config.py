@@ -61,6 +61,8 @@ def test_flops_per_token_counts_6n_plus_attention():
         ({"dim": 100, "n_heads": 3}, "divisible"),
         ({"n_layers": 0}, "model.n_layers"),
         ({"norm_eps": 0.0}, "norm_eps"),
+        ({"norm_eps": float("nan")}, "finite"),  # a hostile config.json / params.json
+        ({"rope_theta": float("inf")}, "finite"),
         ({"dim": 36, "n_heads": 12}, "even for RoPE"),
     ],
 )
