@@ -113,20 +113,14 @@ def _read_jsonl(path: Path, errors: str) -> Iterator[str]:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"))
+                try:
+                    record = json.loads(raw.decode("utf-8"))
+                except RecursionError:
+                    raise ValueError("nested too deeply") from None
                 text = record.get("text") if isinstance(record, dict) else None
                 if not isinstance(text, str):
                     raise ValueError('no string "text" field')
                 text.encode("utf-8")  # a "\ud800" escape: valid JSON, not text
-            except RecursionError:
-                error = ValueError("nested too deeply")
-                if errors == "raise":
-                    raise DataError(
-                        f"{path}:{lineno}: bad JSONL line ({error}); fix it or skip "
-                        "bad lines (errors='skip')"
-                    ) from None
-                skipped, first = skipped + 1, first or lineno
-                continue
             except ValueError as error:  # JSONDecodeError, Unicode{De,En}codeError too
                 if errors == "raise":
                     raise DataError(

@@ -78,6 +78,7 @@ class ChatSession:
         self.max_len = context or window
         _check_cache_fits(model, self.max_len)
         self.cache = model.new_cache(1, self.max_len)
+        self.vocab = getattr(tokenizer, "vocab_size", None)  # ids past it are never sampled
         self.device = next(model.parameters()).device
         self.generator = make_generator(sampling, self.device)
         self.reset()
@@ -147,9 +148,8 @@ class ChatSession:
         budget = min(self.sampling.max_new_tokens, self.max_len - len(self.fed) + 1)
         stopped = False
         for step in range(budget):
-            vocab = getattr(self.tokenizer, "vocab_size", None)  # a padded output layer's
-            if vocab is not None and logits.shape[-1] > vocab:  # rows spell no text
-                logits = logits[..., :vocab]
+            if self.vocab is not None:  # a padded output layer's extra rows spell no text
+                logits = logits[..., : self.vocab]
             token = int(sample_next(logits, self.sampling, self.generator)[0])
             if token == self.tokenizer.eos_id:
                 break
@@ -220,8 +220,7 @@ def _check_cache_fits(model: nn.Module, max_len: int) -> None:
     at dim 64 before the first prompt; ``--context`` keeps fewer positions.
     """
     cfg, param = model.config, next(model.parameters())
-    kv_heads = getattr(cfg, "n_kv_heads", None) or cfg.n_heads
-    need = 2 * cfg.n_layers * kv_heads * cfg.head_dim * max_len * param.element_size()
+    need = 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * max_len * param.element_size()
     free = _available_bytes(param.device)
     if free is not None and need > free // 2:
         raise ConfigError(

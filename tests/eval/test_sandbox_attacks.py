@@ -51,6 +51,15 @@ def processes_named(comm: str) -> list[int]:
     return found
 
 
+def wait_for_process(comm: str, seconds: float = 10.0) -> list[int]:
+    """The one process named ``comm`` once it appears (the sandboxed program starting)."""
+    deadline = time.monotonic() + seconds
+    while not (pids := processes_named(comm)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(pids) == 1, pids
+    return pids
+
+
 def write_attempts(marker: Path) -> list[str]:
     """Ways to create ``marker`` (outside) after trying to disarm the hook."""
     touch = f"open({str(marker)!r}, 'w').write('pwned')"
@@ -250,10 +259,7 @@ def test_the_program_runs_as_nobody_without_capabilities_in_its_own_namespaces()
     )
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not (pids := processes_named(comm)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(pids) == 1
+        pids = wait_for_process(comm)
         status = dict(
             line.split(":", 1) for line in Path(f"/proc/{pids[0]}/status").read_text().splitlines()
         )
@@ -405,10 +411,7 @@ def test_the_sandbox_dies_with_its_keeper_and_cannot_signal_it():
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not (pids := processes_named(comm)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(pids) == 1
+        pids = wait_for_process(comm)
         init = pids[0]
         fields = Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()
         keeper, group, session = map(int, fields[1:4])
