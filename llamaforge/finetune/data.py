@@ -15,7 +15,12 @@ JSON escapes allow but UTF-8 cannot hold (a lone surrogate such as
 ``input`` may be absent, ``""`` or ``null`` (no input); a messages-schema user
 turn may carry one too, and it reaches the template as the Alpaca one does. Bad input (invalid JSON, a line that is not UTF-8, a
 missing or non-string field, an empty response, an unknown role, a record
-matching no schema) raises a :class:`DataError` naming the file and line; with
+matching no schema) raises a :class:`DataError` naming the file and line, and so do
+records whose meaning would be a guess: a key given twice in one object (JSON
+keeps the last, silently), a record with the keys of two schemas under
+``schema = "auto"`` (set ``finetune.schema`` to say which), two user turns in a
+row and a conversation ending on a user turn (no reply to learn; torchtune
+refuses non-alternating turns as well). With
 ``skip_bad = True`` the record is skipped and counted under its reason in
 :class:`ReadReport` instead. Nothing is dropped without being counted.
 
@@ -66,6 +71,33 @@ class BadRecord(DataError):
         self.reason = reason
 
 
+class _Object(dict):
+    """A JSON object as read, remembering the keys it gave more than once."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    out = _Object(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        out.duplicates = tuple(k for k, _ in pairs if k in seen or seen.add(k))
+    return out
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_object)
+
+
+def _no_duplicates(obj: Any, where: str) -> None:
+    if isinstance(obj, _Object) and obj.duplicates:
+        raise BadRecord(
+            "duplicate_key",
+            f"{where} gives key {obj.duplicates[0]!r} twice (JSON would keep the last one "
+            "silently); keep one",
+        )
+
+
 def _line_of(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
@@ -78,7 +110,7 @@ def _json_array(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
         raise BadRecord("not_utf8", f"{path}:{line}: not UTF-8 text ({error.reason})") from None
     decoder = json.JSONDecoder()
     try:
-        records = json.loads(text)
+        records = _loads(text)
     except RecursionError:
         raise BadRecord("invalid_json", f"{path}:1: invalid JSON (nested too deeply)") from None
     except json.JSONDecodeError as error:
@@ -122,7 +154,7 @@ def _records_from_file(path: Path, skip_bad: bool, report: ReadReport) -> Iterat
             except UnicodeDecodeError as error:
                 raise BadRecord("not_utf8", f"{where}: not UTF-8 text ({error.reason})") from None
             try:
-                record = json.loads(text)
+                record = _loads(text)
             except json.JSONDecodeError as error:
                 raise BadRecord("invalid_json", f"{where}: invalid JSON ({error.msg})") from None
             except RecursionError:
@@ -192,8 +224,16 @@ def to_messages(record: Any, schema: str) -> list[dict]:
         raise BadRecord(
             "not_an_object", f"a record must be a JSON object, got {type(record).__name__}"
         )
+    _no_duplicates(record, "the record")
     if schema == "auto":
-        schema = next((s for s, keys in _KEYS.items() if all(k in record for k in keys)), "")
+        matching = [s for s, keys in _KEYS.items() if all(k in record for k in keys)]
+        if len(matching) > 1:
+            raise BadRecord(
+                "ambiguous_schema",
+                f"record has the fields of the {' and the '.join(matching)} schemas; keep one "
+                "set of fields or set finetune.schema to the one to read",
+            )
+        schema = matching[0] if matching else ""
         if not schema:
             raise BadRecord(
                 "unknown_schema",
@@ -221,6 +261,13 @@ def to_messages(record: Any, schema: str) -> list[dict]:
         raise BadRecord(reason, str(error)) from None
     messages = []
     for index, turn in enumerate(raw):
+        _no_duplicates(turn, f"messages[{index}]")
+        if index and turn["role"] == "user" and raw[index - 1]["role"] == "user":
+            raise BadRecord(
+                "bad_messages",
+                f"messages[{index - 1}] and [{index}] are two user turns in a row; merge them "
+                "or put the assistant's reply between them",
+            )
         message = {"role": turn["role"], "content": _utf8(turn["content"], f"messages[{index}]")}
         if turn.get("input") is not None:
             if turn["role"] != "user":
@@ -230,6 +277,12 @@ def to_messages(record: Any, schema: str) -> list[dict]:
     answers = [m for m in messages if m["role"] == "assistant"]
     if not answers:
         raise BadRecord("no_response", "no assistant turn to train on")
+    if messages[-1]["role"] == "user":
+        raise BadRecord(
+            "bad_messages",
+            f"messages[{len(messages) - 1}]: the conversation ends on a user turn with no reply "
+            "to learn; drop that turn or add the assistant's reply",
+        )
     for index, message in enumerate(messages):
         if message["role"] == "assistant":
             _response(message["content"], f"messages[{index}].content")

@@ -75,6 +75,16 @@ BAD = [
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y",
                                                        "input": "z"}]},
      "only a user turn", "bad_messages"),
+    (b'{"instruction": "a", "output": "b", "output": "c"}', "key 'output' twice", "duplicate_key"),
+    (b'{"messages": [{"role": "user", "content": "x", "content": "y"}, '
+     b'{"role": "assistant", "content": "z"}]}', r"messages\[0\] gives key 'content' twice",
+     "duplicate_key"),
+    ({**ALPACA, **CHAT}, "messages and the alpaca schemas", "ambiguous_schema"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"},
+                   {"role": "assistant", "content": "z"}]}, "two user turns in a row",
+     "bad_messages"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                   {"role": "user", "content": "z"}]}, "ends on a user turn", "bad_messages"),
 ]  # fmt: skip
 
 
@@ -86,6 +96,21 @@ def test_bad_record_names_file_and_line_or_is_counted(tmp_path, record, message,
     conversations, report = read_conversations(str(path), skip_bad=True)
     assert len(conversations) == 2
     assert report.to_dict() == {"records": 3, "kept": 2, "skipped": {reason: 1}}
+
+
+def test_a_forced_schema_reads_a_record_with_two_schemas_fields(tmp_path) -> None:
+    path = write_lines(tmp_path / "both.jsonl", [{**ALPACA, **CHAT}])
+    assert read_conversations(str(path), schema="messages")[0] == [CHAT["messages"]]
+    assert read_conversations(str(path), schema="alpaca")[0][0][1]["content"] == "3"
+
+
+def test_duplicate_keys_in_a_json_array_name_the_record(tmp_path) -> None:
+    path = tmp_path / "dup.json"
+    path.write_text('[\n{"instruction": "a", "output": "b"},\n'
+                    '{"instruction": "a", "instruction": "b", "output": "c"}\n]', encoding="utf-8")  # fmt: skip
+    with pytest.raises(DataError, match=r"dup\.json:3: .*key 'instruction' twice"):
+        read_conversations(str(path))
+    assert read_conversations(str(path), skip_bad=True)[1].skipped == {"duplicate_key": 1}
 
 
 def test_missing_inputs_are_clear_errors(tmp_path) -> None:
