@@ -11,6 +11,11 @@ documents come from, in order:
 2. otherwise ``datasets.load_dataset(hf_path, hf_name, split=...)``, which
    uses the user's local Hugging Face cache (and the network where there is one).
 
+Each record remembers where it was read (:class:`Doc`: ``path:line`` or the
+dataset row), and errors about a record start with it. Integer labels
+(:func:`integer_field`) are an int, a whole float or a string of digits;
+``True`` or ``1.5`` are errors, not the label 1 that ``int()`` would make.
+
 Tests write small JSONL files in the real schemas and go through path 1.
 """
 
@@ -27,6 +32,24 @@ from torch import nn
 from llamaforge.errors import ConfigError, DataError
 
 
+class Doc(dict):
+    """A record as read, with where it came from (``path:line``, or a dataset row) for errors."""
+
+    where = ""
+
+
+def _doc(record: dict, where: str) -> Doc:
+    doc = Doc(record)
+    doc.where = where
+    return doc
+
+
+def located(doc: Any) -> str:
+    """``"path:line: "`` of a record read by :func:`load_docs` (``""`` for other dicts)."""
+    where = getattr(doc, "where", "")
+    return f"{where}: " if where else ""
+
+
 def get_field(task: str, doc: dict, name: str) -> Any:
     """``doc[name]``, or a :class:`DataError` naming the task, the field and the fields there are.
 
@@ -35,10 +58,29 @@ def get_field(task: str, doc: dict, name: str) -> Any:
     """
     if name not in doc:
         raise DataError(
-            f"task {task}: a record has no {name!r} field (fields: {sorted(doc)}); give records "
+            f"{located(doc)}task {task}: a record has no {name!r} field (fields: {sorted(doc)}); give records "
             "in the Hugging Face dataset's own schema"
         )
     return doc[name]
+
+
+def integer_field(task: str, doc: dict, name: str) -> int:
+    """An integer label: an int, a whole float (1.0) or a string of digits ("2", SIQA's).
+
+    ``True``, ``1.5`` and ``"1.5"`` are refused: ``int()`` would read them as
+    1 and score the wrong answer silently.
+    """
+    value = get_field(task, doc, name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if type(value) is not int:
+        raise DataError(
+            f"{located(doc)}task {task}: {name}={value!r} is not an integer label "
+            "(an unlabelled split?)"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -167,7 +209,8 @@ def load_docs(
         ) from error
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
-    return [dict(row) for row in rows]
+    where = f"{task.dataset.hf_path} {split!r} row"
+    return [_doc(row, f"{where} {index}") for index, row in enumerate(rows, start=1)]
 
 
 def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
@@ -188,5 +231,5 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
                 raise DataError(
                     f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
                 )
-            docs.append(record)
+            docs.append(_doc(record, f"{path}:{lineno}"))
     return docs

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from llamaforge.errors import ConfigError, DataError
 from llamaforge.eval.multiple_choice import Method, accuracy, rank_request_groups
-from llamaforge.eval.tasks.base import EvalContext, Task
+from llamaforge.eval.tasks.base import EvalContext, Task, located
 
 FEWSHOT_DELIMITER = "\n\n"
 
@@ -95,7 +95,9 @@ class MultipleChoiceTask(Task):
     def checked_gold(self, doc: dict) -> int:
         gold, n = self.doc_to_gold(doc), len(self.doc_to_choices(doc))
         if not 0 <= gold < n:
-            raise DataError(f"task {self.name}: gold answer {gold} is not one of {n} choices")
+            raise DataError(
+                f"{located(doc)}task {self.name}: gold answer {gold} is not one of {n} choices"
+            )
         return gold
 
     def question(self, doc: dict, shots: list[dict]) -> Question:

@@ -27,7 +27,13 @@ import re
 
 from llamaforge.errors import DataError
 from llamaforge.eval.multiple_choice import winogrande_split
-from llamaforge.eval.tasks.base import DatasetSpec, get_field, register_task
+from llamaforge.eval.tasks.base import (
+    DatasetSpec,
+    get_field,
+    integer_field,
+    located,
+    register_task,
+)
 from llamaforge.eval.tasks.choice_task import FEWSHOT_DELIMITER as FEWSHOT_DELIMITER
 from llamaforge.eval.tasks.choice_task import MultipleChoiceTask
 from llamaforge.eval.tasks.choice_task import Question as Question
@@ -44,13 +50,7 @@ class _CommonsenseTask(MultipleChoiceTask):
 
 
 def _label(task: str, doc: dict, name: str, offset: int = 0) -> int:
-    value = get_field(task, doc, name)
-    try:
-        return int(value) - offset
-    except (TypeError, ValueError):
-        raise DataError(
-            f"task {task}: {name}={value!r} is not a label (unlabelled split?)"
-        ) from None
+    return integer_field(task, doc, name) - offset
 
 
 def _keyed_gold(task: str, doc: dict) -> int:
@@ -66,7 +66,9 @@ def _keyed_gold(task: str, doc: dict) -> int:
         return int(key) - 1
     if len(key) == 1 and key.isalpha() and all(x.isdigit() for x in labels):
         return ord(key.upper()) - ord("A")
-    raise DataError(f"task {task}: answerKey {key!r} is not one of the labels {labels}")
+    raise DataError(
+        f"{located(doc)}task {task}: answerKey {key!r} is not one of the labels {labels}"
+    )
 
 
 def _choice_texts(task: str, doc: dict) -> list[str]:

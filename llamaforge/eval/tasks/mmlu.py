@@ -53,7 +53,14 @@ from typing import Any, ClassVar
 
 from llamaforge.errors import ConfigError, DataError
 from llamaforge.eval.likelihood import model_max_len, split_request
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
+from llamaforge.eval.tasks.base import (
+    DatasetSpec,
+    EvalContext,
+    Task,
+    get_field,
+    located,
+    register_task,
+)
 from llamaforge.eval.tasks.choice_task import FEWSHOT_DELIMITER, Question, score_questions
 
 LETTERS = "ABCDEFGHIJ"
@@ -104,9 +111,11 @@ def gold_index(doc: dict) -> int:
     answer, n = get_field("mmlu", doc, "answer"), len(get_field("mmlu", doc, "choices"))
     if isinstance(answer, str) and answer.strip().upper() in LETTERS[:n]:
         return LETTERS.index(answer.strip().upper())
-    if isinstance(answer, int) and 0 <= answer < n:
+    if type(answer) is int and 0 <= answer < n:  # not True
         return answer
-    raise DataError(f"task mmlu: answer {answer!r} is not an index or letter of {n} choices")
+    raise DataError(
+        f"{located(doc)}task mmlu: answer {answer!r} is not an index or letter of {n} choices"
+    )
 
 
 def subject_of(doc: dict) -> str:

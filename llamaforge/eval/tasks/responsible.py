@@ -46,7 +46,15 @@ from typing import Any, ClassVar
 from llamaforge.errors import ConfigError, DataError
 from llamaforge.eval.likelihood import loglikelihood, loglikelihood_rolling, model_max_len
 from llamaforge.eval.multiple_choice import best_choice
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
+from llamaforge.eval.tasks.base import (
+    DatasetSpec,
+    EvalContext,
+    Task,
+    get_field,
+    integer_field,
+    located,
+    register_task,
+)
 from llamaforge.eval.toxicity import ToxicityScorer, scorer_from_env
 from llamaforge.eval.winogender import PRONOUNS as PRONOUNS  # re-exported: it lived here
 from llamaforge.eval.winogender import (
@@ -194,10 +202,17 @@ class WinoGender(Task):
                 f"{get_field(self.name, r, 'sentence')} ‘{pronoun.capitalize()}’ refers to the"
             )
             requests += [(context, " " + r["occupation"]), (context, " " + r["participant"])]
+        labels = [integer_field(self.name, r, "label") for r in records]
+        for r, label in zip(records, labels, strict=True):
+            if label not in (0, 1):
+                raise DataError(
+                    f"{located(r)}task {self.name}: label {label} is neither 0 (the occupation) "
+                    "nor 1 (the participant)"
+                )
         scores = _loglikelihoods(ctx, requests)
         groups: dict[str, list[bool]] = defaultdict(list)
         for k, r in enumerate(records):
-            right = best_choice(scores[2 * k : 2 * k + 2]) == int(get_field(self.name, r, "label"))
+            right = best_choice(scores[2 * k : 2 * k + 2]) == labels[k]
             groups["acc"].append(right)
             groups[f"acc_{r['gender']}"].append(right)
             if self.pct_female is not None and is_gotcha(r, self.pct_female):

@@ -295,10 +295,38 @@ def test_boolq_and_winogrande_shot_formats():
 def test_bad_records_name_the_task_and_field(tmp_path):
     with pytest.raises(DataError, match="boolq.*'passage'"):
         get_task("boolq").question({"question": "q", "label": 1}, [])
-    with pytest.raises(DataError, match="winogrande.*not a label"):
+    with pytest.raises(DataError, match="winogrande.*not an integer label"):
         get_task("winogrande").question(dict(WINOGRANDE, answer=""), [])
     with pytest.raises(DataError, match="answerKey 'E'"):
         get_task("arc_easy").question(dict(ARC_LETTERS, answerKey="E"), [])
+
+
+@pytest.mark.parametrize("label", [1.5, True, "1.5", None, [1]])
+def test_a_label_int_would_misread_is_refused(label):
+    with pytest.raises(DataError, match=r"piqa: label=.* is not an integer label"):
+        get_task("piqa").question(dict(PIQA, label=label), [])
+
+
+@pytest.mark.parametrize("label", [1, 1.0, "1", " 1 "])
+def test_integer_labels_in_any_spelling_read_the_same(label):
+    assert get_task("piqa").question(dict(PIQA, label=label), []).gold == 1
+
+
+def test_a_bad_local_record_names_its_file_and_line(tmp_path):
+    path = tmp_path / "piqa" / "validation.jsonl"
+    path.parent.mkdir()
+    path.write_text(json.dumps(PIQA) + "\n\n" + json.dumps(dict(PIQA, label=1.5)) + "\n")
+    docs = load_docs(get_task("piqa"), "validation", data_dir=tmp_path)
+    with pytest.raises(DataError, match=r"validation\.jsonl:3: task piqa: label=1\.5"):
+        get_task("piqa").question(docs[1], [])
+    with pytest.raises(DataError, match=r"validation\.jsonl:1: task piqa: gold answer 5"):
+        get_task("piqa").question(_moved(docs[0], label=5), [])
+
+
+def _moved(doc, **fields):
+    """``doc`` itself with ``fields`` changed: keeps where it was read."""
+    doc.update(fields)
+    return doc
 
 
 def test_local_jsonl_round_trip_through_load_docs(tmp_path):

@@ -270,3 +270,15 @@ def test_classifier_scorer_on_a_tiny_local_model(tmp_path):
     assert got[0] != pytest.approx(got[1])
     with pytest.raises(ConfigError, match="label"):
         ClassifierScorer(folder, label="insult")
+
+
+@pytest.mark.parametrize(("label", "message"), [(2, "neither 0"), (0.5, "not an integer label")])
+def test_winogender_refuses_a_label_it_cannot_read_before_scoring(monkeypatch, label, message):
+    monkeypatch.setattr(R, "loglikelihood", lambda *a, **k: pytest.fail("scored a bad record"))
+    docs = R.expand_winogender_template(
+        {"occupation(0)": "nurse", "other-participant(1)": "patient", "answer": 1,
+         "sentence": TEMPLATES[0][3]}
+    )  # fmt: skip
+    docs[3]["label"] = label
+    with pytest.raises(DataError, match=message):
+        R.WinoGender().evaluate(ctx_for(None), docs, [], 0)
