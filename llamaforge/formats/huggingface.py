@@ -268,12 +268,17 @@ def from_hf(
     config_path = folder / "config.json"
     data = read_json(config_path)
     cfg = config_from_hf(data, config_path)
+    tied = data.get("tie_word_embeddings", False)
+    if not isinstance(tied, bool):
+        raise CheckpointError(
+            f"{config_path}: tie_word_embeddings must be true or false, got {tied!r}"
+        )
     hf_state, source = read_hf_weights(folder)
     ours = {theirs: name for name, theirs in hf_names(cfg.n_layers).items()}
     # Unknown names pass through unchanged so the validation below reports them.
     state = {ours.get(k, k): v for k, v in hf_state.items() if not k.endswith("inv_freq")}
     if (
-        data.get("tie_word_embeddings", False)
+        tied
         and "output.weight" not in state
         and "tok_embeddings.weight" in state
     ):

@@ -56,6 +56,9 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: cannot be read as JSON (nested too deeply)") from None
 
 
+WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
 def check_weights(state: Any, path: Path) -> dict[str, torch.Tensor]:
     """``state`` if it is plain weights: names to dense floating-point tensors.
 
@@ -75,6 +78,12 @@ def check_weights(state: Any, path: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path}: {name} is a {tensor.dtype} {str(tensor.layout).split('.')[-1]} tensor; "
                 "model weights are dense floating point"
+            )
+        if tensor.dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(
+                f"{path}: {name} is {tensor.dtype}; we read float32, bfloat16, float16 and "
+                "float64 weights (float8 ones need their scales, which a plain state dict "
+                "does not carry: dequantize them first)"
             )
     return state
 

@@ -113,6 +113,8 @@ def test_tokenizer_files_load_in_transformers(tmp_path, tiny_model, spm_model):
         ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope scaling 'linear'"),
         ({"model_type": "mistral"}, "model_type is 'mistral'"),
         ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"tie_word_embeddings": "yes"}, "tie_word_embeddings must be true or false"),
+        ({"tie_word_embeddings": 1}, "tie_word_embeddings must be true or false"),
     ],
 )
 def test_unsupported_configs(tmp_path, tiny_model, overrides, message):

@@ -210,6 +210,16 @@ def test_weights_that_are_not_floating_point_are_one_line(tmp_path, tiny_model, 
         load_pretrained(out)
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_weights_without_their_scales_are_refused(tmp_path, tiny_model, dtype):
+    out = save_pretrained(tiny_model, tmp_path / "m")
+    weights = load_file(out / "model.safetensors")
+    weights["layers.0.attention.wq.weight"] = weights["layers.0.attention.wq.weight"].to(dtype)
+    native.save_safetensors(weights, out / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"wq.weight is torch\.float8.*dequantize"):
+        load_pretrained(out)
+
+
 @pytest.mark.parametrize("version", [True, -3, 0, "1"])
 def test_a_format_version_we_never_write_is_refused(tmp_path, tiny_model, version):
     import json
