@@ -24,6 +24,11 @@ Decisions where the paper is silent:
   one without): the 7B default is too costly to be chosen by omission.
 * Integer fields accept integral floats (``total_tokens = 1e12``) because
   that is how people write token counts.
+* One optimizer step accumulates at most :data:`MAX_ACCUMULATION` (2**20)
+  micro-batches per rank: the paper's 4M-token batch at 2048 x 1 is 2048 of
+  them on one GPU, and a step is the unit of checkpoints and of honouring
+  SIGTERM, so a mistyped ``batch_tokens = 1e20`` is refused instead of starting
+  a step that would never end.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamaforge.errors import ConfigError
+
+MAX_ACCUMULATION = 2**20  # micro-batches per rank and optimizer step (module docstring)
 from llamaforge.finetune.config import FinetuneSection, LoraSection
 from llamaforge.model.config import PRESETS, ModelConfig, get_preset
 from llamaforge.train.config_fields import DataSource, Section, coerce, field_with_rule
@@ -273,6 +280,14 @@ class TrainConfig:
     def _validate_batch(self) -> None:
         data = self.data
         per_pass = self.micro_batch_tokens * self.parallel.dp
+        if data.batch_tokens > per_pass * MAX_ACCUMULATION:
+            raise ConfigError(
+                f"data.batch_tokens ({data.batch_tokens}) would accumulate "
+                f"{data.batch_tokens // per_pass:,} micro-batches per optimizer step (at most "
+                f"{MAX_ACCUMULATION:,}: a step is the unit of checkpoints and of stopping on "
+                "SIGTERM); lower it (the paper's batch is 4,194,304 tokens) or raise "
+                "data.micro_batch_size"
+            )
         if data.batch_tokens % per_pass:
             lower = max(per_pass, data.batch_tokens // per_pass * per_pass)
             raise ConfigError(

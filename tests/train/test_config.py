@@ -171,6 +171,12 @@ def test_to_dict_round_trips_through_json(tmp_path):
         # derived quantity not an integer
         (["data.batch_tokens=1000"], None, ["data.batch_tokens", "multiple of", "256", "768"]),
         (["parallel.dp=3"], None, ["parallel.dp", "768", "1536"]),
+        # a step that would never end (1e20 is how a typo of 1e6 looks)
+        (
+            ["data.batch_tokens=1e20"],
+            None,
+            ["data.batch_tokens", "micro-batches per optimizer", "1,048,576", "SIGTERM"],
+        ),
         (["parallel.tp=3"], None, ["model.n_heads", "parallel.tp"]),
     ],
 )
