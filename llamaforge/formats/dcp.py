@@ -36,6 +36,23 @@ def is_dcp_folder(directory: str | os.PathLike) -> bool:
     return (Path(directory) / METADATA_NAME).is_file()
 
 
+def _model_entries(folder: Path) -> dict[str, TensorStorageMetadata]:
+    entries = read_dcp_metadata(folder).state_dict_metadata
+    stored = {
+        key[len(_PREFIX) :]: meta
+        for key, meta in entries.items()
+        if key.startswith(_PREFIX) and isinstance(meta, TensorStorageMetadata)
+    }
+    if not stored:
+        raise CheckpointError(f"{folder}: the DCP checkpoint holds no model.* tensors")
+    return stored
+
+
+def dcp_weight_shapes(directory: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every model tensor the metadata lists; nothing is allocated."""
+    return {name: tuple(meta.size) for name, meta in _model_entries(Path(directory)).items()}
+
+
 def read_dcp_weights(
     directory: str | os.PathLike, expected: Mapping[str, tuple[int, ...]] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -46,14 +63,7 @@ def read_dcp_weights(
     refused before memory is allocated for it.
     """
     folder = Path(directory)
-    entries = read_dcp_metadata(folder).state_dict_metadata
-    stored = {
-        key[len(_PREFIX) :]: meta
-        for key, meta in entries.items()
-        if key.startswith(_PREFIX) and isinstance(meta, TensorStorageMetadata)
-    }
-    if not stored:
-        raise CheckpointError(f"{folder}: the DCP checkpoint holds no model.* tensors")
+    stored = _model_entries(folder)
     if expected is not None:
         missing = sorted(set(expected) - set(stored))
         unexpected = sorted(set(stored) - set(expected))

@@ -277,11 +277,7 @@ def from_hf(
     ours = {theirs: name for name, theirs in hf_names(cfg.n_layers).items()}
     # Unknown names pass through unchanged so the validation below reports them.
     state = {ours.get(k, k): v for k, v in hf_state.items() if not k.endswith("inv_freq")}
-    if (
-        tied
-        and "output.weight" not in state
-        and "tok_embeddings.weight" in state
-    ):
+    if tied and "output.weight" not in state and "tok_embeddings.weight" in state:
         state["output.weight"] = state["tok_embeddings.weight"].clone()
     model = model_from_state_dict(cfg, state, source, device=device, dtype=dtype)
     tokenizer = folder / TOKENIZER_NAME

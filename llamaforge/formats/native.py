@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
-from llamaforge.formats.dcp import is_dcp_folder, read_dcp_weights
+from llamaforge.formats.dcp import dcp_weight_shapes, is_dcp_folder, read_dcp_weights
 from llamaforge.formats.messages import brief
 from llamaforge.model import ModelConfig, Transformer, build_model
 from llamaforge.model.naming import plain_name
@@ -140,9 +140,9 @@ _LAYER_KEY = re.compile(r"^layers\.(\d+)\.")
 
 
 def _check_sizes_before_building(
-    cfg: ModelConfig, state: Mapping[str, torch.Tensor], source
+    cfg: ModelConfig, state: Mapping[str, torch.Tensor | tuple[int, ...]], source
 ) -> None:
-    """The config's layer count and widths against the weights, before anything is built.
+    """The config's layer count and widths against the weights (or their shapes), before building.
 
     Even a meta-device model costs Python objects per layer: a hostile
     ``config.json`` with ``n_layers = 10**7`` (or a 2**40 ``dim``) beside the
@@ -161,9 +161,12 @@ def _check_sizes_before_building(
         "layers.0.feed_forward.w1.weight": (cfg.ffn_hidden_dim, cfg.dim),
     }
     for name, want in checks.items():
-        if name in state and tuple(state[name].shape) != want:
+        if name not in state:
+            continue
+        held_shape = tuple(state[name].shape if torch.is_tensor(state[name]) else state[name])
+        if held_shape != want:
             raise CheckpointError(
-                f"{source}: {name} has shape {tuple(state[name].shape)} but the config implies "
+                f"{source}: {name} has shape {held_shape} but the config implies "
                 f"{want}; the config and weights come from different models"
             )
 
@@ -331,6 +334,7 @@ def load_native(
         return load_adapter_folder(folder, device=device, dtype=dtype)
     weights_path = folder / WEIGHTS_NAME
     if not weights_path.is_file() and is_dcp_folder(folder):  # a distributed run's checkpoint
+        _check_sizes_before_building(cfg, dcp_weight_shapes(folder), folder)
         shapes = {
             k: tuple(v.shape) for k, v in build_model(cfg, device="meta").state_dict().items()
         }

@@ -133,3 +133,18 @@ def test_metadata_that_is_not_a_pickle(dcp_folder):
     (dcp_folder / ".metadata").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match=r"\.metadata: cannot be read as DCP metadata"):
         read_dcp_metadata(dcp_folder)
+
+
+def test_a_config_with_millions_of_layers_is_refused_before_a_model_is_built(
+    dcp_folder, monkeypatch
+):
+    import json
+
+    from llamaforge.formats import native
+
+    config = json.loads((dcp_folder / "config.json").read_text())
+    config["model"]["n_layers"] = 10**7
+    (dcp_folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(native, "build_model", lambda *a, **k: pytest.fail("built a model"))
+    with pytest.raises(CheckpointError, match=r"10000000 layers but the weights hold 2"):
+        native.load_native(dcp_folder)
