@@ -43,7 +43,7 @@ def read_documents(
                 if errors == "raise":
                     raise DataError(
                         f"{path} is not UTF-8 text ({error}); convert it to UTF-8 or skip "
-                        "bad inputs (errors='skip')"
+                        "bad inputs (tokenize --skip-bad-lines; errors='skip' in Python)"
                     ) from error
                 warnings.warn(f"{path}: skipped (not UTF-8 text: {error})", stacklevel=2)
         else:
@@ -125,7 +125,7 @@ def _read_jsonl(path: Path, errors: str) -> Iterator[str]:
                 if errors == "raise":
                     raise DataError(
                         f"{path}:{lineno}: bad JSONL line ({error}); fix it or skip "
-                        "bad lines (errors='skip')"
+                        "bad lines (tokenize --skip-bad-lines; errors='skip' in Python)"
                     ) from error
                 skipped, first = skipped + 1, first or lineno
                 continue
