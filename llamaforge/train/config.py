@@ -43,12 +43,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamaforge.errors import ConfigError
-
-MAX_ACCUMULATION = 2**20  # micro-batches per rank and optimizer step (module docstring)
 from llamaforge.finetune.config import FinetuneSection, LoraSection
 from llamaforge.model.config import PRESETS, ModelConfig, get_preset
 from llamaforge.train.config_fields import DataSource, Section, coerce, field_with_rule
 from llamaforge.train.mixture_file import use_mixture_file
+
+MAX_ACCUMULATION = 2**20  # micro-batches per rank and optimizer step (module docstring)
 
 
 @dataclass
