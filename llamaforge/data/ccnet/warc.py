@@ -38,7 +38,13 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from resiliparse.extract.html2text import extract_plain_text
 
 from llamaforge.data.sources.base import FilterReport
-from llamaforge.data.sources.textio import STREAM_ERRORS, decode_utf8, looks_binary, open_binary
+from llamaforge.data.sources.textio import (
+    STREAM_ERRORS,
+    decode_utf8,
+    is_truncation,
+    looks_binary,
+    open_binary,
+)
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -158,7 +164,7 @@ def iter_pages(
             report.bad("warc", f"{path}:record {index} ({error})")
             return
         if stream.fault is not None:  # broke off between records, or not gzip at all
-            reason = "truncated" if isinstance(stream.fault, EOFError) else "corrupt"
+            reason = "truncated" if is_truncation(stream.fault) else "corrupt"
             report.bad(reason, f"{path}:record {index + seen_any} ({stream.fault})")
         elif not seen_any:
             report.bad("empty", str(path))

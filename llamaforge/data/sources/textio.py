@@ -73,6 +73,22 @@ def _stream_format(stream: IO[bytes]) -> str | None:
     return None
 
 
+_LONE_GZIP_MAGIC = "Not a gzipped file (%r)" % b"\x1f"  # noqa: UP031 - gzip's own wording
+
+
+def is_truncation(error: BaseException) -> bool:
+    """Whether ``error`` means the compressed data stops early (rather than being damaged).
+
+    ``EOFError`` is a stream cut inside a member. A file cut one byte into the
+    next gzip member's header leaves only the first magic byte, and Python's
+    gzip reports that as ``BadGzipFile("Not a gzipped file (b'\\x1f')")``: a
+    cut too, not corruption (the next member's first byte is all that arrived).
+    """
+    if isinstance(error, EOFError):
+        return True
+    return isinstance(error, gzip.BadGzipFile) and str(error) == _LONE_GZIP_MAGIC
+
+
 def stream_error_reason(stream: IO[bytes], error: BaseException, decoded_any: bool) -> str:
     """The report key for an error raised while reading ``stream``: what really went wrong.
 
@@ -82,7 +98,7 @@ def stream_error_reason(stream: IO[bytes], error: BaseException, decoded_any: bo
     format but breaks later (bad CRC, garbage after the last gzip member);
     ``unreadable``: an I/O error on an uncompressed file.
     """
-    if isinstance(error, EOFError):
+    if is_truncation(error):
         return "truncated"
     if isinstance(stream, _Prefixed) and stream.head:
         decoded_any = True

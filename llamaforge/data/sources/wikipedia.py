@@ -42,7 +42,7 @@ from typing import ClassVar
 
 from llamaforge.data.sources import wikipedia_multistream as multistream
 from llamaforge.data.sources.base import Document, FilterReport
-from llamaforge.data.sources.textio import STREAM_ERRORS, open_binary
+from llamaforge.data.sources.textio import STREAM_ERRORS, is_truncation, open_binary
 from llamaforge.data.sources.wikitext import wikitext_to_text
 from llamaforge.errors import ConfigError
 
@@ -143,7 +143,7 @@ class WikipediaSource:
         except _NotADump as error:
             report.bad("xml", f"{path}: {error}")
         except STREAM_ERRORS as error:
-            reason = "truncated" if isinstance(error, EOFError) else "corrupt"
+            reason = "truncated" if is_truncation(error) else "corrupt"
             if reason == "corrupt" and not pages and piece is None:
                 reason = "not_bz2" if path.name.endswith(".bz2") else "unreadable"
             report.bad(reason, f"{path}: {type(error).__name__}: {error}")
