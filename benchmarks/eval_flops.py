@@ -36,6 +36,7 @@ from common import report_load
 from eval_vs_lm_eval import items
 
 from llamaforge.eval.likelihood import split_request
+from llamaforge.eval.shared_rows import tree_width
 from llamaforge.model import ModelConfig
 from llamaforge.model.config import PRESETS
 from llamaforge.tokenizer import train_tokenizer
@@ -49,22 +50,27 @@ def layer_flops(cfg: ModelConfig) -> tuple[int, int]:
     return kv + attention_in_out + feed_forward, kv
 
 
-def count(cfg: ModelConfig, groups: list[tuple[int, list[int]]]) -> tuple[float, float]:
-    """(ours, HFLM) matmul FLOPs for groups of ``(context length, [scored length per ending])``.
+def count(cfg: ModelConfig, groups: list[tuple[list[int], list[list[int]]]]) -> tuple[float, float]:
+    """(ours, HFLM) matmul FLOPs for groups of ``(context tokens, [continuation tokens, ...])``.
 
-    A scored length is the continuation's token count; the model input of one
-    request is ``context + continuation`` without its last token.
+    The model input of one request is ``context + continuation`` without its
+    last token. Ours computes, per context, the context but its last token
+    once and the tree of the inputs' rests (``shared_rows.ending_tree``: the
+    last context token, then each continuation but its last token, common
+    starts once); every tree position is scored.
     """
     per_layer, kv = layer_flops(cfg)
     head = 2 * cfg.dim * cfg.vocab_size
     ours = theirs = 0.0
-    for context, endings in groups:
-        prefix = context - 1  # the last context token is the first scored position
-        row, scored = prefix + sum(endings), sum(endings)
+    for context, continuations in groups:
+        prefix = len(context) - 1  # the last context token is the first scored position
+        rests = [((context[-1], *c[:-1]), []) for c in continuations]
+        scored = tree_width(rests)
+        row = prefix + scored
         ours += (cfg.n_layers - 1) * row * per_layer + row * kv
         ours += scored * (per_layer - kv) + scored * head
-        for n in endings:
-            inputs = prefix + n
+        for c in continuations:
+            inputs = prefix + len(c)
             theirs += cfg.n_layers * inputs * per_layer + inputs * head
     return ours, theirs
 
@@ -75,9 +81,19 @@ def main() -> None:
     parser.add_argument("--choices", type=int, default=2)
     for flag, default in (("goal-words", "4,12"), ("sol-words", "3,15")):
         parser.add_argument(f"--{flag}", default=default, help="LOW,HIGH words (uniform)")
+    parser.add_argument(
+        "--minimal-pairs",
+        action="store_true",
+        help="the second solution is the first with one word replaced (as eval_vs_lm_eval.py)",
+    )
     args = parser.parse_args()
     words = {k: tuple(map(int, getattr(args, k).split(","))) for k in ("goal_words", "sol_words")}
-    docs = items(args.items, **words, extra_choices=max(0, args.choices - 2))
+    docs = items(
+        args.items,
+        **words,
+        extra_choices=max(0, args.choices - 2),
+        minimal_pairs=args.minimal_pairs,
+    )
     with tempfile.TemporaryDirectory() as root:
         lines = [f"{d['goal']} {d['sol1']} {d['sol2']}" for d in docs] * 3
         tokenizer = train_tokenizer(
@@ -88,8 +104,8 @@ def main() -> None:
             context = f"Question: {d['goal']}\nAnswer:"
             endings = [" " + s for s in [d["sol1"], d["sol2"], *d["more"]][: args.choices]]
             splits = [split_request(tokenizer, context, e) for e in endings]
-            groups.append((len(splits[0][0]), [len(c) for _, c in splits]))
-    positions = sum(c + sum(e) for c, e in groups)
+            groups.append((splits[0][0], [c for _, c in splits]))
+    positions = sum(len(c) + sum(map(len, e)) for c, e in groups)
     print(f"{len(docs)} items x {args.choices} endings; {positions} context+ending tokens; "
           f"the benchmark's tokenizer (300 pieces)")  # fmt: skip
     shapes = {

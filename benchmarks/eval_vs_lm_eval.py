@@ -27,8 +27,10 @@ question (``--goal-words 40,80``) is the shape of passage tasks (RACE, HellaSwag
 contexts), where prefix sharing saves most. ``--preamble-words N`` puts one fixed
 text of N words before every question in the in-process comparison (a k-shot
 prompt whose shots are the same for every item, as MMLU's; the window becomes
-2048), the shape of ``llamaforge.eval.shared_rows``. ``--no-command`` skips the
-whole-command comparison.
+2048), the shape of ``llamaforge.eval.shared_rows``. ``--minimal-pairs`` makes
+the second solution the first with one word replaced (both comparisons), where
+the two inputs' common start is computed once (``shared_rows.ending_tree``).
+``--no-command`` skips the whole-command comparison.
 """
 
 from __future__ import annotations
@@ -94,19 +96,37 @@ def items(
     goal_words: tuple[int, int] = (4, 12),
     sol_words: tuple[int, int] = (3, 15),
     extra_choices: int = 0,
+    minimal_pairs: bool = False,
 ) -> list[dict]:
+    """PIQA-shaped documents of words drawn from ``WORDS``.
+
+    ``minimal_pairs``: ``sol2`` is ``sol1`` with one word (at a uniform
+    position) replaced, the shape of PIQA pairs whose wrong solution is the
+    right one with a word or two changed (the dataset card's example:
+    "...ripped paper strips, ..." / "...ripped jeans material, ..."; how
+    many real pairs are like it we could not count, having no copy of the
+    data); the default draws the two independently, the case where
+    continuations share nothing but the context.
+    """
     rng = random.Random(seed)
 
     def phrase(k: int) -> str:
         return " ".join(rng.choice(WORDS) for _ in range(k))
 
-    return [
-        {"goal": f"how do you {phrase(rng.randint(*goal_words))}?",
-         "sol1": phrase(rng.randint(*sol_words)), "sol2": phrase(rng.randint(*sol_words)),
-         "label": rng.randint(0, 1),
-         "more": [phrase(rng.randint(*sol_words)) for _ in range(extra_choices)]}
-        for _ in range(n)
-    ]  # fmt: skip
+    def edited(solution: str) -> str:
+        words = solution.split()
+        at = rng.randrange(len(words))
+        words[at] = rng.choice([w for w in WORDS if w != words[at]])
+        return " ".join(words)
+
+    docs = []
+    for _ in range(n):
+        goal = f"how do you {phrase(rng.randint(*goal_words))}?"
+        sol1 = phrase(rng.randint(*sol_words))
+        sol2 = edited(sol1) if minimal_pairs else phrase(rng.randint(*sol_words))
+        docs.append({"goal": goal, "sol1": sol1, "sol2": sol2, "label": rng.randint(0, 1),
+                     "more": [phrase(rng.randint(*sol_words)) for _ in range(extra_choices)]})  # fmt: skip
+    return docs
 
 
 def preamble_text(words: int, seed: int = 1) -> str:
@@ -159,6 +179,11 @@ def main() -> None:
         help="a fixed text of this many words before every question in the in-process "
              "comparison, as a k-shot prompt with the same shots for every item (MMLU)",
     )  # fmt: skip
+    parser.add_argument(
+        "--minimal-pairs", action="store_true",
+        help="the second solution is the first with one word replaced (PIQA pairs can be "
+             "one or two words apart); default: independent solutions",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--profile", action="store_true",
@@ -173,7 +198,8 @@ def main() -> None:
     os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     root = Path(tempfile.mkdtemp(prefix="eval_vs_lm_eval_"))
     words = {k: tuple(map(int, getattr(args, k).split(","))) for k in ("goal_words", "sol_words")}
-    docs = items(args.items, **words, extra_choices=max(0, args.choices - 2))
+    docs = items(args.items, **words, extra_choices=max(0, args.choices - 2),
+                 minimal_pairs=args.minimal_pairs)  # fmt: skip
     lines = [f"{d['goal']} {d['sol1']} {d['sol2']}" for d in docs] * 3
     tokenizer = train_tokenizer(
         root / "tok.model", texts=lines, vocab_size=300, progress=False, num_threads=1
@@ -204,7 +230,8 @@ def main() -> None:
         f"model dim={cfg.dim} layers={cfg.n_layers} window={cfg.max_seq_len} params={cfg.num_params() / 1e6:.1f}M "
         f"vocab={cfg.vocab_size}; {len(docs)} items, {len(requests)} requests; batch "
         f"{args.batch_size}; words per goal {args.goal_words}, per solution {args.sol_words}, "
-        f"in the shared preamble {args.preamble_words}; torch {torch.__version__}, "
+        f"in the shared preamble {args.preamble_words}; minimal pairs {args.minimal_pairs}; "
+        f"torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
 

@@ -85,6 +85,16 @@ def extract_number(text: str) -> str | None:
     return _canonical(numbers[-1]) if numbers else None
 
 
+def exact_number(text: str) -> str | None:
+    """``text`` canonicalised if it is one number and nothing else ("1,234.50" -> "1234.5").
+
+    For reference answers (GSM8k's after ``####``), which must be a number:
+    :func:`extract_number` would fall back to the last number anywhere.
+    """
+    found = _NUMBER.fullmatch(text.strip())
+    return _canonical(found.group()) if found else None
+
+
 def _canonical(number: str) -> str:
     number = number.replace(",", "")
     if "." in number:

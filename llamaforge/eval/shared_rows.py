@@ -9,7 +9,9 @@ root-to-leaf path is computed exactly as the plain input that concatenates
 it (to float rounding). Two levels come from one context with several
 continuations (HellaSwag's four endings); three from several contexts that
 begin with the same long preamble (MMLU's five shots of a subject, written
-before every question of that subject).
+before every question of that subject). Below a context its continuations
+are themselves a tree (:func:`ending_tree`), so continuations that begin
+alike share their start.
 
 **When a preamble is shared.** Putting k contexts of ``w`` tokens each below
 one preamble of ``p`` tokens saves ``(k - 1) p`` positions of every layer's
@@ -46,7 +48,8 @@ Suffix = tuple[tuple[int, ...], list[int]]
 # A context and continuations below it that fit one row together.
 Unit = tuple[tuple[int, ...], list[Suffix]]
 # One segment of a row: tokens, index of its parent segment (-1: the root), and
-# the items scored on it (None: not scored).
+# the items whose continuation ends on it (None: not scored, a context or
+# preamble; [] scored, a start that continuations below it share).
 Segment = tuple[tuple[int, ...], int, list[int] | None]
 Row = list[Segment]
 
@@ -54,28 +57,79 @@ Row = list[Segment]
 def split_units(groups: list[Unit], max_seq_len: int) -> list[Unit]:
     """Each context with the continuations that fit one window with it.
 
-    A context whose continuations do not fit together is split over several
-    units, each repeating the context (every single continuation fits: the
-    context and it are one model input, at most ``max_seq_len`` long).
+    Continuations are taken in sorted order, so neighbours that share a start
+    share a row and its tree (:func:`ending_tree`), and a row's width is the
+    tree's: each continuation adds what it does not share with the one before
+    it. A context whose continuations do not fit together is split over
+    several units, each repeating the context (every single continuation
+    fits: the context and it are one model input, at most ``max_seq_len``
+    long).
     """
     units: list[Unit] = []
     for prefix, suffixes in groups:
         unit: list[Suffix] = []
         width = len(prefix)
-        for suffix in sorted(suffixes, key=lambda kv: len(kv[0]), reverse=True):
-            if unit and width + len(suffix[0]) > max_seq_len:
+        for suffix in sorted(suffixes, key=lambda kv: kv[0]):
+            added = len(suffix[0]) - (_common(unit[-1][0], suffix[0]) if unit else 0)
+            if unit and width + added > max_seq_len:
                 units.append((prefix, unit))
-                unit, width = [], len(prefix)
+                unit, width, added = [], len(prefix), len(suffix[0])
             unit.append(suffix)
-            width += len(suffix[0])
+            width += added
         units.append((prefix, unit))
     return units
 
 
+def tree_width(suffixes: list[Suffix]) -> int:
+    """Positions of the tree of ``suffixes``: each adds what it does not share with its sorted neighbour."""
+    ordered = sorted(tokens for tokens, _ in suffixes)
+    shared = sum(_common(a, b) for a, b in zip(ordered, ordered[1:], strict=False))
+    return sum(len(tokens) for tokens in ordered) - shared
+
+
 def unit_row(unit: Unit) -> Row:
-    """A context and its continuations as a two-level row."""
+    """A context and its continuations as a row: the context, then their radix tree."""
     prefix, suffixes = unit
-    return [(prefix, -1, None), *((suffix, 0, owners) for suffix, owners in suffixes)]
+    row: Row = [(prefix, -1, None)]
+    row.extend(ending_tree(suffixes, parent=0, first=1))
+    return row
+
+
+def ending_tree(suffixes: list[Suffix], parent: int, first: int) -> list[Segment]:
+    """The continuations below segment ``parent`` as a radix tree of segments, depth first.
+
+    Continuations that begin alike share their common start: every scored
+    input begins with the context's last token (it predicts each
+    continuation's first one), and two PIQA solutions can be one edit apart
+    (the dataset card's example shares its first 17 words: "...bedding made
+    of ripped paper strips, ..." / "...ripped jeans material, ..."). Each
+    shared token is computed and projected once; a
+    token's output is the same whichever continuation reads it, since it sees
+    the same ancestors at the same rotary position. Every segment is scored
+    (each position predicts the next token of some continuation); ``owners``
+    lists the items whose continuation ends there, ``[]`` where none does.
+    ``first`` is the index the first returned segment gets in its row.
+    Iterative (an explicit stack), since a chain of continuations that extend
+    one another nests as deep as there are continuations.
+    """
+    out: list[Segment] = []
+    stack = [(sorted(suffixes, key=lambda s: s[0]), 0, parent)]
+    while stack:
+        group, depth, above = stack.pop()
+        # Sorted: the first and last continuation bound the start all of them share.
+        shared = _common(group[0][0], group[-1][0])
+        if shared > depth:
+            ending_here = [i for tokens, owners in group if len(tokens) == shared for i in owners]
+            out.append((group[0][0][depth:shared], above, ending_here))
+            above, depth = first + len(out) - 1, shared
+            group = [suffix for suffix in group if len(suffix[0]) > shared]
+        children, start = [], 0
+        for k in range(1, len(group) + 1):  # runs with the same next token
+            if k == len(group) or group[k][0][depth] != group[start][0][depth]:
+                children.append((group[start:k], depth, above))
+                start = k
+        stack.extend(reversed(children))  # popped in order: depth first, siblings sorted
+    return out
 
 
 def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -163,7 +217,7 @@ class _Cost:
     def pack(self, run: list[int], shared: int) -> tuple[list[Row], set[int], float]:
         """Rows of ``run``'s units below their first ``shared`` tokens, those units, FLOPs saved."""
         units = self.units
-        widths = [len(units[i][0]) - shared + sum(len(s) for s, _ in units[i][1]) for i in run]
+        widths = [len(units[i][0]) - shared + tree_width(units[i][1]) for i in run]
         mean = sum(widths) / len(widths)
         gain = shared * self.per_position + shared * shared * self.per_pair
         best = int(gain / (2 * mean * mean * self.per_pair) + 0.5)
@@ -199,7 +253,7 @@ class _Cost:
             prefix, suffixes = self.units[i]
             parent = len(row)  # index of this unit's own context segment
             row.append((prefix[shared:], 0, None))
-            row.extend((suffix, parent, owners) for suffix, owners in suffixes)
+            row.extend(ending_tree(suffixes, parent=parent, first=len(row)))
         return row
 
 
@@ -209,28 +263,41 @@ def row_width(row: Row) -> int:
 
 def layout(
     rows: list[Row], device: torch.device, dtype: torch.dtype = torch.float32
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int, int, list[int]]]]:
-    """Tokens, rotary positions and additive mask (batch, 1, W, W) of ``rows``, and the picks.
+) -> tuple[
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    list[tuple[int, int, int]],
+    list[tuple[list[int], list[int]]],
+]:
+    """Tokens, rotary positions and additive mask (batch, 1, W, W) of ``rows``; what is scored.
 
-    A pick is ``(row, first column, length, owners)`` of a scored segment.
-    Depth-first order makes "key ``j`` is in an ancestor of query ``i``'s
-    segment, or earlier in its own" the same as ``j <= i < end[j]``, with
-    ``end[j]`` the column after the last descendant of ``j``'s segment: one
-    comparison per pair, no lookup. Padding at the end of a row gets ``end =
-    W``, so it sees the padding before it (no attention row is empty) and no
-    real token sees it. The mask is additive (0 or -inf, in the model's
-    ``dtype``) because SDPA would otherwise turn a boolean mask into that in
-    every layer.
+    ``scored`` lists ``(row, first column, length)`` of every scored segment,
+    in row-major order: the positions to project, each once. A pick is
+    ``(offsets, owners)``: the indices, into those projected positions, of
+    the path from the first scored segment down to the segment on which the
+    owners' continuation ends (a continuation's positions span every shared
+    segment above its own). Depth-first order makes "key ``j`` is in an
+    ancestor of query ``i``'s segment, or earlier in its own" the same as
+    ``j <= i < end[j]``, with ``end[j]`` the column after the last descendant
+    of ``j``'s segment: one comparison per pair, no lookup. Padding at the
+    end of a row gets ``end = W``, so it sees the padding before it (no
+    attention row is empty) and no real token sees it. The mask is additive
+    (0 or -inf, in the model's ``dtype``) because SDPA would otherwise turn a
+    boolean mask into that in every layer.
     """
     width = max(row_width(row) for row in rows)
     tokens = torch.zeros(len(rows), width, dtype=torch.long)
     positions = torch.zeros(len(rows), width, dtype=torch.long)
     subtree_end = torch.full((len(rows), width), width, dtype=torch.long)
-    picks: list[tuple[int, int, int, list[int]]] = []
+    scored: list[tuple[int, int, int]] = []
+    picks: list[tuple[list[int], list[int]]] = []
+    projected = 0  # positions scored so far in the batch
     for r, row in enumerate(rows):
         column = 0
         starts: list[int] = []  # rotary position of each segment's first token
         spans: list[list[int]] = []  # [first column, end of the subtree] per segment
+        paths: list[list[int]] = []  # offsets of the scored path down to each segment
         for part, parent, owners in row:
             start = 0 if parent < 0 else starts[parent] + len(row[parent][0])
             starts.append(start)
@@ -238,8 +305,15 @@ def layout(
             tokens[r, column:end] = torch.tensor(part, dtype=torch.long)
             positions[r, column:end] = torch.arange(start, start + len(part))
             spans.append([column, end])
+            path: list[int] = []
             if owners is not None:
-                picks.append((r, column, len(part), owners))
+                above = paths[parent] if parent >= 0 else []
+                path = above + list(range(projected, projected + len(part)))
+                scored.append((r, column, len(part)))
+                projected += len(part)
+                if owners:
+                    picks.append((path, owners))
+            paths.append(path)
             column = end
         for s in range(len(row) - 1, -1, -1):  # children come after their parent
             parent = row[s][1]
@@ -252,4 +326,4 @@ def layout(
         index[None, :, None] < subtree_end[:, None, :]
     )
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf"))
-    return tokens.to(device), positions.to(device), mask[:, None].to(device), picks
+    return tokens.to(device), positions.to(device), mask[:, None].to(device), scored, picks

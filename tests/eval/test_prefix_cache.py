@@ -37,6 +37,41 @@ def test_shared_prefix_equals_uncached_on_random_token_items():
     assert cached[-1] == (0.0, True)
 
 
+@pytest.mark.parametrize("window", [40, 13])
+def test_continuations_that_begin_alike_score_like_the_plain_path(window):
+    """PIQA-like minimal pairs, continuations that extend one another, and a greedy one."""
+    model = tiny_transformer(vocab_size=50, max_seq_len=40)
+    gen = torch.Generator().manual_seed(4)
+
+    def rand(n):
+        return torch.randint(0, 50, (n,), generator=gen).tolist()
+
+    items = []
+    for n_ctx in (2, 6, 11):
+        ctx, start = rand(n_ctx), rand(5)
+        pair = [start + [1] + rand(3), start + [2] + rand(2)]  # one edit apart, ragged
+        nested = [start[:1], start[:3], start]  # each a start of the next
+        for cont in pair + nested + [rand(4)]:
+            items.append(((ctx + cont)[-(window + 1) :], len(cont)))
+    # The model's own greedy continuation: the flag must come out True on both paths.
+    ctx = rand(4)
+    greedy = []
+    with torch.no_grad():
+        for _ in range(3):
+            logits = model(torch.tensor([ctx + greedy]))
+            greedy.append(int(logits[0, -1].argmax()))
+    items += [(ctx + greedy, 3), (ctx + greedy[:2] + [(greedy[2] + 1) % 50], 3)]
+    model = model.eval()
+    for batch_size in (1, 4):
+        shared = score_token_sequences(model, items, max_seq_len=window, batch_size=batch_size)
+        plain = score_token_sequences(
+            model, items, max_seq_len=window, batch_size=batch_size, prefix_sharing=False
+        )
+        assert [lp for lp, _ in shared] == pytest.approx([lp for lp, _ in plain], abs=1e-5)
+        assert [g for _, g in shared] == [g for _, g in plain]
+    assert shared[-2][1] and not shared[-1][1]
+
+
 def test_text_requests_match_with_truncation_and_varied_lengths(real_tokenizer):
     model = tiny_transformer(real_tokenizer.vocab_size, max_seq_len=24)
     passage = "the answer to question 12 is the 84 cats on a mat. the answer to question 5 is"
@@ -61,14 +96,17 @@ def test_the_context_runs_once_per_group():
     requests = [(context, f" ending {c}{'!' * k}") for k, c in enumerate("ABCD")]
     loglikelihood(model, TOK, requests, batch_size=8)
     prefix_len = len(TOK.encode(context)) - 1
-    # One row: the context once, then the four continuations (each + the last context token).
-    suffixes = sum(len(f" ending {c}{'!' * k}") for k, c in enumerate("ABCD"))
-    assert shapes == [(1, prefix_len + suffixes)]
+    # One row: the context once, then the four inputs' tree. Each input is the
+    # context's last token and its continuation but the last token: "n ending "
+    # once, then "" (A), "B", "C!" and "D!!".
+    assert shapes == [(1, prefix_len + len("n ending ") + 1 + 2 + 3)]
     # In a window too short for all four, the row splits and the context repeats.
-    small = tiny_transformer(vocab_size=TOK.vocab_size, max_seq_len=prefix_len + 26)
+    small = tiny_transformer(vocab_size=TOK.vocab_size, max_seq_len=prefix_len + 14)
     rows = count_rows(small)
     loglikelihood(small, TOK, requests, batch_size=8)
-    assert rows == [(2, prefix_len + 12 + 11)]  # rows {D!!!, C!!}, {B!, A}: longest first
+    # Sorted, each adds what it does not share: 9 + 1 + 2 fit, D!!'s 3 more do not:
+    # rows {A, B, C!} (9 + 1 + 2) and {D!!} (9 + 3), both 12 wide.
+    assert rows == [(2, prefix_len + 12)]
 
 
 def test_models_without_a_cache_take_the_plain_path():

@@ -9,7 +9,9 @@ from llamaforge.eval.shared_rows import (
     _common,
     layout,
     plan_rows,
+    row_width,
     split_units,
+    tree_width,
     unit_row,
 )
 from tests.eval.toy import count_rows, tiny_transformer
@@ -72,7 +74,7 @@ def test_context_equal_to_the_preamble_and_a_narrow_window():
 
 def test_layout_mask_is_the_ancestor_relation():
     row = [((1, 2), -1, None), ((3,), 0, None), ((4, 5), 1, [0]), ((6,), 0, [1])]
-    tokens, positions, mask, picks = layout([row, unit_row(((7,), [((8,), [2])]))], "cpu")
+    tokens, positions, mask, scored, picks = layout([row, unit_row(((7,), [((8,), [2])]))], "cpu")
     assert tokens.tolist() == [[1, 2, 3, 4, 5, 6], [7, 8, 0, 0, 0, 0]]
     assert positions[0].tolist() == [0, 1, 2, 3, 4, 2]  # 6 continues the root, like 3
     assert mask.dtype == torch.float32 and set(mask.unique().tolist()) == {0.0, float("-inf")}
@@ -88,7 +90,39 @@ def test_layout_mask_is_the_ancestor_relation():
     ]
     padding = mask[1, 0].int().tolist()
     assert padding[1] == [1, 1, 0, 0, 0, 0] and padding[4] == [0, 0, 1, 1, 1, 0]
-    assert picks == [(0, 3, 2, [0]), (0, 5, 1, [1]), (1, 1, 1, [2])]
+    assert scored == [(0, 3, 2), (0, 5, 1), (1, 1, 1)]  # (row, first column, length)
+    assert picks == [([0, 1], [0]), ([2], [1]), ([3], [2])]  # offsets into the projected rows
+
+
+def test_continuations_that_begin_alike_share_their_start():
+    # Each input begins with the context's last token (9); two share "9 4 5".
+    suffixes = [((9, 4, 5, 6), [0]), ((9, 4, 5, 7, 7), [1]), ((9, 3), [2]), ((9, 4, 5), [3])]
+    row = unit_row(((1, 2), suffixes))
+    assert row == [
+        ((1, 2), -1, None),
+        ((9,), 0, []),  # shared by all four, scored (it predicts their first tokens)
+        ((3,), 1, [2]),
+        ((4, 5), 1, [3]),  # where item 3's continuation ends, and 0's and 1's go on
+        ((6,), 3, [0]),
+        ((7, 7), 3, [1]),
+    ]
+    tokens, positions, mask, scored, picks = layout([row], "cpu")
+    assert tokens[0].tolist() == [1, 2, 9, 3, 4, 5, 6, 7, 7]
+    assert positions[0].tolist() == [0, 1, 2, 3, 3, 4, 5, 5, 6]
+    allowed = (mask[0, 0] == 0).int()
+    assert allowed[6].tolist() == [1, 1, 1, 0, 1, 1, 1, 0, 0]  # 6 sees 1 2 9 4 5, not 3
+    assert allowed[8].tolist() == [1, 1, 1, 0, 1, 1, 0, 1, 1]  # the second 7 sees its own 7
+    assert scored == [(0, 2, 1), (0, 3, 1), (0, 4, 2), (0, 6, 1), (0, 7, 2)]
+    by_owner = {owners[0]: path for path, owners in picks}
+    assert by_owner == {2: [0, 1], 3: [0, 2, 3], 0: [0, 2, 3, 4], 1: [0, 2, 3, 5, 6]}
+    assert tree_width(suffixes) == 7 == sum(n for _, _, n in scored)
+
+
+def test_a_chain_of_continuations_deeper_than_the_recursion_limit():
+    chain = [(tuple(range(k)), [k]) for k in range(1, 3000)]
+    row = unit_row(((5000,), chain))
+    assert len(row) == 1 + 2999 and row_width(row) == 1 + 2999
+    assert all(parent == k for k, (_, parent, _) in enumerate(row[1:]))
 
 
 def test_sharing_only_where_the_cost_model_says_it_pays():
@@ -115,7 +149,13 @@ def test_sharing_only_where_the_cost_model_says_it_pays():
 
 def test_split_units_repeat_the_context_where_continuations_do_not_fit():
     units = split_units([((1, 2, 3), [((4, 4, 4), [0]), ((5,), [1]), ((6, 6), [2])])], 6)
-    assert units == [((1, 2, 3), [((4, 4, 4), [0])]), ((1, 2, 3), [((6, 6), [2]), ((5,), [1])])]
+    assert units == [((1, 2, 3), [((4, 4, 4), [0])]), ((1, 2, 3), [((5,), [1]), ((6, 6), [2])])]
+    # Widths are the tree's: (4, 4, 8) adds one position to (4, 4, 4), so both fit.
+    units = split_units([((1, 2, 3), [((4, 4, 4), [0]), ((4, 4, 8), [1]), ((6, 6), [2])])], 7)
+    assert units == [
+        ((1, 2, 3), [((4, 4, 4), [0]), ((4, 4, 8), [1])]),
+        ((1, 2, 3), [((6, 6), [2])]),
+    ]
 
 
 @pytest.mark.parametrize(

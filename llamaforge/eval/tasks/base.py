@@ -64,6 +64,38 @@ def get_field(task: str, doc: dict, name: str) -> Any:
     return doc[name]
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def text_field(task: str, doc: dict, name: str) -> str:
+    """A string field: ``str()`` of ``None``, a number or a list would put "None" or "[...]"
+    into a prompt, a program or a gold answer and score it silently."""
+    value = get_field(task, doc, name)
+    if not isinstance(value, str):
+        raise DataError(
+            f"{located(doc)}task {task}: {name}={_shown(value)} has type {type(value).__name__}, "
+            "not a string; give records in the Hugging Face dataset's own schema"
+        )
+    return value
+
+
+def text_list_field(task: str, doc: dict, name: str, value: Any = None) -> list[str]:
+    """A non-empty list of strings (``doc[name]``, or ``value`` read from inside it).
+
+    ``"\n".join`` of a string would join its characters, and ``str()`` of an
+    element that is not a string would be scored as an answer or a test.
+    """
+    value = get_field(task, doc, name) if value is None else value
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise DataError(
+            f"{located(doc)}task {task}: {name}={_shown(value)} must be a non-empty list of "
+            "strings; give records in the Hugging Face dataset's own schema"
+        )
+    return value
+
+
 def integer_field(task: str, doc: dict, name: str) -> int:
     """An integer label: an int, a whole float (1.0) or a string of digits ("2", SIQA's).
 

@@ -58,7 +58,16 @@ from llamaforge.eval.generation import (
     generate_completions,
     prompt_token_budget,
 )
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
+from llamaforge.eval.tasks.base import (
+    DatasetSpec,
+    EvalContext,
+    Task,
+    get_field,
+    located,
+    register_task,
+    text_field,
+    text_list_field,
+)
 from llamaforge.inference import SamplingConfig
 
 INSTRUCTION = "Answer these questions:"
@@ -73,7 +82,7 @@ class ClosedBookQA(Task):
     title: ClassVar[str]
 
     def question(self, doc: dict) -> str:
-        text = str(get_field(self.name, doc, "question")).strip()
+        text = text_field(self.name, doc, "question").strip()
         return text if text.endswith("?") else text + "?"
 
     def gold_answers(self, doc: dict) -> list[str]:
@@ -103,6 +112,9 @@ class ClosedBookQA(Task):
     ) -> dict[str, float]:
         if not docs:
             raise DataError(f"task {self.name}: no documents to evaluate")
+        for doc in docs:  # a bad record stops the run before any generation
+            self.question(doc)
+            self.gold_answers(doc)
         cfg = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=CLOSED_BOOK_STOP)
         budget = prompt_token_budget(context_length(ctx.model, ctx.max_seq_len), MAX_NEW_TOKENS)
         rng = random.Random(ctx.seed)
@@ -147,9 +159,7 @@ class NaturalQuestions(ClosedBookQA):
         answers = get_field(self.name, doc, "answer")
         if isinstance(answers, str):
             answers = [answers]
-        if not answers:
-            raise DataError(f"task {self.name}: question {doc.get('question')!r} has no answers")
-        return [str(a) for a in answers]
+        return text_list_field(self.name, doc, "answer", answers)
 
 
 @register_task
@@ -164,9 +174,16 @@ class TriviaQA(ClosedBookQA):
 
     def gold_answers(self, doc: dict) -> list[str]:
         answer = get_field(self.name, doc, "answer")
-        if not isinstance(answer, dict) or "value" not in answer:
+        aliases = answer.get("aliases", []) if isinstance(answer, dict) else None
+        if (
+            not isinstance(answer, dict)
+            or not isinstance(answer.get("value"), str)
+            or not isinstance(aliases, list)
+            or not all(isinstance(alias, str) for alias in aliases)
+        ):
             raise DataError(
-                f"task {self.name}: 'answer' must be an object with 'value' and 'aliases' "
-                f"(the rc.nocontext schema), got {answer!r}"
+                f"{located(doc)}task {self.name}: 'answer' must be an object with a string "
+                f"'value' and a list of string 'aliases' (the rc.nocontext schema), got "
+                f"{str(answer)[:80]!r}"
             )
-        return [str(answer["value"]), *(str(a) for a in answer.get("aliases", []))]
+        return [answer["value"], *aliases]

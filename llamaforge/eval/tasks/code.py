@@ -58,7 +58,15 @@ from llamaforge.eval.generation import (
 )
 from llamaforge.eval.pass_at_k import mean_pass_at_k
 from llamaforge.eval.sandbox import SandboxLimits, require_boundary, run_programs
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
+from llamaforge.eval.tasks.base import (
+    DatasetSpec,
+    EvalContext,
+    Task,
+    located,
+    register_task,
+    text_field,
+    text_list_field,
+)
 from llamaforge.inference import SamplingConfig
 
 HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -131,6 +139,8 @@ class CodeTask(Task):
             raise ConfigError(f"task {self.name} is zero-shot; drop --shots")
         if len(fewshot_docs) < shots:
             raise DataError(f"task {self.name}: {shots} shots asked, {len(fewshot_docs)} given")
+        for doc in docs:  # a bad record stops the run before any generation
+            self.program(doc, "")
         budget = prompt_token_budget(
             context_length(ctx.model, ctx.max_seq_len), self.max_new_tokens
         )
@@ -175,11 +185,16 @@ class HumanEval(CodeTask):
     stop = HUMANEVAL_STOP
 
     def prompt(self, doc: dict, examples: list[dict]) -> str:
-        return str(get_field(self.name, doc, "prompt"))
+        return text_field(self.name, doc, "prompt")
 
     def program(self, doc: dict, completion: str) -> str:
-        test = get_field(self.name, doc, "test")
-        entry_point = get_field(self.name, doc, "entry_point")
+        test = text_field(self.name, doc, "test")
+        entry_point = text_field(self.name, doc, "entry_point")
+        if not entry_point.isidentifier():
+            raise DataError(
+                f"{located(doc)}task {self.name}: entry_point={entry_point[:80]!r} is not a "
+                "Python function name"
+            )
         return f"{self.prompt(doc, [])}{completion}\n{test}\ncheck({entry_point})\n"
 
 
@@ -192,17 +207,23 @@ class MBPP(CodeTask):
     stop = ("[DONE]",)
 
     def describe(self, doc: dict) -> str:
-        tests = "\n".join(get_field(self.name, doc, "test_list"))
+        tests = "\n".join(text_list_field(self.name, doc, "test_list"))
         return (
             f"You are an expert Python programmer, and here is your task: "
-            f"{get_field(self.name, doc, 'text')} Your code should pass these tests:\n\n"
+            f"{text_field(self.name, doc, 'text')} Your code should pass these tests:\n\n"
             f"{tests}\n[BEGIN]\n"
         )
 
     def prompt(self, doc: dict, examples: list[dict]) -> str:
-        shots = [f"{self.describe(e)}{get_field(self.name, e, 'code')}\n[DONE]" for e in examples]
+        shots = [f"{self.describe(e)}{text_field(self.name, e, 'code')}\n[DONE]" for e in examples]
         return "\n\n".join([*shots, self.describe(doc)])
 
     def program(self, doc: dict, completion: str) -> str:
-        tests = "\n".join(get_field(self.name, doc, "test_list"))
-        return f"{doc.get('test_setup_code') or ''}\n{completion}\n{tests}\n"
+        tests = "\n".join(text_list_field(self.name, doc, "test_list"))
+        setup = doc.get("test_setup_code") or ""
+        if not isinstance(setup, str):
+            raise DataError(
+                f"{located(doc)}task {self.name}: test_setup_code={str(setup)[:80]!r} is not a "
+                "string"
+            )
+        return f"{setup}\n{completion}\n{tests}\n"

@@ -45,7 +45,7 @@ import re
 from typing import ClassVar
 
 from llamaforge.errors import ConfigError, DataError
-from llamaforge.eval.answers import extract_number, maj_at_k
+from llamaforge.eval.answers import exact_number, extract_number, maj_at_k
 from llamaforge.eval.generation import (
     context_length,
     draw_shots,
@@ -53,7 +53,14 @@ from llamaforge.eval.generation import (
     generate_completions,
     prompt_token_budget,
 )
-from llamaforge.eval.tasks.base import DatasetSpec, EvalContext, Task, get_field, register_task
+from llamaforge.eval.tasks.base import (
+    DatasetSpec,
+    EvalContext,
+    Task,
+    located,
+    register_task,
+    text_field,
+)
 from llamaforge.inference import SamplingConfig
 
 # Wei et al. (2022), "Chain-of-thought prompting elicits reasoning", the GSM8k exemplars.
@@ -201,6 +208,8 @@ class MajorityVoteTask(Task):
     ) -> dict[str, float]:
         if not docs:
             raise DataError(f"task {self.name}: no documents to evaluate")
+        for doc in docs:  # a bad reference answer stops the run before any generation
+            self.gold(doc)
         budget = prompt_token_budget(
             context_length(ctx.model, ctx.max_seq_len), self.max_new_tokens
         )
@@ -246,7 +255,7 @@ class GSM8k(MajorityVoteTask):
 
     def prompt(self, doc: dict, examples: list[tuple[str, str]]) -> str:
         shots = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in examples)
-        return f"{shots}Q: {str(get_field(self.name, doc, 'question'))}\nA:"
+        return f"{shots}Q: {text_field(self.name, doc, 'question')}\nA:"
 
     def needs_fewshot_docs(self, shots: int) -> bool:
         return shots > len(GSM8K_EXEMPLARS)
@@ -255,11 +264,11 @@ class GSM8k(MajorityVoteTask):
         if shots <= len(GSM8K_EXEMPLARS):
             return list(GSM8K_EXEMPLARS[:shots])
         drawn = draw_shots(fewshot_docs, shots, rng, exclude=doc)
-        return [(str(get_field(self.name, d, "question")), self.worked_solution(d)) for d in drawn]
+        return [(text_field(self.name, d, "question"), self.worked_solution(d)) for d in drawn]
 
     def worked_solution(self, doc: dict) -> str:
         """A training answer in the exemplars' style: one paragraph ending in "The answer is n."."""
-        reasoning, _, final = str(get_field(self.name, doc, "answer")).rpartition("####")
+        reasoning, _, final = text_field(self.name, doc, "answer").rpartition("####")
         steps = " ".join(_CALCULATOR.sub("", reasoning).split())
         return f"{steps} The answer is {final.strip()}."
 
@@ -267,10 +276,14 @@ class GSM8k(MajorityVoteTask):
         return extract_number(completion)
 
     def gold(self, doc: dict) -> str:
-        answer = str(get_field(self.name, doc, "answer"))
-        if "####" not in answer:
-            raise DataError(f"task {self.name}: answer {answer[-80:]!r} has no '#### <number>'")
-        return extract_number(answer) or ""
+        answer = text_field(self.name, doc, "answer")
+        number = exact_number(answer.rpartition("####")[2]) if "####" in answer else None
+        if number is None:
+            raise DataError(
+                f"{located(doc)}task {self.name}: answer {answer[-80:]!r} does not end in "
+                "'#### <number>' (GSM8k's reference format)"
+            )
+        return number
 
 
 @register_task
@@ -284,12 +297,12 @@ class MATH(MajorityVoteTask):
 
     def prompt(self, doc: dict, examples: list[tuple[str, str]]) -> str:
         shots = "".join(f"Problem:\n{q}\n\nSolution: {a}\n\n" for q, a in examples)
-        return f"{shots}Problem:\n{str(get_field(self.name, doc, 'problem'))}\n\nSolution:"
+        return f"{shots}Problem:\n{text_field(self.name, doc, 'problem')}\n\nSolution:"
 
     def examples(self, doc, fewshot_docs, shots, rng):
         drawn = draw_shots(fewshot_docs, shots, rng, exclude=doc)
         return [
-            (str(get_field(self.name, d, "problem")), str(get_field(self.name, d, "solution")))
+            (text_field(self.name, d, "problem"), text_field(self.name, d, "solution"))
             for d in drawn
         ]
 
@@ -301,7 +314,10 @@ class MATH(MajorityVoteTask):
         return None if boxed is None else normalize_math_answer(boxed)
 
     def gold(self, doc: dict) -> str:
-        boxed = last_boxed(str(get_field(self.name, doc, "solution")))
-        if boxed is None:
-            raise DataError(f"task {self.name}: a solution has no \\boxed{{}} final answer")
+        boxed = last_boxed(text_field(self.name, doc, "solution"))
+        if boxed is None or not boxed.strip():
+            raise DataError(
+                f"{located(doc)}task {self.name}: the solution has no \\boxed{{...}} final "
+                "answer (MATH's reference format)"
+            )
         return normalize_math_answer(boxed)
