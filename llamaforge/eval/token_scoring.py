@@ -79,6 +79,11 @@ def supports_prefix_cache(model: nn.Module) -> bool:
     return standalone_output(model) is not None
 
 
+# Rows of logits normalised at once: bounds the float32 copy to ~128 MiB (1,024 rows of a
+# 32,000-piece vocabulary; a whole batch at small vocabularies).
+READ_CHUNK_ELEMENTS = 2**25
+
+
 def _read_scores(
     logits: torch.Tensor,
     reads: list[tuple[Sequence[int], int]],
@@ -88,10 +93,13 @@ def _read_scores(
     """Each item's (sum of log-probs of its targets, all targets are the argmax), batch-wide.
 
     ``reads`` pairs an item with the rows of ``logits`` on its path; it reads
-    the last ``n_targets`` of them. One log-softmax, one gather and one
-    argmax for the whole batch instead of a handful of small ops per item
-    (400 items on PIQA's validation shape), and a row shared by two items'
-    paths is normalised once. Sums accumulate in float64.
+    the last ``n_targets`` of them. One log-softmax, gather and argmax per
+    chunk of rows (:data:`READ_CHUNK_ELEMENTS`; the whole batch at small
+    vocabularies) instead of a handful of small ops per item (400 items on
+    PIQA's validation shape), and no second full-size copy of the logits at
+    a large one (a rolling log-likelihood's rows are whole windows). A row
+    that two items' paths share is normalised once. Sums accumulate in
+    float64.
     """
     rows: list[int] = []
     targets: list[int] = []
@@ -104,13 +112,20 @@ def _read_scores(
     device = logits.device
     rows_t = torch.tensor(rows, dtype=torch.long, device=device)
     targets_t = torch.tensor(targets, dtype=torch.long, device=device)
+    picked = torch.empty(len(rows), dtype=torch.float64, device=device)
+    missed = torch.empty(len(rows), dtype=torch.float64, device=device)
+    step = max(1, READ_CHUNK_ELEMENTS // logits.shape[-1])
+    for start in range(0, logits.shape[0], step):
+        logprobs = logits[start : start + step].float().log_softmax(-1)
+        here = (rows_t >= start) & (rows_t < start + step)
+        row, target = rows_t[here] - start, targets_t[here]
+        picked[here] = logprobs[row, target].double()
+        missed[here] = (logprobs.argmax(-1)[row] != target).double()
     owner_t = torch.tensor(owner, dtype=torch.long, device=device)
-    logprobs = logits.float().log_softmax(-1)
-    picked = logprobs[rows_t, targets_t].double()
-    missed = (logprobs.argmax(-1)[rows_t] != targets_t).double()
-    sums = torch.zeros(len(reads), dtype=torch.float64, device=device)
+    sums = torch.zeros(len(reads), dtype=torch.float64, device=device).index_add_(
+        0, owner_t, picked
+    )
     misses = torch.zeros(len(reads), dtype=torch.float64, device=device)
-    sums.index_add_(0, owner_t, picked)
     misses.index_add_(0, owner_t, missed)
     for (_, i), total, miss in zip(reads, sums.tolist(), misses.tolist(), strict=True):
         results[i] = (total, miss == 0)

@@ -129,3 +129,23 @@ def test_one_input_from_two_splits_scores_both_items(sharing):
     alone = [score_token_sequences(model, [it], max_seq_len=24)[0] for it in items]
     assert [lp for lp, _ in together] == pytest.approx([lp for lp, _ in alone], abs=1e-5)
     assert len({round(lp, 4) for lp, _ in together}) == 3  # three different numbers
+
+
+def test_scores_read_in_chunks_of_rows_equal_one_chunk(monkeypatch):
+    """The log-sum-exp is taken a few rows at a time (bounded memory at a large vocabulary)."""
+    from llamaforge.eval import token_scoring
+
+    model = tiny_transformer(vocab_size=50, max_seq_len=24)
+    gen = torch.Generator().manual_seed(8)
+    items = [
+        (torch.randint(0, 50, (n,), generator=gen).tolist(), k)
+        for n, k in ((9, 3), (14, 6), (5, 1))
+    ]
+    items += [(items[0][0][:6] + [3, 4], 2)]  # shares a context with the first: a tree row
+    whole = score_token_sequences(model, items, max_seq_len=24, batch_size=4)
+    monkeypatch.setattr(token_scoring, "READ_CHUNK_ELEMENTS", 50 * 2)  # two rows at a time
+    chunked = score_token_sequences(model, items, max_seq_len=24, batch_size=4)
+    assert [lp for lp, _ in chunked] == pytest.approx([lp for lp, _ in whole], abs=1e-6)
+    assert [g for _, g in chunked] == [g for _, g in whole]
+    plain = score_token_sequences(model, items, max_seq_len=24, batch_size=1, prefix_sharing=False)
+    assert [lp for lp, _ in chunked] == pytest.approx([lp for lp, _ in plain], abs=1e-5)
