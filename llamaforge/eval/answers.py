@@ -28,8 +28,9 @@ from llamaforge.errors import ConfigError, DataError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
-# A number with thousands separators first (so "1,234" stays whole), else a plain one.
-_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
+# A number with thousands separators first (so "1,234" stays whole), else a plain one,
+# else a decimal with no leading digit (".5", "-.25": "5" and "25" would be other values).
+_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
 _ANSWER_MARKERS = (re.compile(r"####"), re.compile(r"answer is", re.IGNORECASE))
 
 
@@ -89,8 +90,14 @@ def exact_number(text: str) -> str | None:
     """``text`` canonicalised if it is one number and nothing else ("1,234.50" -> "1234.5").
 
     For reference answers (GSM8k's after ``####``), which must be a number:
-    :func:`extract_number` would fall back to the last number anywhere.
+    :func:`extract_number` would fall back to the last number anywhere. A
+    leading ``$`` and a final ``.`` are allowed around it ("$5", "18."), the
+    two characters lm-eval's ``gsm8k`` task also ignores in a reference
+    (its ``regexes_to_ignore``); anything else ("72 clips", "1/2") is not one number.
     """
+    text = text.strip()
+    text = text[1:] if text.startswith("$") else text
+    text = text[:-1] if text.endswith(".") else text
     found = _NUMBER.fullmatch(text.strip())
     return _canonical(found.group()) if found else None
 
@@ -99,7 +106,9 @@ def _canonical(number: str) -> str:
     number = number.replace(",", "")
     if "." in number:
         number = number.rstrip("0").rstrip(".")
-    if number in ("-0", ""):
+        if number.lstrip("-").startswith("."):  # ".5" -> "0.5"
+            number = number.replace(".", "0.", 1)
+    if number in ("-0", "-", ""):
         number = "0"
     return number
 

@@ -76,6 +76,8 @@ def test_first_line_cuts_at_the_first_newline():
         ("The answer is -7 and not 9", "-7"),
         ("we get 1,000,000.50", "1000000.5"),
         ("1, 2, 3", "3"),
+        ("The answer is .5 of a cake", "0.5"),  # not "5"
+        ("it falls by -.25 each day", "-0.25"),
         ("no digits", None),
     ],
 )

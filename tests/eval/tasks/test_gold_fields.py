@@ -100,3 +100,8 @@ def test_reference_numbers_are_one_number():
     assert exact_number(" 1,234.50 ") == "1234.5"
     assert exact_number("-0") == "0" and exact_number("72") == "72"
     assert exact_number("72 clips") is None and exact_number("") is None
+    # A decimal without a leading digit is its value, not the digits after the dot.
+    assert exact_number(".5") == "0.5" and exact_number("-.50") == "-0.5"
+    # What lm-eval's gsm8k also ignores in a reference: a leading "$", a final ".".
+    assert exact_number("$18") == "18" and exact_number("18.") == "18"
+    assert exact_number("1/2") is None and exact_number("$") is None
