@@ -167,7 +167,7 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON, UTF-8, digits
         raise DataError(f"{path}: cannot read results JSON ({error})") from error
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise DataError(f"{path}: not a results file of `llamaforge eval` (no 'results' object)")

@@ -117,6 +117,8 @@ def _json_array(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
         raise BadRecord(
             "invalid_json", f"{path}:{error.lineno}: invalid JSON ({error.msg})"
         ) from None
+    except ValueError as error:  # an integer past Python's digit limit
+        raise BadRecord("invalid_json", f"{path}: unreadable JSON ({error})") from None
     if not isinstance(records, list):
         raise BadRecord("invalid_json", f"{path}:1: expected a JSON array of records")
     # Re-scan for each record's line number (json.loads does not keep it).
@@ -157,6 +159,8 @@ def _records_from_file(path: Path, skip_bad: bool, report: ReadReport) -> Iterat
                 record = _loads(text)
             except json.JSONDecodeError as error:
                 raise BadRecord("invalid_json", f"{where}: invalid JSON ({error.msg})") from None
+            except ValueError as error:  # an integer past Python's digit limit
+                raise BadRecord("invalid_json", f"{where}: unreadable JSON ({error})") from None
             except RecursionError:
                 raise BadRecord(
                     "invalid_json", f"{where}: invalid JSON (nested too deeply)"

@@ -298,7 +298,7 @@ def load_template(name_or_path: str) -> ChatTemplate:
             raise ConfigError(f"cannot read template {path}: {error}") from None
     try:
         table = tomllib.loads(raw)
-    except tomllib.TOMLDecodeError as error:
+    except ValueError as error:  # TOMLDecodeError, or an integer past Python's digit limit
         raise ConfigError(f"{source} is not valid TOML: {error}") from None
     except RecursionError:
         raise ConfigError(f"{source} is not valid TOML: nested too deeply") from None

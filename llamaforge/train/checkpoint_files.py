@@ -107,10 +107,17 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """``path``'s JSON, or a CheckpointError (so a damaged file is skipped, never a crash).
+
+    ``ValueError`` covers invalid JSON, bytes that are not UTF-8 and an integer
+    past Python's digit limit; ``RecursionError`` a file of nested brackets.
+    """
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot be read as JSON ({error})") from error
+    except RecursionError:
+        raise CheckpointError(f"{path}: cannot be read as JSON (nested too deeply)") from None
 
 
 def write_manifest(folder: Path, step: int, files: dict[str, Any], layout: str = "single") -> None:

@@ -395,7 +395,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         raw = raw.strip()
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (ValueError, RecursionError):  # not a TOML value (or one Python refuses to read)
             value = raw
         hint = _field_hint(section, name)
         is_text = hint is str or typing.get_origin(hint) is Literal
@@ -428,7 +428,7 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
         ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text (UTF-8 TOML) file; pass a TOML config") from None
-    except tomllib.TOMLDecodeError as error:
+    except ValueError as error:  # TOMLDecodeError, or an integer past Python's digit limit
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
     source = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
     try:

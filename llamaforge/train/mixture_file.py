@@ -33,6 +33,8 @@ def use_mixture_file(data: dict[str, Any]) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             listed = tomllib.load(handle).get("data", {})
+    except IsADirectoryError:
+        raise ConfigError(f"data.mixture {path} is a folder; name the mixture.toml in it") from None
     except RecursionError:
         raise ConfigError(f"data.mixture {path} is not valid TOML: nested too deeply") from None
     except FileNotFoundError:
@@ -40,8 +42,12 @@ def use_mixture_file(data: dict[str, Any]) -> dict[str, Any]:
             f"data.mixture = {str(mixture)!r} does not exist; `llamaforge data build` writes "
             "OUTPUT/mixture.toml"
         ) from None
-    except tomllib.TOMLDecodeError as error:
+    except OSError as error:
+        raise ConfigError(f"data.mixture {path} cannot be read ({error})") from None
+    except ValueError as error:  # TOMLDecodeError, not UTF-8, an integer past the digit limit
         raise ConfigError(f"data.mixture {path} is not valid TOML: {error}") from None
+    if not isinstance(listed, dict):
+        raise ConfigError(f"data.mixture {path}: data must be a table, got {listed!r}")
     if not listed.get("sources"):
         raise ConfigError(f"data.mixture {path} lists no [[data.sources]]")
     table["sources"] = listed["sources"]

@@ -36,8 +36,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 continue  # a line cut by a kill mid-write
+            if not isinstance(row, dict):
+                continue
             rows[(int(row.get("step", -1)), row.get("split", "train"))] = row
     return [rows[key] for key in sorted(rows)]
 

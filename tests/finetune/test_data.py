@@ -72,6 +72,8 @@ BAD = [
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\udc00"}]},
      "lone surrogate", "not_utf8"),
     (b"[" * 100_000, "nested too deeply", "invalid_json"),  # RecursionError in json
+    # ValueError (not JSONDecodeError): past Python's 4300-digit limit for int()
+    (b'{"instruction": "a", "output": "b", "n": ' + b"9" * 5000 + b"}", "digits", "invalid_json"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y",
                                                        "input": "z"}]},
      "only a user turn", "bad_messages"),

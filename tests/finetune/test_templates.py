@@ -114,6 +114,9 @@ def test_user_template_file_and_its_errors(tmp_path) -> None:
     path.write_text("user = " + "[" * 100_000, encoding="utf-8")  # RecursionError in tomllib
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_template(str(path))
+    path.write_text("n = " + "9" * 5000 + "\n", encoding="utf-8")  # ValueError: digit limit
+    with pytest.raises(ConfigError, match=r"mine\.toml is not valid TOML.*digits"):
+        load_template(str(path))
     for line, message in refused.items():
         path.write_text(f'user = "{{content}}"\nassistant = "A"\n{line}\n', encoding="utf-8")
         with pytest.raises(ConfigError, match=re.escape(message)):

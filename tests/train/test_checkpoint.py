@@ -165,9 +165,23 @@ def _flip_byte(path: Path) -> None:
     file.write_bytes(bytes(data))
 
 
+def _nested_manifest(path: Path) -> None:  # RecursionError in json
+    (path / "manifest.json").write_text("[" * 200_000, encoding="utf-8")
+
+
+def _huge_number_in_manifest(path: Path) -> None:  # ValueError past Python's digit limit
+    text = (path / "manifest.json").read_text(encoding="utf-8")
+    (path / "manifest.json").write_text(text.replace("{", '{"n": ' + "9" * 5000 + ",", 1))
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
-    [(_truncate, "model.safetensors has .* bytes"), (_flip_byte, "optimizer.pt .*sha256")],
+    [
+        (_truncate, "model.safetensors has .* bytes"),
+        (_flip_byte, "optimizer.pt .*sha256"),
+        (_nested_manifest, "manifest.json: cannot be read as JSON .nested too deeply"),
+        (_huge_number_in_manifest, "manifest.json: cannot be read as JSON .*digits"),
+    ],
 )
 def test_damaged_newest_checkpoint_is_skipped_with_warning(tmp_path: Path, damage, problem) -> None:
     model, optimizer = trained()

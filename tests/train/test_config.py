@@ -233,3 +233,29 @@ def test_data_mixture_file_supplies_sources_and_tokenizer(tmp_path):
         load_train_config(config, ["data.sources=/a"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(config, [f"data.mixture={tmp_path / 'nope.toml'}"])
+    broken = {  # each a clear error naming the mixture file, never a traceback
+        "data = 5\n": "data must be a table",
+        "[data]\nseed = " + "9" * 5000 + "\n": "not valid TOML.*digits",
+        b"[data]\nseed = '\xff'\n": "not valid TOML",  # not UTF-8
+    }
+    for text, message in broken.items():
+        if isinstance(text, bytes):
+            mixture.write_bytes(text)
+        else:
+            mixture.write_text(text)
+        with pytest.raises(ConfigError, match=f"mixture.toml.*{message}"):
+            load_train_config(config)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_train_config(config, [f"data.mixture={tmp_path}"])
+
+
+def test_integers_past_pythons_digit_limit_are_a_config_error(tmp_path):
+    """Python refuses int() of over 4300 digits with ValueError, not TOMLDecodeError."""
+    config = tmp_path / "train.toml"
+    config.write_text('[model]\npreset = "tiny-1M"\n[optim]\nweight_decay = ' + "9" * 5000)
+    with pytest.raises(ConfigError, match=r"train\.toml is not valid TOML.*digits"):
+        load_train_config(config)
+    config.write_text('[model]\npreset = "tiny-1M"\n')
+    # As an override the text is kept as a string, and the field's check names it.
+    with pytest.raises(ConfigError, match="optim.weight_decay"):
+        load_train_config(config, ["optim.weight_decay=" + "9" * 5000])
