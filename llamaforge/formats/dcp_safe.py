@@ -13,7 +13,9 @@ llamaforge therefore goes through :func:`load_dcp` / :func:`read_dcp_metadata`:
   callable an attacker names is ever reached. The result is then checked for
   the structure DCP writes: every entry of the expected type, shard files that
   are plain ``*.distcp`` names inside the folder (no ``../``), byte ranges
-  inside those files, no storage transforms (our writer uses none).
+  inside those files, chunks that tile each tensor exactly with their bytes
+  stored (:mod:`llamaforge.formats.dcp_chunks`), no storage transforms (our
+  writer uses none).
 * :class:`SafeFileSystemReader` hands DCP that checked metadata instead of
   unpickling the file again, and :class:`SafeLoadPlanner` reads bytes items
   with ``torch.load(weights_only=True)`` and refuses a bytes item where the
@@ -47,6 +49,7 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from llamaforge.errors import CheckpointError, LlamaforgeError
+from llamaforge.formats.dcp_chunks import check_chunks
 from llamaforge.formats.messages import brief
 
 METADATA_NAME = ".metadata"
@@ -100,7 +103,7 @@ def _is_size(value: Any) -> bool:
     return isinstance(value, torch.Size) and all(isinstance(n, int) and n >= 0 for n in value)
 
 
-def _check_entry(source: Path, key: Any, entry: Any) -> None:
+def _check_entry(source: Path, key: Any, entry: Any, stored: dict) -> None:
     if not isinstance(key, str):
         raise _bad(source, f"state_dict_metadata key {key!r} is not a string")
     if isinstance(entry, BytesStorageMetadata):
@@ -123,11 +126,14 @@ def _check_entry(source: Path, key: Any, entry: Any) -> None:
             )
         ):
             raise _bad(source, f"{key} has a chunk outside its tensor")
+    check_chunks(source, key, entry, stored)
 
 
 def _check_storage(source: Path, index: Any, info: Any, sizes: dict[str, int]) -> None:
     if not isinstance(index, MetadataIndex) or not isinstance(index.fqn, str):
         raise _bad(source, f"storage key {index!r} is not a MetadataIndex")
+    if index.offset is not None and not _is_size(index.offset):
+        raise _bad(source, f"storage key of {index.fqn} has an invalid offset {index.offset!r}")
     if not isinstance(info, _StorageInfo):
         raise _bad(source, f"storage of {index.fqn} is a {type(info).__name__}")
     name = info.relative_path
@@ -151,8 +157,6 @@ def _check_metadata(source: Path, metadata: Any) -> Metadata:
     entries, storage = metadata.state_dict_metadata, metadata.storage_data
     if not isinstance(entries, dict) or not isinstance(storage, dict):
         raise _bad(source, "state_dict_metadata / storage_data are not tables")
-    for key, entry in entries.items():
-        _check_entry(source, key, entry)
     sizes = {
         p.name: p.stat().st_size
         for p in source.parent.iterdir()
@@ -160,6 +164,12 @@ def _check_metadata(source: Path, metadata: Any) -> Metadata:
     }
     for index, info in storage.items():
         _check_storage(source, index, info, sizes)
+    # (fqn, chunk offsets) -> bytes stored: what check_chunks needs to see each chunk's data
+    stored = {
+        (i.fqn, tuple(i.offset)): v.length for i, v in storage.items() if i.offset is not None
+    }
+    for key, entry in entries.items():
+        _check_entry(source, key, entry, stored)
     planner_data = metadata.planner_data
     if planner_data is not None and not (
         isinstance(planner_data, dict)

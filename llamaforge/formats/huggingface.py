@@ -26,16 +26,14 @@ from tqdm.auto import tqdm
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
 from llamaforge.formats.hf_tokenizer import write_hf_tokenizer
-from llamaforge.formats.messages import brief
+from llamaforge.formats.hf_weights import hf_names, our_name, read_hf_weights
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
-    check_weights,
     config_errors,
     copy_tokenizer,
     model_from_state_dict,
     plain_state_dict,
     read_json,
-    read_safetensors,
     write_json,
 )
 from llamaforge.model import ModelConfig, Transformer
@@ -46,37 +44,6 @@ if TYPE_CHECKING:
 
 # tokenizer_config.json key of our template's fields, beside the Jinja ``chat_template``.
 OUR_TEMPLATE_KEY = "llamaforge_chat_template"
-
-_LAYER_NAMES = {
-    "attention.wq": "self_attn.q_proj",
-    "attention.wk": "self_attn.k_proj",
-    "attention.wv": "self_attn.v_proj",
-    "attention.wo": "self_attn.o_proj",
-    "feed_forward.w1": "mlp.gate_proj",
-    "feed_forward.w2": "mlp.down_proj",
-    "feed_forward.w3": "mlp.up_proj",
-    "attention_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-}
-_TOP_NAMES = {
-    "tok_embeddings.weight": "model.embed_tokens.weight",
-    "norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
-# Weight files in the order they are looked for: (index file, single file).
-_WEIGHT_FILES = (
-    ("model.safetensors.index.json", "model.safetensors"),
-    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-)
-
-
-def hf_names(n_layers: int) -> dict[str, str]:
-    """Our parameter name -> its ``LlamaForCausalLM`` name."""
-    names = dict(_TOP_NAMES)
-    for i in range(n_layers):
-        for ours, theirs in _LAYER_NAMES.items():
-            names[f"layers.{i}.{ours}.weight"] = f"model.layers.{i}.{theirs}.weight"
-    return names
 
 
 def _special_tokens(tokenizer_path: str | os.PathLike | None) -> dict[str, Any]:
@@ -178,6 +145,12 @@ def _config_from_hf(data: Any, path: Path) -> ModelConfig:
     if rope_type != "default":
         raise CheckpointError(f"{path}: rope scaling {rope_type!r} is not supported (LLaMA-1)")
     stash = data.get("llamaforge") if isinstance(data.get("llamaforge"), dict) else {}
+    for key, kind in (("name", str), ("depth_scaled_init", bool)):  # ModelConfig trusts these
+        if key in stash and not isinstance(stash[key], kind):
+            raise CheckpointError(
+                f"{path}: llamaforge.{key} must be a {kind.__name__}, got {stash[key]!r}; "
+                "remove it or fix its value"
+            )
     fields = {
         "dim": dim,
         "n_layers": need("num_hidden_layers"),
@@ -207,53 +180,6 @@ def _config_from_hf(data: Any, path: Path) -> ModelConfig:
     )
 
 
-def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CheckpointError(
-            f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
-        ) from error
-    return check_weights(state, path)
-
-
-def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """All tensors of a folder (single file or sharded with an index), with HF names."""
-    for index_name, single_name in _WEIGHT_FILES:
-        index = folder / index_name
-        if index.is_file():
-            data = read_json(index)
-            weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise CheckpointError(f"{index} has no 'weight_map' table")
-            if not all(isinstance(v, str) for v in weight_map.values()):
-                raise CheckpointError(f"{index}: every 'weight_map' entry must name a file")
-            state: dict[str, torch.Tensor] = {}
-            files = sorted(set(weight_map.values()))
-            for name in tqdm(files, desc="reading shards", disable=None, leave=False):
-                if not isinstance(name, str) or Path(name).name != name:
-                    raise CheckpointError(f"{index} lists an invalid file name {name!r}")
-                part = _read_weight_file(folder / name)
-                listed = {key for key, file in weight_map.items() if file == name}
-                if set(part) != listed:
-                    raise CheckpointError(
-                        f"{folder / name} holds {sorted(set(part) - listed)[:3]} not listed in "
-                        f"{index.name}, which also lists {sorted(listed - set(part))[:3]}"
-                    )
-                state.update(part)
-            return state, index
-        if (folder / single_name).is_file():
-            return _read_weight_file(folder / single_name), folder / single_name
-    raise CheckpointError(
-        f"{folder} has no model.safetensors (or its .index.json) nor pytorch_model.bin; "
-        "is it a Hugging Face model folder?"
-    )
-
-
 def from_hf(
     directory: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -274,9 +200,9 @@ def from_hf(
             f"{config_path}: tie_word_embeddings must be true or false, got {tied!r}"
         )
     hf_state, source = read_hf_weights(folder)
-    ours = {theirs: name for name, theirs in hf_names(cfg.n_layers).items()}
-    # Unknown names pass through unchanged so the validation below reports them.
-    state = {ours.get(k, k): v for k, v in hf_state.items() if not k.endswith("inv_freq")}
+    # Renamed one by one, not through hf_names(cfg.n_layers): that table would be built
+    # for the config's layer count before the weights could show it is hostile.
+    state = {our_name(k): v for k, v in hf_state.items() if not k.endswith("inv_freq")}
     if tied and "output.weight" not in state and "tok_embeddings.weight" in state:
         state["output.weight"] = state["tok_embeddings.weight"].clone()
     model = model_from_state_dict(cfg, state, source, device=device, dtype=dtype)

@@ -27,10 +27,9 @@ from tqdm.auto import tqdm
 
 from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
-from llamaforge.formats.messages import brief
 from llamaforge.formats.native import (
     TOKENIZER_NAME,
-    check_weights,
+    checked_meta_model,
     config_errors,
     copy_tokenizer,
     model_from_state_dict,
@@ -38,6 +37,7 @@ from llamaforge.formats.native import (
     read_json,
     write_json,
 )
+from llamaforge.formats.pickled import load_pickled_weights
 from llamaforge.model import ModelConfig, Transformer
 
 PARAMS_NAME = "params.json"
@@ -105,21 +105,6 @@ def shard_paths(folder: Path) -> list[Path]:
     return [found[i] for i in sorted(found)]
 
 
-def _load_shard(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        try:  # mmap: a 65B shard is paged in tensor by tensor as it is merged
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except Exception as error:
-        raise CheckpointError(
-            f"{path}: cannot be read ({brief(error)}); truncated, corrupt or not plain weights"
-        ) from error
-    return check_weights(state, path)
-
-
 def _check_shard_count(params: Any, params_path: Path, paths: list[Path], first: dict) -> None:
     """Refuse a folder missing its last shard(s), naming the files expected and found.
 
@@ -147,6 +132,21 @@ def _check_shard_count(params: Any, params_path: Path, paths: list[Path], first:
         f"consolidated.{expected - 1:02d}.pth ({params_path.name} dim={dim}, {columns} "
         f"embedding columns per shard) but found {found}; missing {missing}: copy the whole folder"
     )
+
+
+def _merged_shape(folder: Path, name: str, parts: list[torch.Tensor]) -> tuple[int, ...]:
+    """Shape of ``name`` once its shards are merged (replicated ones: the first shard's)."""
+    shapes = [tuple(p.shape) for p in parts]
+    dim = split_dim(name)
+    if dim is None or len(parts) == 1:
+        return shapes[0]
+    first = shapes[0]
+    if len(first) <= dim or any(
+        len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :]
+        for s in shapes
+    ):
+        raise CheckpointError(f"{folder}: {name} has inconsistent shard shapes {shapes}")
+    return (*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])
 
 
 def config_from_params(params: Any, path: Path, vocab_size: int) -> ModelConfig:
@@ -207,29 +207,24 @@ def from_meta(
     params_path = folder / PARAMS_NAME
     params = read_json(params_path)
     paths = shard_paths(folder)
-    shards = [_load_shard(p) for p in paths]
+    shards = [load_pickled_weights(p, mmap=True) for p in paths]  # mmap: paged in as merged
     _check_shard_count(params, params_path, paths, shards[0])
     names = [k for k in shards[0] if k != "rope.freqs"]
     for path, shard in zip(paths[1:], shards[1:], strict=True):
         if set(shard) - {"rope.freqs"} != set(names):
             raise CheckpointError(f"{path} holds different tensors than {paths[0].name}")
+    embedding = shards[0].get("tok_embeddings.weight")
+    if embedding is None or embedding.ndim != 2:
+        raise CheckpointError(f"{paths[0]} has no (vocab, dim) tok_embeddings.weight")
+    cfg = config_from_params(params, params_path, embedding.shape[0])
+    # Every merged shape is the model's before anything is concatenated (allocated).
+    merged = {name: _merged_shape(folder, name, [s[name] for s in shards]) for name in names}
+    checked_meta_model(cfg, merged, paths[0])
     state: dict[str, torch.Tensor] = {}
     for name in tqdm(names, desc="merging shards", disable=None, leave=False):
         parts = [shard[name] for shard in shards]
         dim = split_dim(name)
-        if dim is None or len(parts) == 1:
-            state[name] = parts[0]
-            continue
-        try:
-            state[name] = torch.cat(parts, dim=dim)
-        except RuntimeError as error:
-            shapes = [tuple(p.shape) for p in parts]
-            raise CheckpointError(
-                f"{folder}: {name} has inconsistent shard shapes {shapes}"
-            ) from error
-    if "tok_embeddings.weight" not in state:
-        raise CheckpointError(f"{paths[0]} has no tok_embeddings.weight")
-    cfg = config_from_params(params, params_path, state["tok_embeddings.weight"].shape[0])
+        state[name] = parts[0] if dim is None or len(parts) == 1 else torch.cat(parts, dim=dim)
     for name, tensor in state.items():
         if name.endswith(_ROTARY) and tuple(tensor.shape) == (cfg.dim, cfg.dim):
             state[name] = meta_to_half_split(tensor, cfg.n_heads)

@@ -10,8 +10,9 @@ Safetensors rather than pickles: loading runs no code, and the header lists
 every name, dtype and shape, so a truncated or mismatched file is caught
 before any tensor is used.
 
-The helpers here (state-dict validation, tokenizer copying) are shared by
-the other formats; folders are written by
+The helpers here (JSON and safetensors reading, tokenizer copying, building
+a model from a state dict checked by :mod:`llamaforge.formats.weight_checks`)
+are shared by the other formats; folders are written by
 :func:`llamaforge.formats.atomic.atomic_folder`.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,11 @@ from llamaforge.errors import CheckpointError, ConfigError
 from llamaforge.formats.atomic import atomic_folder
 from llamaforge.formats.dcp import dcp_weight_shapes, is_dcp_folder, read_dcp_weights
 from llamaforge.formats.messages import brief
+from llamaforge.formats.weight_checks import (
+    check_sizes_before_building,
+    check_weights,
+    checked_meta_model,
+)
 from llamaforge.model import ModelConfig, Transformer, build_model
 from llamaforge.model.naming import plain_name
 from llamaforge.umask import save_safetensors
@@ -54,38 +59,6 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: cannot be read as JSON ({brief(error)})") from None
     except RecursionError:
         raise CheckpointError(f"{path}: cannot be read as JSON (nested too deeply)") from None
-
-
-WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
-
-
-def check_weights(state: Any, path: Path) -> dict[str, torch.Tensor]:
-    """``state`` if it is plain weights: names to dense floating-point tensors.
-
-    ``torch.load(weights_only=True)`` accepts any container of tensors and
-    numbers: a list, integer keys, nested dicts, strings, sparse or quantized
-    or integer tensors would otherwise fail deep inside the merge or
-    ``load_state_dict`` with a traceback.
-    """
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state dict (a {type(state).__name__})")
-    for name, tensor in state.items():
-        if not isinstance(name, str):
-            raise CheckpointError(f"{path}: a weight name is a {type(name).__name__}, not a str")
-        if not isinstance(tensor, torch.Tensor):
-            raise CheckpointError(f"{path}: {name} is a {type(tensor).__name__}, not a tensor")
-        if tensor.layout != torch.strided or tensor.is_quantized or not tensor.is_floating_point():
-            raise CheckpointError(
-                f"{path}: {name} is a {tensor.dtype} {str(tensor.layout).split('.')[-1]} tensor; "
-                "model weights are dense floating point"
-            )
-        if tensor.dtype not in WEIGHT_DTYPES:
-            raise CheckpointError(
-                f"{path}: {name} is {tensor.dtype}; we read float32, bfloat16, float16 and "
-                "float64 weights (float8 ones need their scales, which a plain state dict "
-                "does not carry: dequantize them first)"
-            )
-    return state
 
 
 def config_errors(path: Path, read: Callable[[], ModelConfig]) -> ModelConfig:
@@ -136,41 +109,6 @@ def plain_state_dict(
     return weights
 
 
-_LAYER_KEY = re.compile(r"^layers\.(\d+)\.")
-
-
-def _check_sizes_before_building(
-    cfg: ModelConfig, state: Mapping[str, torch.Tensor | tuple[int, ...]], source
-) -> None:
-    """The config's layer count and widths against the weights (or their shapes), before building.
-
-    Even a meta-device model costs Python objects per layer: a hostile
-    ``config.json`` with ``n_layers = 10**7`` (or a 2**40 ``dim``) beside the
-    weights of a tiny model would take gigabytes and minutes before the name
-    check below could object.
-    """
-    layers = {int(m.group(1)) for name in state if (m := _LAYER_KEY.match(name))}
-    held = max(layers) + 1 if layers else 0
-    if held != cfg.n_layers:
-        raise CheckpointError(
-            f"{source}: the config says {cfg.n_layers} layers but the weights hold {held}; "
-            "the config and weights come from different models"
-        )
-    checks = {
-        "tok_embeddings.weight": (cfg.vocab_size, cfg.dim),
-        "layers.0.feed_forward.w1.weight": (cfg.ffn_hidden_dim, cfg.dim),
-    }
-    for name, want in checks.items():
-        if name not in state:
-            continue
-        held_shape = tuple(state[name].shape if torch.is_tensor(state[name]) else state[name])
-        if held_shape != want:
-            raise CheckpointError(
-                f"{source}: {name} has shape {held_shape} but the config implies "
-                f"{want}; the config and weights come from different models"
-            )
-
-
 def model_from_state_dict(
     cfg: ModelConfig,
     state: Mapping[str, torch.Tensor],
@@ -187,22 +125,7 @@ def model_from_state_dict(
     the stored dtype (conversions use it to avoid a round trip through fp32).
     """
     check_weights(state, Path(source))
-    _check_sizes_before_building(cfg, state, source)
-    model = build_model(cfg, device="meta")
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source}: weights do not match the config (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}); the config and weights come from different models"
-        )
-    for name, want in expected.items():
-        if tuple(state[name].shape) != want:
-            raise CheckpointError(
-                f"{source}: {name} has shape {tuple(state[name].shape)} but the config implies "
-                f"{want}; the config and weights come from different models"
-            )
+    model = checked_meta_model(cfg, {name: tuple(t.shape) for name, t in state.items()}, source)
     target = torch.device(device)
     converted = {
         name: tensor.to(device=target, dtype=dtype if tensor.is_floating_point() else None)
@@ -334,7 +257,7 @@ def load_native(
         return load_adapter_folder(folder, device=device, dtype=dtype)
     weights_path = folder / WEIGHTS_NAME
     if not weights_path.is_file() and is_dcp_folder(folder):  # a distributed run's checkpoint
-        _check_sizes_before_building(cfg, dcp_weight_shapes(folder), folder)
+        check_sizes_before_building(cfg, dcp_weight_shapes(folder), folder)
         shapes = {
             k: tuple(v.shape) for k, v in build_model(cfg, device="meta").state_dict().items()
         }

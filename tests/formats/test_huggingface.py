@@ -156,3 +156,15 @@ def test_formats_do_not_import_transformers(tmp_path, tiny_model):
         "assert 'transformers' not in sys.modules, 'transformers was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("name", [1]), ("name", None), ("depth_scaled_init", "yes")]
+)
+def test_our_table_fields_of_the_wrong_type_are_refused(tmp_path, tiny_model, field, value):
+    out = to_hf(tiny_model, tmp_path / "hf")
+    config = json.loads((out / "config.json").read_text())
+    config["llamaforge"][field] = value
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=rf"config.json: llamaforge.{field} must be a"):
+        from_hf(out)

@@ -173,3 +173,38 @@ def test_a_shard_that_is_not_plain_weights_is_one_line(tmp_path, tiny_model, pay
     torch.save(payload, out / "consolidated.00.pth")
     with pytest.raises(CheckpointError, match="consolidated.00.pth"):
         from_meta(out)
+
+
+def _no_concatenation(monkeypatch):
+    monkeypatch.setattr(torch, "cat", lambda *a, **k: pytest.fail("concatenated before checking"))
+
+
+def test_expanded_shards_are_refused_before_anything_is_merged(tmp_path, monkeypatch):
+    # The red-team's bomb, 4 TB per shard instead of 576 MB: any copy would fail to allocate.
+    bomb = {"tok_embeddings.weight": torch.zeros(1).expand(10**6, 10**6)}
+    _write_meta_folder(tmp_path / "m", [bomb, bomb], {**PARAMS, "dim": 2 * 10**6})
+    assert all(p.stat().st_size < 4096 for p in (tmp_path / "m").glob("*.pth"))
+    _no_concatenation(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"consolidated.00.pth: tok_embeddings.weight has "):
+        from_meta(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    ("edit", "w2_columns", "message"),
+    [
+        ({"n_layers": 3}, 88, "says 3 layers but the weights hold 2"),
+        ({"multiple_of": 256}, 88, r"w1.weight has shape \(176, 64\)"),
+        ({}, 80, r"layers.1.feed_forward.w2.weight has shape \(64, 160\) but the config"),
+    ],
+)
+def test_merged_shapes_are_checked_against_params_before_concatenating(
+    tmp_path, monkeypatch, edit, w2_columns, message
+):
+    shards = split_shards(_random_meta_state(), 2)
+    for shard in shards:  # 80: consistent across the shards, but 160 merged columns, not 176
+        name = "layers.1.feed_forward.w2.weight"
+        shard[name] = shard[name][:, :w2_columns].clone()
+    _write_meta_folder(tmp_path / "m", shards, {**PARAMS, **edit})
+    _no_concatenation(monkeypatch)
+    with pytest.raises(CheckpointError, match=message):
+        from_meta(tmp_path / "m")
