@@ -27,6 +27,8 @@ Decisions where the spec is silent:
 from __future__ import annotations
 
 import math
+import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,14 +186,42 @@ class DataBuildConfig:
 
 
 def load_build_config(path: str | Path) -> DataBuildConfig:
-    """Read and validate a data TOML; errors name the file and ``[section].field``."""
+    """Read and validate a data TOML; errors name the file and ``[section].field``.
+
+    TOML is UTF-8 by definition, so other bytes are refused with the position of the first
+    bad byte. ``tomllib`` turns integers with its own ``int()``, so one with more digits than
+    Python's int-string limit (4300 by default) raises a plain ``ValueError``, not a
+    ``TOMLDecodeError``: both are reported as invalid TOML.
+    """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"data config {path} does not exist; see configs/data-*.toml") from None
+    except OSError as error:
+        raise ConfigError(f"data config {path} cannot be read: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"{path}:{line} is not UTF-8 text ({error.reason} at byte {error.start}); "
+            "TOML must be UTF-8, so save the file as UTF-8"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except ValueError as error:  # an integer past the int-string digit limit
+        limit = sys.get_int_max_str_digits()
+        long_number = re.search(rf"\d{{{limit + 1},}}", text)
+        if long_number is None:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        line = text.count("\n", 0, long_number.start()) + 1
+        raise ConfigError(
+            f"{path}:{line} is not valid TOML: an integer has more than {limit} digits, more "
+            "than any setting needs; fix the number"
+        ) from None
     except RecursionError:
         raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None
     try:

@@ -8,19 +8,25 @@ JSONL line is one document (its ``"text"`` field).
 from __future__ import annotations
 
 import json
-import lzma
 import os
 import warnings
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from llamaforge.data.sources.textio import BadInput, iter_lines
 from llamaforge.errors import DataError
+
+# Longest JSONL line read: a whole book is one line, so leave room for very long books; a
+# hostile 6 GB line is refused without ever being held in memory.
+MAX_LINE_BYTES = 64 << 20
 
 
 def read_documents(
-    paths: str | Path | Iterable[str | Path], *, errors: str = "raise"
+    paths: str | Path | Iterable[str | Path],
+    *,
+    errors: str = "raise",
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[str]:
     """Yield documents from ``.jsonl`` (``{"text": ...}`` per line; ``.gz``/``.zst`` too) and ``.txt``.
 
@@ -31,10 +37,17 @@ def read_documents(
     these files, so a bad line means corruption and silently changing the
     mixture would be worse. ``errors="skip"`` skips such lines and warns once
     per file with the count, for messy third-party dumps; it also skips (with
-    a warning) a ``.txt`` file that is not UTF-8. Blank lines are ignored.
+    a warning) a ``.txt`` file that is not UTF-8. Blank lines are ignored. A line longer
+    than ``max_line_bytes`` is a bad line too, found without holding it in memory.
     """
     if errors not in ("raise", "skip"):
         raise DataError(f"errors must be 'raise' or 'skip', got {errors!r}")
+    if (
+        isinstance(max_line_bytes, bool)
+        or not isinstance(max_line_bytes, int)
+        or max_line_bytes < 1
+    ):
+        raise DataError(f"max_line_bytes must be a positive integer, got {max_line_bytes!r}")
     for path in _expand(paths):
         if path.name.endswith(".txt"):
             try:
@@ -47,7 +60,7 @@ def read_documents(
                     ) from error
                 warnings.warn(f"{path}: skipped (not UTF-8 text: {error})", stacklevel=2)
         else:
-            yield from _read_jsonl(path, errors)
+            yield from _read_jsonl(path, errors, max_line_bytes)
 
 
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".txt")
@@ -96,23 +109,30 @@ def _open_binary(path: Path) -> Any:
     return open(path, "rb")
 
 
-def _damage_checked(lines, path: Path) -> Iterator[bytes]:
-    """``lines``, with a truncated or corrupt compressed file as one clear DataError."""
-    try:
-        yield from lines
-    except (EOFError, OSError, zlib.error, lzma.LZMAError) as error:
-        raise DataError(
-            f"{path}: the compressed file is damaged or truncated ({error}); download it again"
-        ) from None
+def _read_jsonl(path: Path, errors: str, max_line_bytes: int) -> Iterator[str]:
+    """The ``"text"`` of each line, read by :func:`iter_lines` so memory stays bounded.
 
-
-def _read_jsonl(path: Path, errors: str) -> Iterator[str]:
+    A line over ``max_line_bytes`` is never held whole: it is a bad line like invalid JSON
+    (a DataError, or skipped and counted with ``errors="skip"``). A compressed file that is
+    damaged or cut short is always a DataError: the lines after the fault are lost, so
+    skipping it would silently change the mixture.
+    """
     skipped, first = 0, 0
     with _open_binary(path) as f:
-        for lineno, raw in enumerate(_damage_checked(f, path), start=1):
-            if not raw.strip():
+        for lineno, raw in enumerate(iter_lines(f, str(path), max_line_bytes), start=1):
+            if isinstance(raw, BadInput) and raw.reason != "line_too_long":
+                raise DataError(
+                    f"{raw.where}: the file is damaged or truncated ({raw.reason}); "
+                    "download or write it again"
+                )
+            if not isinstance(raw, BadInput) and not raw.strip():
                 continue
             try:
+                if isinstance(raw, BadInput):
+                    raise ValueError(
+                        f"longer than {max_line_bytes} bytes; split the document, or raise "
+                        "max_line_bytes (read_documents) if it is real"
+                    )
                 try:
                     record = json.loads(raw.decode("utf-8"))
                 except RecursionError:

@@ -72,6 +72,22 @@ def test_load_names_the_file(tmp_path):
         load_build_config(bad)
 
 
+def test_undecodable_toml_is_a_config_error_naming_file_and_line(tmp_path):
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('[build]\noutput = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(
+        ConfigError, match=r"latin1\.toml:2 is not UTF-8 text.*save the file as UTF-8"
+    ):
+        load_build_config(latin1)
+    # tomllib's int() refuses more than 4300 digits with a ValueError, not a TOMLDecodeError
+    digits = tmp_path / "digits.toml"
+    digits.write_text("[build]\noutput = 'o'\nworkers = " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"digits\.toml:3 is not valid TOML: an integer has more"):
+        load_build_config(digits)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_build_config(tmp_path)  # a folder, not a file
+
+
 def test_source_fields_pass_through_to_the_source_config(tmp_path, fake_sources):  # noqa: F811
     (tmp_path / "stop.txt").write_text("a\n")
     cfg = DataBuildConfig.from_dict(

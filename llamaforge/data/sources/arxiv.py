@@ -45,21 +45,28 @@ dropped as ``arxiv.pdf_only``; one broken member is counted and skipped.
 Drops: ``arxiv.no_tex`` (an archive without ``.tex``), ``arxiv.no_main_file``,
 ``arxiv.no_section``, ``arxiv.empty``. Bad input: ``empty``, ``binary``, ``utf8`` (the main
 file; included files that are not UTF-8 are skipped), ``truncated``, ``too_large`` (more
-than ``max_source_bytes`` decompressed: archive bombs). Ids are arXiv ids from the file
+than ``max_source_bytes`` decompressed: archive bombs), ``nested_archive``. Every layer is
+undone by us with a bound -- the file's own compression, then at most one more inside it (a
+``.tar.gz`` gzipped again; gzip, bzip2 or xz, what ``tarfile``'s ``r:*`` used to undo
+unbounded) -- each reading at most ``max_source_bytes + 1`` bytes, and the ``.tex`` members
+read from a tar add up to at most ``max_source_bytes`` too (a sparse member expands from a
+few header bytes); a third layer is ``nested_archive``. Ids are arXiv ids from the file
 name; old-style ``hep-th9901001`` becomes ``hep-th/9901001``.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import posixpath
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, ClassVar
 
 from llamaforge.data.sources.base import Document, FilterReport
 from llamaforge.data.sources.latex import (
@@ -194,7 +201,10 @@ class ArxivSource:
                     if member.size > limit:
                         report.bad("too_large", f"{member_where}: {member.size} bytes")
                         continue
-                    packed = bulk.extractfile(member).read()  # type: ignore[union-attr]
+                    packed = bulk.extractfile(member).read(limit + 1)  # type: ignore[union-attr]
+                    if len(packed) > limit:  # a sparse member: bigger than its header said
+                        report.bad("too_large", f"{member_where}: over {limit} bytes")
+                        continue
                     try:
                         data = self._decompress(packed, member_where)
                     except BadInput as error:
@@ -246,12 +256,13 @@ class ArxivSource:
         return Document(text=text, source=self.name, id=arxiv_id(Path(name)), meta=meta)
 
     def _decompress(self, packed: bytes, where: str) -> bytes:
-        """``packed`` gunzipped if it is gzip data (at most ``max_source_bytes``), else as is."""
+        """``packed`` decompressed if gzip, bzip2 or xz, else as is; reads limit + 1 bytes at most."""
         limit = self.config.max_source_bytes
-        if packed[:2] != b"\x1f\x8b":
+        opener = _compression(packed)
+        if opener is None:
             return packed
         try:
-            with gzip.GzipFile(fileobj=io.BytesIO(packed)) as stream:
+            with opener(io.BytesIO(packed)) as stream:
                 data = stream.read(limit + 1)
         except (*STREAM_ERRORS, gzip.BadGzipFile) as error:
             raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
@@ -277,6 +288,10 @@ class ArxivSource:
         """Comment-free text of each ``.tex`` file (None: not UTF-8), and whether archived."""
         if not data.strip():
             raise BadInput("empty", where)
+        if _compression(data) is not None:  # a second layer (a .tar.gz gzipped again)
+            data = self._decompress(data, where)
+            if _compression(data) is not None:
+                raise BadInput("nested_archive", f"{where}: compressed more than twice")
         if _is_archive(Path(name)) or data[257:262] == b"ustar":
             return self._tar_members(data, where), True
         if looks_binary(data[:8192]):
@@ -287,14 +302,20 @@ class ArxivSource:
         return {name: strip_comments(text)}, False
 
     def _tar_members(self, data: bytes, where: str) -> dict[str, str | None]:
+        """The ``.tex`` members of an uncompressed tar (``r:``), read within ``max_source_bytes``."""
         members: dict[str, str | None] = {}
+        budget = self.config.max_source_bytes
         try:
-            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
                 for member in archive:
                     name = posixpath.normpath(member.name).removeprefix("./")
                     if not member.isfile() or not name.lower().endswith(TEX_MEMBER_SUFFIXES):
                         continue
-                    content = archive.extractfile(member).read()  # type: ignore[union-attr]
+                    content = archive.extractfile(member).read(budget + 1)  # type: ignore[union-attr]
+                    budget -= len(content)
+                    if budget < 0:
+                        limit = self.config.max_source_bytes
+                        raise BadInput("too_large", f"{where}: .tex members over {limit} bytes")
                     text = None if looks_binary(content[:8192]) else decode_utf8(content)
                     members[name] = None if text is None else strip_comments(text)
         except (tarfile.TarError, *STREAM_ERRORS) as error:
@@ -320,6 +341,19 @@ class ArxivSource:
     def global_filter(self, docs: Iterable[Document], report: FilterReport) -> Iterator[Document]:
         """arXiv ids are unique: no source-wide dedup."""
         yield from docs
+
+
+# "BZh", the block size digit, then the magic of the first block or of the stream's end.
+_BZIP2_MAGIC = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
+
+
+def _compression(data: bytes) -> Callable[[IO[bytes]], IO[bytes]] | None:
+    """A reader for gzip, bzip2 or xz ``data`` (what ``tarfile``'s ``r:*`` undid); else None."""
+    if data[:2] == b"\x1f\x8b":
+        return lambda raw: gzip.GzipFile(fileobj=raw)
+    if _BZIP2_MAGIC.match(data[:10]):
+        return bz2.BZ2File
+    return lzma.LZMAFile if data[:6] == b"\xfd7zXZ\x00" else None
 
 
 def _is_archive(path: Path) -> bool:

@@ -112,9 +112,13 @@ class CommonCrawlConfig:
             raise bad("max_record_bytes", f"must be >= 1, got {self.max_record_bytes}")
         cutoffs = self.perplexity_cutoffs
         self._check_percentiles(bad)
-        if not cutoffs and self.perplexity_filter:
+        if not isinstance(cutoffs, list | tuple):
+            raise bad("perplexity_cutoffs", f"must be [head_max, middle_max], got {cutoffs!r}")
+        if not cutoffs:
+            # [] is CCNet's table; it only has to cover the languages when the stage is on,
+            # so perplexity_filter = false alone (what a missing lm_model's error advises) works.
             missing = sorted(set(self.languages) - set(cutoff_languages()))
-            if missing:
+            if missing and self.perplexity_filter:
                 raise bad(
                     "perplexity_cutoffs",
                     f"is empty (CCNet's table) but the table has no {', '.join(missing)}; "

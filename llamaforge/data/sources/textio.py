@@ -13,14 +13,22 @@ import bz2
 import gzip
 import json
 import lzma
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from llamaforge.data.sources.base import FilterReport
 
-# Errors a truncated or corrupt compressed stream raises while being read.
-STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, lzma.LZMAError, ValueError)
+# Errors a truncated or corrupt compressed stream raises while being read (gzip raises
+# zlib.error, which is no OSError, for a damaged deflate block).
+STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    OSError,
+    lzma.LZMAError,
+    ValueError,
+    zlib.error,
+)
 try:  # zstandard reports corruption with its own error class
     import zstandard
 
@@ -204,8 +212,10 @@ def iter_json_records(
     (its first 64 KiB look like :func:`looks_binary`: counted once as
     ``binary`` and not read further, rather than as thousands of ``utf8``
     lines), over-long or non-UTF-8 lines (a line that itself looks binary
-    counts as ``binary``), invalid JSON, a line that is not an object, and a
-    file with no lines at all.
+    counts as ``binary``), invalid JSON (``json``: also an integer with more
+    digits than Python's int-string limit, 4300 by default, which ``json``
+    refuses with a plain ``ValueError``, and nesting too deep for the parser's
+    recursion), a line that is not an object, and a file with no lines at all.
     """
     where = str(path)
     try:
@@ -237,7 +247,7 @@ def iter_json_records(
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
                 report.bad("json", f"{where}:{lineno}")
                 continue
             if not isinstance(record, dict):

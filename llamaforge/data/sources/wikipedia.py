@@ -4,8 +4,9 @@ Inputs are the dumps Wikimedia publishes, ``<lang>wiki-<date>-pages-articles*.xm
 (or the decompressed ``.xml``); the language comes from the file name, and files of languages
 outside ``languages`` (the paper's 20 by default) are not listed. Each dump is stream-parsed
 (an incremental ``XMLPullParser``, the parser behind ``iterparse``, fed from ``bz2.open``) and
-every page element is cleared once read, so memory stays flat on a 20 GB dump. Any
-``export-0.x`` schema namespace is accepted.
+every element is dropped from the tree once it ends (a page once its fields are read), so
+memory stays flat on a 20 GB dump and on junk between or inside pages. Any ``export-0.x``
+schema namespace is accepted.
 
 Kept: namespace-0 pages (articles) that are not redirects, with markup removed by
 :func:`~llamaforge.data.sources.wikitext.wikitext_to_text`. Dropped, by reason:
@@ -24,10 +25,12 @@ read by seeking to its byte offset and decompressing only its streams
 (:mod:`wikipedia_multistream`); ~100 pages a stream, so ``N = 1000`` gives
 slices of ~100k pages. Dumps without an index are read whole.
 
-A truncated bz2 stream counts as ``truncated`` (a ``.bz2`` of which no page can be read as ``not_bz2``, other undecodable
-bz2 data as ``corrupt``) and malformed XML as ``xml``; pages read
-before the fault stay kept. Document ids are ``<lang>:<title>``, as a reader would look the
-page up; ``meta`` keeps page id, revision id and language.
+A truncated bz2 stream counts as ``truncated`` (a ``.bz2`` of which no page can be read as
+``not_bz2``, other undecodable bz2 data as ``corrupt``), malformed XML or elements nested more
+than ``MAX_DEPTH`` deep as ``xml``; pages read before the fault stay kept. Top-level elements
+other than ``<page>`` and ``<siteinfo>`` (a pages-articles dump has no others) are skipped and
+counted once per file as ``unexpected_element``. Document ids are ``<lang>:<title>``, as a
+reader would look the page up; ``meta`` keeps page id, revision id and language.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class WikipediaSource:
         language = dump_language(path) or "unknown"
         piece = multistream.MultistreamSlice(path).slice_range()
         pages = 0
+        unexpected = _Unexpected()
         if path.stat().st_size == 0:
             report.bad("empty", str(path))
             return
@@ -133,7 +137,7 @@ class WikipediaSource:
                     stream = stack.enter_context(open_binary(path))
                 else:
                     stream = _Chunks(multistream.slice_xml(*piece))
-                for page in _iter_pages(stream):
+                for page in _iter_pages(stream, unexpected):
                     pages += 1
                     document = self._page_to_document(page, language, path, report)
                     if document is not None:
@@ -147,6 +151,12 @@ class WikipediaSource:
             if reason == "corrupt" and not pages and piece is None:
                 reason = "not_bz2" if path.name.endswith(".bz2") else "unreadable"
             report.bad(reason, f"{path}: {type(error).__name__}: {error}")
+        if unexpected.count:
+            report.bad(
+                "unexpected_element",
+                f"{path}: {unexpected.count} top-level elements that are neither <page> nor "
+                f"<siteinfo> (first: {unexpected.first[:200]!r}), skipped",
+            )
 
     def _page_to_document(
         self, page: dict[str, str | None], language: str, path: Path, report: FilterReport
@@ -219,27 +229,71 @@ def _iter_events(stream, chunk_bytes: int = 1 << 16) -> Iterator[tuple[str, ET.E
     yield from parser.read_events()
 
 
-def _iter_pages(stream) -> Iterator[dict[str, str | None]]:
-    """Fields of each ``<page>``, clearing elements behind us so memory stays flat."""
-    namespace = None
-    root = None
-    for event, element in _iter_events(stream):
-        if root is None:
-            root = element
-            match = _EXPORT_NS.match(element.tag)
-            if not match or not element.tag.endswith("}mediawiki"):
-                raise _NotADump(f"root element is {element.tag!r}, not a MediaWiki export")
-            namespace = match.group(0)
+MAX_DEPTH = 32  # a real export nests 5 deep (mediawiki/page/revision/contributor/username)
+
+
+@dataclass
+class _Unexpected:  # top-level elements neither <page> nor <siteinfo>: how many, the first
+    count: int = 0
+    first: str = ""
+
+
+def _iter_pages(stream, unexpected: _Unexpected | None = None) -> Iterator[dict[str, str | None]]:
+    """Fields of each ``<page>``, dropping every element we will not read once it ends.
+
+    Only the elements :func:`_page_fields` reads are kept, each only its first occurrence (what
+    ``find`` returns anyway): every other finished element is removed from its parent,
+    top-level ones included, so neither junk between pages nor junk inside one piles up.
+    Top-level elements other than ``<page>`` and ``<siteinfo>`` are counted in
+    ``unexpected``; nesting deeper than :data:`MAX_DEPTH` is not a MediaWiki export.
+    """
+    events = _iter_events(stream)
+    _, root = next(events, ("", None))
+    match = None if root is None else _EXPORT_NS.match(root.tag)
+    if root is None or not match or not root.tag.endswith("}mediawiki"):
+        found = "no element" if root is None else repr(root.tag)
+        raise _NotADump(f"root element is {found}, not a MediaWiki export")
+    ns = match.group(0)
+    page_tag, siteinfo_tag = f"{ns}page", f"{ns}siteinfo"
+    # (depth of the parent, its tag) -> the children read from it
+    kept = {
+        (2, page_tag): {ns + tag for tag in ("title", "ns", "id", "redirect", "revision")},
+        (3, f"{ns}revision"): {f"{ns}id", f"{ns}text"},
+    }
+    stack = [root]
+    for event, element in events:
+        if event == "start":
+            stack.append(element)
+            if len(stack) > MAX_DEPTH:
+                raise _NotADump(f"elements nested more than {MAX_DEPTH} deep")
             continue
-        if event != "end" or element.tag != f"{namespace}page":
-            continue
-        revision = element.find(f"{namespace}revision")
-        yield {
-            "title": element.findtext(f"{namespace}title"),
-            "ns": (element.findtext(f"{namespace}ns") or "").strip(),
-            "id": element.findtext(f"{namespace}id"),
-            "redirect": None if element.find(f"{namespace}redirect") is None else "",
-            "revision_id": None if revision is None else revision.findtext(f"{namespace}id"),
-            "text": None if revision is None else revision.findtext(f"{namespace}text"),
-        }
-        root.clear()
+        stack.pop()
+        depth = len(stack)
+        if depth > 1:
+            parent = stack[-1]
+            wanted = kept.get((depth, parent.tag))
+            if (
+                wanted is None
+                or element.tag not in wanted
+                or parent.find(element.tag) is not element
+            ):
+                parent.remove(element)
+        elif depth == 1:  # a top-level element has ended: use it, then let it go
+            if element.tag == page_tag:
+                yield _page_fields(element, ns)
+            elif element.tag != siteinfo_tag and unexpected is not None:
+                unexpected.count += 1
+                unexpected.first = unexpected.first or element.tag
+            root.remove(element)
+
+
+def _page_fields(page: ET.Element, namespace: str) -> dict[str, str | None]:
+    revision = page.find(f"{namespace}revision")
+    return {
+        "title": page.findtext(f"{namespace}title"),
+        "ns": (page.findtext(f"{namespace}ns") or "").strip(),
+        "id": page.findtext(f"{namespace}id"),
+        "redirect": None if page.find(f"{namespace}redirect") is None else "",
+        "revision_id": None if revision is None else revision.findtext(f"{namespace}id"),
+        "text": None if revision is None else revision.findtext(f"{namespace}text"),
+    }

@@ -163,3 +163,20 @@ def test_samples_are_deterministic(samples, tmp_path):
         sample_config(tmp_path)["perplexity_cutoffs"]
         == sample_config(samples[0])["perplexity_cutoffs"]
     )
+
+
+def test_perplexity_filter_false_alone_is_enough_without_a_model_or_cutoffs(samples, tmp_path):
+    """The missing-lm_model error says "or set perplexity_filter = false": that must work."""
+    table = {**sample_config(samples[0]), "perplexity_cutoffs": [], "lm_model": ""}
+    with pytest.raises(ConfigError, match=r"lm_model is not set.*perplexity_filter = false"):
+        CommonCrawlConfig(**table)
+    config = CommonCrawlConfig(**{**table, "perplexity_filter": False})
+    assert config.perplexity_filter is False and config.perplexity_cutoffs == []
+    # A language CCNet's table lacks needs no cutoffs when the stage is off...
+    assert CommonCrawlConfig(**{**table, "perplexity_filter": False, "languages": ["tlh"]})
+    # ... but given cutoffs are still checked, and must be a list.
+    for cutoffs in ([50.0, 10.0], [1.0], 5):
+        with pytest.raises(ConfigError, match=r"perplexity_cutoffs must be \[head_max"):
+            CommonCrawlConfig(
+                **{**table, "perplexity_filter": False, "perplexity_cutoffs": cutoffs}
+            )

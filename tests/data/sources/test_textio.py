@@ -160,3 +160,29 @@ def test_truncated_and_corrupt_gzip_are_told_apart(tmp_path):
     trailing.write_bytes(packed + b"garbage after the last member")
     records, bad, _ = _reasons(trailing)
     assert bad == {"corrupt": 1} and len(records) == 20_000
+
+
+def test_broken_deflate_block_is_counted_not_raised(tmp_path):
+    """gzip raises zlib.error, which is no OSError, for a broken deflate block."""
+    body = b"".join(b'{"text": "record %d"}\n' % i for i in range(20_000))
+    broken = bytearray(gzip.compress(body))
+    broken[100:110] = b"\xff" * 10
+    path = tmp_path / "broken.jsonl.gz"
+    path.write_bytes(gzip.compress(body) + bytes(broken))  # a good member, then a bad one
+    records, bad, _ = _reasons(path)
+    assert bad == {"corrupt": 1} and len(records) == 20_000
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"text": "big", "stars": ' + b"9" * 5000 + b"}",  # past int's 4300-digit limit
+        b"[" * 100_000,  # deeper than the parser's recursion limit
+    ],
+)
+def test_json_that_python_refuses_is_a_counted_bad_line(tmp_path, line):
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n' + line + b'\n{"text": "also ok"}\n')
+    records, bad, examples = _reasons(path)
+    assert [record["text"] for _, record in records] == ["ok", "also ok"]
+    assert bad == {"json": 1} and examples["json"].endswith("hostile.jsonl:2")

@@ -1,6 +1,8 @@
 import bz2
+import io
 import pickle
 import random
+import tracemalloc
 
 import pytest
 
@@ -13,9 +15,11 @@ from llamaforge.data.samples.wikipedia import (
 )
 from llamaforge.data.sources.base import FilterReport, config_from_table
 from llamaforge.data.sources.wikipedia import (
+    MAX_DEPTH,
     PAPER_LANGUAGES,
     WikipediaConfig,
     WikipediaSource,
+    _iter_pages,
     dump_language,
 )
 from llamaforge.data.sources.wikitext import wikitext_to_text
@@ -225,3 +229,44 @@ def test_multistream_slices_read_only_their_streams(tmp_path):
     assert not report.bad_input
     docs, report = run(sliced, [slices[1]])
     assert docs == [] and dict(report.bad_input) == {"corrupt": 1}
+
+
+class _SmallReads(io.BytesIO):
+    """Hands the parser 4 KiB at a time, so a parse batch is small next to the junk."""
+
+    def read1(self, size=-1):
+        return super().read1(min(size, 4096))
+
+
+def test_junk_between_and_inside_pages_is_dropped_in_bounded_memory(tmp_path):
+    """A 3 KB .bz2 can hold millions of elements: each one must be let go once it ends."""
+    good = page_xml("Good", 0, 1, article_wikitext(random.Random(0), "Good"))
+    junk = "<x/>" * 100_000
+    # junk between pages, and inside a page and its revision (plus a second <title>)
+    stuffed = good.replace("<ns>", f"{junk}<title>Second</title><ns>", 1)
+    stuffed = stuffed.replace("<timestamp>", f"<y>{junk}</y><timestamp>", 1)
+    body = junk + good.replace("Good", "Other") + "<logitem/>" + stuffed + FOOTER
+    path = _plain_dump(tmp_path, body)
+    docs, report = run(WikipediaSource(WikipediaConfig()), [path])
+    assert [doc.id for doc in docs] == ["en:Other", "en:Good"]
+    assert docs[1].meta["revision_id"] == 11  # the revision survived its junk
+    assert dict(report.bad_input) == {"unexpected_element": 1}
+    assert "100001 top-level elements" in report.bad_input_examples["unexpected_element"]
+    data = path.read_bytes()
+    tracemalloc.start()
+    try:
+        pages = list(_iter_pages(_SmallReads(data)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [page["title"] for page in pages] == ["Other", "Good"]
+    assert peak < 2 << 20  # holding the 300,000 junk elements took 16 MB
+
+
+def test_elements_nested_too_deep_are_bad_xml(tmp_path):
+    good = page_xml("Good", 0, 1, article_wikitext(random.Random(0), "Good"))
+    deep = "<x>" * (MAX_DEPTH + 5) + "</x>" * (MAX_DEPTH + 5)
+    docs, report = run(WikipediaSource(WikipediaConfig()), [_plain_dump(tmp_path, good + deep)])
+    assert [doc.id for doc in docs] == ["en:Good"]
+    assert dict(report.bad_input) == {"xml": 1}
+    assert f"nested more than {MAX_DEPTH} deep" in report.bad_input_examples["xml"]
