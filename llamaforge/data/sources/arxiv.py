@@ -56,18 +56,20 @@ name; old-style ``hep-th9901001`` becomes ``hep-th/9901001``.
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
-import lzma
 import posixpath
 import re
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import ClassVar
 
+from llamaforge.data.sources.arxiv_files import (
+    compression,
+    decompress,
+    read_source,
+    tar_members,
+)
 from llamaforge.data.sources.base import Document, FilterReport
 from llamaforge.data.sources.latex import (
     ExpansionLimits,
@@ -79,7 +81,6 @@ from llamaforge.data.sources.textio import STREAM_ERRORS, BadInput, decode_utf8,
 from llamaforge.errors import ConfigError
 
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".gz", ".tex")
-TEX_MEMBER_SUFFIXES = (".tex", ".ltx")
 _DOCUMENTCLASS = re.compile(r"\\document(?:class|style)(?![A-Za-z])")
 _BEGIN_DOCUMENT = re.compile(r"\\begin\s*\{document\}")
 _INPUT = re.compile(r"\\(?:input|include|subfile)(?![A-Za-z])\s*(?:\{([^}]*)\}|([^\s{}\\%]+))")
@@ -168,7 +169,7 @@ class ArxivSource:
             yield from self._process_bulk(path, report)
             return
         try:
-            data = self._read_source(path, str(path))
+            data = read_source(path, str(path), self.config.max_source_bytes)
         except BadInput as error:
             report.bad(error.reason, error.where)
             return
@@ -206,7 +207,7 @@ class ArxivSource:
                         report.bad("too_large", f"{member_where}: over {limit} bytes")
                         continue
                     try:
-                        data = self._decompress(packed, member_where)
+                        data = decompress(packed, member_where, limit)
                     except BadInput as error:
                         report.bad(error.reason, error.where)
                         continue
@@ -255,74 +256,25 @@ class ArxivSource:
         }
         return Document(text=text, source=self.name, id=arxiv_id(Path(name)), meta=meta)
 
-    def _decompress(self, packed: bytes, where: str) -> bytes:
-        """``packed`` decompressed if gzip, bzip2 or xz, else as is; reads limit + 1 bytes at most."""
-        limit = self.config.max_source_bytes
-        opener = _compression(packed)
-        if opener is None:
-            return packed
-        try:
-            with opener(io.BytesIO(packed)) as stream:
-                data = stream.read(limit + 1)
-        except (*STREAM_ERRORS, gzip.BadGzipFile) as error:
-            raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
-        if len(data) > limit:
-            raise BadInput("too_large", f"{where}: over {limit} bytes decompressed")
-        return data
-
-    def _read_source(self, path: Path, where: str) -> bytes:
-        """One paper file's bytes, gunzipped if gzip, bounded by ``max_source_bytes``."""
-        limit = self.config.max_source_bytes
-        try:
-            with open(path, "rb") as raw:
-                gzipped = raw.read(2) == b"\x1f\x8b"
-            with gzip.open(path, "rb") if gzipped else open(path, "rb") as stream:
-                data = stream.read(limit + 1)
-        except (*STREAM_ERRORS, gzip.BadGzipFile) as error:
-            raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
-        if len(data) > limit:
-            raise BadInput("too_large", f"{where}: over {limit} bytes decompressed")
-        return data
-
     def _members(self, data: bytes, name: str, where: str) -> tuple[dict[str, str | None], bool]:
         """Comment-free text of each ``.tex`` file (None: not UTF-8), and whether archived."""
         if not data.strip():
             raise BadInput("empty", where)
-        if _compression(data) is not None:  # a second layer (a .tar.gz gzipped again)
-            data = self._decompress(data, where)
-            if _compression(data) is not None:
+        if compression(data) is not None:  # a second layer (a .tar.gz gzipped again)
+            data = decompress(data, where, self.config.max_source_bytes)
+            if compression(data) is not None:
                 raise BadInput("nested_archive", f"{where}: compressed more than twice")
         if _is_archive(Path(name)) or data[257:262] == b"ustar":
-            return self._tar_members(data, where), True
+            members = tar_members(data, where, self.config.max_source_bytes)
+            if not members:
+                raise _Dropped("arxiv.no_tex")
+            return members, True
         if looks_binary(data[:8192]):
             raise BadInput("binary", where)
         text = decode_utf8(data)
         if text is None:
             raise BadInput("utf8", where)
         return {name: strip_comments(text)}, False
-
-    def _tar_members(self, data: bytes, where: str) -> dict[str, str | None]:
-        """The ``.tex`` members of an uncompressed tar (``r:``), read within ``max_source_bytes``."""
-        members: dict[str, str | None] = {}
-        budget = self.config.max_source_bytes
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-                for member in archive:
-                    name = posixpath.normpath(member.name).removeprefix("./")
-                    if not member.isfile() or not name.lower().endswith(TEX_MEMBER_SUFFIXES):
-                        continue
-                    content = archive.extractfile(member).read(budget + 1)  # type: ignore[union-attr]
-                    budget -= len(content)
-                    if budget < 0:
-                        limit = self.config.max_source_bytes
-                        raise BadInput("too_large", f"{where}: .tex members over {limit} bytes")
-                    text = None if looks_binary(content[:8192]) else decode_utf8(content)
-                    members[name] = None if text is None else strip_comments(text)
-        except (tarfile.TarError, *STREAM_ERRORS) as error:
-            raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
-        if not members:
-            raise _Dropped("arxiv.no_tex")
-        return members
 
     def _inline(
         self, members: dict[str, str | None], name: str, depth: int, stack: tuple[str, ...]
@@ -341,19 +293,6 @@ class ArxivSource:
     def global_filter(self, docs: Iterable[Document], report: FilterReport) -> Iterator[Document]:
         """arXiv ids are unique: no source-wide dedup."""
         yield from docs
-
-
-# "BZh", the block size digit, then the magic of the first block or of the stream's end.
-_BZIP2_MAGIC = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
-
-
-def _compression(data: bytes) -> Callable[[IO[bytes]], IO[bytes]] | None:
-    """A reader for gzip, bzip2 or xz ``data`` (what ``tarfile``'s ``r:*`` undid); else None."""
-    if data[:2] == b"\x1f\x8b":
-        return lambda raw: gzip.GzipFile(fileobj=raw)
-    if _BZIP2_MAGIC.match(data[:10]):
-        return bz2.BZ2File
-    return lzma.LZMAFile if data[:6] == b"\xfd7zXZ\x00" else None
 
 
 def _is_archive(path: Path) -> bool:
