@@ -3,7 +3,8 @@
 An example of ``n`` token ids (BOS ... EOS) gives ``n - 1`` training
 positions: inputs ``ids[:-1]``, targets ``ids[1:]``; a target is
 :data:`~llamaforge.train.batches.IGNORE` unless it is response text or a
-response's EOS (all targets are scored with ``train_on_prompt``).
+response's EOS (with ``train_on_prompt`` every target is scored except those of
+an assistant turn marked ``"weight": 0``, which is context only).
 
 Length rule (``finetune.overlong``), for examples with more than
 ``max_seq_len`` positions:
@@ -46,11 +47,12 @@ class Example:
 def encode_example(
     tokenizer, template: ChatTemplate, messages: list[dict], train_on_prompt: bool = False
 ) -> tuple[list[int], list[bool]]:
-    """Ids of one conversation and, per id, whether it is a scored target."""
-    ids, trainable = encode_segments(tokenizer, template.render(messages))
-    if train_on_prompt:
-        trainable = [True] * len(ids)
-    return ids, trainable
+    """Ids of one conversation and, per id, whether it is a scored target.
+
+    ``train_on_prompt`` scores the prompt ids too, but never a ``"weight": 0``
+    response (see :func:`~llamaforge.finetune.encoding.encode_segments`).
+    """
+    return encode_segments(tokenizer, template.render(messages), score_prompt=train_on_prompt)
 
 
 def build_examples(

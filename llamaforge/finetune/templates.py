@@ -1,10 +1,12 @@
 """Prompt templates as data: how a conversation becomes training text and ids.
 
 A template is a TOML file (``llamaforge/finetune/templates/{alpaca,chat}.toml``
-ship; a user passes a path to their own) with five format strings. Only two
-placeholders exist, ``{content}`` and ``{input}``; they are substituted in one
-pass, so braces in templates or messages need no escaping and a message that
-itself contains ``{content}`` stays literal.
+ship; a user passes a path to their own) with up to seven format strings.
+Their grammar is :mod:`llamaforge.finetune.template_text`: each field takes
+only the placeholders it documents (``{content}``, and ``{input}`` in
+``user_with_input``), a literal brace is doubled as in ``str.format``, and
+anything else in braces is refused when the template loads (it would be
+trained on as literal text). Braces inside messages need no escaping.
 
 Decisions:
 
@@ -28,6 +30,12 @@ Decisions:
   ``default_system_with_input`` format it.
 * Messages: an optional ``system`` first, then ``user`` and ``assistant`` turns
   where every assistant turn answers a user turn. Anything else is an error.
+* **Weight** (OpenAI's fine-tuning format): an assistant message may carry
+  ``"weight": 0`` (context: rendered, followed by its EOS, never scored) or
+  ``1`` (scored, as when absent); ``null`` is absent. Any other value, or a
+  weight on another role, is an error. A weight-0 turn stays unscored even
+  with ``train_on_prompt``: the record's explicit "do not train" wins over the
+  global switch.
 * **Special-token spellings.** A template may not contain ``<s>``, ``</s>``
   or ``<unk>`` (refused when it loads). In a *message* they are text to us
   (byte pieces ``<``, ``/``, ``s``, ``>``), while a Hugging Face tokenizer
@@ -41,76 +49,52 @@ Decisions:
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from llamaforge.errors import ConfigError, DataError
+from llamaforge.finetune.encoding import Segment as Segment
+from llamaforge.finetune.encoding import encode_segments as encode_segments
+from llamaforge.finetune.template_text import (
+    FIELD_PLACEHOLDERS,
+    check_field,
+    fill,
+    jinja_format,
+    jinja_literal,
+    literal,
+)
 
 ROLES = ("system", "user", "assistant")
 # The SentencePiece control pieces' spellings: text, never written by a template (see __post_init__).
 SPECIAL_TOKEN_TEXT = ("<s>", "</s>", "<unk>")
-_TEXT_FIELDS = ("system", "user", "assistant", "assistant_end", "default_system",
-                "user_with_input", "default_system_with_input")  # fmt: skip
-_PLACEHOLDER = re.compile(r"\{(content|input)\}")
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A piece of rendered text; ``trainable`` marks response text (an EOS follows it)."""
-
-    text: str
-    trainable: bool
-
-
-def _fill(fmt: str, content: str, input_text: str = "") -> str:
-    values = {"content": content, "input": input_text}
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], fmt)
-
-
-def _jinja_literal(text: str) -> str:
-    # Jinja string literals are Python-escaped; json.dumps' escapes are a subset.
-    return "{{ " + json.dumps(text, ensure_ascii=False) + " }}"
-
-
-def _jinja_format(fmt: str, content: str, input_expr: str = "''") -> str:
-    """Jinja for ``_fill(fmt, ...)``: literals and the two placeholders as expressions."""
-    out, pos = [], 0
-    for match in _PLACEHOLDER.finditer(fmt):
-        if match.start() > pos:
-            out.append(_jinja_literal(fmt[pos : match.start()]))
-        out.append("{{ " + (content if match.group(1) == "content" else input_expr) + " }}")
-        pos = match.end()
-    if pos < len(fmt):
-        out.append(_jinja_literal(fmt[pos:]))
-    return "".join(out)
+_TEXT_FIELDS = tuple(FIELD_PLACEHOLDERS)
 
 
 @dataclass(frozen=True)
 class ChatTemplate:
+    """The text around each turn; the placeholders each field takes are in :mod:`.template_text`."""
+
     name: str
-    system: str  # a system turn, with {content}; "" if the template has none
-    user: str  # a user turn, with {content}
-    assistant: str  # the prompt-side prefix of an assistant turn
-    assistant_end: str  # text after a response, before its EOS
-    default_system: str  # used when the messages have no system turn; "" = none
-    user_with_input: str = ""  # a user turn carrying an "input" (Alpaca); "" = not supported
+    system: str  # a system turn, with {content} once; "" if the template has none
+    user: str  # a user turn, with {content} once
+    assistant: str  # the prompt-side prefix of an assistant turn; no placeholder
+    assistant_end: str  # text after a response, before its EOS; no placeholder
+    default_system: str  # system content when the messages have none; "" = none; no placeholder
+    user_with_input: str = ""  # a user turn with an "input" (Alpaca): {content} and {input} once
     default_system_with_input: str = ""  # default system when a user turn has an input
 
     def __post_init__(self) -> None:
-        """Refuse a template that would drop text or disagree with its Hugging Face export."""
+        """Refuse a template that would drop text, train on literal placeholders or
+        disagree with its Hugging Face export."""
         where = f"template {self.name!r}"
-        if "{content}" not in self.user:
-            raise ConfigError(f"{where}: 'user' must contain {{content}}")
-        if self.system and "{content}" not in self.system:
-            raise ConfigError(f"{where}: 'system' must contain {{content}} or be \"\"")
-        if self.user_with_input and not all(
-            p in self.user_with_input for p in ("{content}", "{input}")
-        ):
-            raise ConfigError(f"{where}: 'user_with_input' must contain {{content}} and {{input}}")
+        for field_name in _TEXT_FIELDS:
+            try:
+                check_field(field_name, getattr(self, field_name))
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {error}") from None
         if not self.system and (self.default_system or self.default_system_with_input):
             raise ConfigError(f"{where}: a default system message needs a 'system' turn format")
         for field_name in _TEXT_FIELDS:
@@ -127,8 +111,13 @@ class ChatTemplate:
         if messages and messages[0].get("role") == "system":
             return messages[0]["content"]
         if has_input and self.default_system_with_input:
-            return self.default_system_with_input
-        return self.default_system or None
+            return literal(self.default_system_with_input)
+        return literal(self.default_system) or None
+
+    def system_text(self, messages: list[dict]) -> str | None:
+        """The system message ``messages`` are shown with: their own, the default, or None."""
+        has_input = any(m.get("input") for m in messages if m.get("role") == "user")
+        return self._system_text(messages, has_input)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> list[Segment]:
         """The conversation as prompt and response segments (BOS/EOS not included)."""
@@ -141,7 +130,7 @@ class ChatTemplate:
                 raise DataError(
                     f"template {self.name!r} has no system turn; drop the system message"
                 )
-            out.append(Segment(_fill(self.system, system), False))
+            out.append(Segment(fill(self.system, system), False))
         for message in messages:
             role, content = message["role"], message["content"]
             if role == "user":
@@ -149,12 +138,13 @@ class ChatTemplate:
                 if input_text and not self.user_with_input:
                     raise DataError(f"template {self.name!r} cannot show an 'input' field")
                 fmt = self.user_with_input if input_text else self.user
-                out.append(Segment(_fill(fmt, content, input_text), False))
+                out.append(Segment(fill(fmt, content, input_text), False))
             elif role == "assistant":
-                out.append(Segment(self.assistant, False))
-                out.append(Segment(content + self.assistant_end, True))
+                out.append(Segment(literal(self.assistant), False))
+                scored = message.get("weight") != 0
+                out.append(Segment(content + literal(self.assistant_end), True, scored))
         if add_generation_prompt:
-            out.append(Segment(self.assistant, False))
+            out.append(Segment(literal(self.assistant), False))
         return [s for s in out if s.text or s.trainable]
 
     def to_jinja(self, bos_token: str, eos_token: str) -> str:
@@ -166,28 +156,29 @@ class ChatTemplate:
         """
         if not bos_token or not eos_token:
             raise ValueError("to_jinja needs the tokenizer's BOS and EOS strings")
-        lit = _jinja_literal
+        lit = jinja_literal
         default = ""
         if self.default_system:
-            default = "{% set sys = " + json.dumps(self.default_system, ensure_ascii=False) + " %}"
+            text = literal(self.default_system)
+            default = "{% set sys = " + json.dumps(text, ensure_ascii=False) + " %}"
         with_input = ""
         if self.default_system_with_input:
             with_input = (
                 "{% if ns.has_input %}{% set sys = "
-                + json.dumps(self.default_system_with_input, ensure_ascii=False)
+                + json.dumps(literal(self.default_system_with_input), ensure_ascii=False)
                 + " %}{% endif %}"
             )
         system_turn = (
-            "{% if sys is not none %}" + _jinja_format(self.system, "sys") + "{% endif %}"
+            "{% if sys is not none %}" + jinja_format(self.system, "sys") + "{% endif %}"
             if self.system
             else "{% if sys is not none %}{{ raise_exception('this template has no system turn') }}"
             "{% endif %}"
         )
-        user_turn = _jinja_format(self.user, "message['content']")
+        user_turn = jinja_format(self.user, "message['content']")
         if self.user_with_input:
             user_turn = (
                 "{% if message['input'] is defined and message['input'] %}"
-                + _jinja_format(self.user_with_input, "message['content']", "message['input']")
+                + jinja_format(self.user_with_input, "message['content']", "message['input']")
                 + "{% else %}"
                 + user_turn
                 + "{% endif %}"
@@ -209,13 +200,13 @@ class ChatTemplate:
             + "{% for message in loop_messages %}"
             "{% if message['role'] == 'user' %}" + user_turn + ""
             "{% elif message['role'] == 'assistant' %}"
-            + lit(self.assistant)
+            + lit(literal(self.assistant))
             + "{{ message['content'] }}"
-            + lit(self.assistant_end)
+            + lit(literal(self.assistant_end))
             + "{{ eos_token }}"
             "{% else %}{{ raise_exception('unknown role ' + message['role']) }}{% endif %}"
             "{% endfor %}"
-            "{% if add_generation_prompt %}" + lit(self.assistant) + "{% endif %}"
+            "{% if add_generation_prompt %}" + lit(literal(self.assistant)) + "{% endif %}"
         )
 
 
@@ -230,49 +221,26 @@ def check_messages(messages: Any) -> None:
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise DataError(f"messages[{index}] has unknown role {role!r}; use {', '.join(ROLES)}")
+        if content is None and "content" in message:
+            raise DataError(f"messages[{index}] ({role}): 'content' is null; give it a string")
         if not isinstance(content, str):
             raise DataError(f"messages[{index}] ({role}) has no string 'content'")
+        weight = message.get("weight")
+        if weight is not None and role != "assistant":
+            raise DataError(
+                f"messages[{index}] ({role}) has a 'weight'; only assistant turns take one "
+                "(0 = context only, 1 = trained on)"
+            )
+        if weight is not None and (type(weight) is not int or weight not in (0, 1)):
+            raise DataError(
+                f"messages[{index}]: 'weight' must be 0 (context only) or 1 (trained on), "
+                f"got {weight!r}"
+            )
         if role == "system" and index != 0:
             raise DataError(f"messages[{index}]: a system message may only come first")
         if role == "assistant" and previous != "user":
             raise DataError(f"messages[{index}]: an assistant turn must follow a user turn")
         previous = role
-
-
-class _Encoder(Protocol):
-    bos_id: int
-    eos_id: int
-
-    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]: ...
-
-
-def encode_segments(tokenizer: _Encoder, segments: list[Segment]) -> tuple[list[int], list[bool]]:
-    """Token ids of a rendered conversation and, per id, whether it is response.
-
-    BOS first, an EOS (a response token: the model must learn to stop) after
-    every trainable segment. See the module docstring for the boundary rule.
-    """
-    ids, trainable = [tokenizer.bos_id], [False]
-    chunk = ""
-    for segment in segments:
-        if not segment.trainable:
-            chunk += segment.text
-            continue
-        prompt = tokenizer.encode(chunk, bos=False) if chunk else []
-        full = tokenizer.encode(chunk + segment.text, bos=False)
-        shared = 0
-        for a, b in zip(prompt, full, strict=False):
-            if a != b:
-                break
-            shared += 1
-        ids += full + [tokenizer.eos_id]
-        trainable += [False] * shared + [True] * (len(full) - shared) + [True]
-        chunk = ""
-    if chunk:
-        tail = tokenizer.encode(chunk, bos=False)
-        ids += tail
-        trainable += [False] * len(tail)
-    return ids, trainable
 
 
 _FIELDS = [f.name for f in fields(ChatTemplate)]

@@ -24,8 +24,15 @@ Decisions:
   what was shown.
 * **Sampling defaults** are temperature 0.7, top-p 0.9 (what chat front ends
   use; greedy decoding loops on small models); ``--temperature 0`` is greedy.
+* **A system prompt that leaves no room** (the template's default, or
+  ``--system``, with the turn markers and room for an answer, longer than
+  ``--context``) is refused when the session starts, naming it: no message
+  could ever be sent.
 * Commands: ``/reset`` clears the history (and the cache); Ctrl-D (EOF) or
   ``/quit`` ends the chat.
+* The read/print loop is :func:`~llamaforge.inference.terminal.chat_loop`;
+  its output goes through ``SafeOutput`` (control characters escaped,
+  unencodable characters replaced); the history keeps the raw text.
 """
 
 from __future__ import annotations
@@ -34,22 +41,27 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
 
 import torch
 from torch import nn
 
 from llamaforge.errors import ConfigError
+from llamaforge.finetune.template_text import literal_before
 from llamaforge.finetune.templates import ChatTemplate, encode_segments, load_template
 from llamaforge.inference.cli import sampling_from_args
 from llamaforge.inference.generate import TextDecoder, TokenizerLike, _stop_index, _unsafe_tail
-from llamaforge.inference.loading import add_device_arguments, load_model_and_tokenizer
+from llamaforge.inference.loading import (
+    add_device_arguments,
+    check_cache_fits,
+    load_model_and_tokenizer,
+)
 from llamaforge.inference.sampling import SamplingConfig, make_generator, sample_next
+from llamaforge.inference.terminal import chat_loop
 
 
 def user_marker(template: ChatTemplate) -> str:
     """The literal text a user turn starts with (``"<|user|>"``), "" if it starts with the message."""
-    return template.user.split("{content}", 1)[0].strip()
+    return literal_before(template.user, "content").strip()
 
 
 class ChatSession:
@@ -76,7 +88,9 @@ class ChatSession:
         if context is not None and not 16 <= context <= window:
             raise ConfigError(f"--context must be between 16 and the model's window {window}")
         self.max_len = context or window
-        _check_cache_fits(model, self.max_len)
+        check_cache_fits(model, self.max_len)
+        self.room = min(sampling.max_new_tokens, self.max_len // 4) + 1  # an answer and its EOS
+        self._check_system_fits()
         self.cache = model.new_cache(1, self.max_len)
         self.vocab = getattr(tokenizer, "vocab_size", None)  # ids past it are never sampled
         self.device = next(model.parameters()).device
@@ -91,6 +105,28 @@ class ChatSession:
         self.fed: list[int] = []  # ids in the cache, in order
         self.pending: list[int] = []  # history ids not yet fed (the last answer's tail + EOS)
         self.cache.filled = 0
+
+    def _check_system_fits(self) -> None:
+        """Refuse a context the system prompt fills: then even an empty message cannot fit."""
+        messages = [*([{"role": "system", "content": self.system}] * bool(self.system)),
+                    {"role": "user", "content": ""}]  # fmt: skip
+        need = len(encode_segments(self.tokenizer, self.template.render(messages, True))[0])
+        if need + self.room <= self.max_len:
+            return
+        what = f"an empty message in template {self.template.name!r}"
+        if self.system:
+            what = "the --system message"
+        elif self.template.system_text(messages):
+            what = f"the default system prompt of template {self.template.name!r}"
+        window, least = self.model.config.max_seq_len, need + self.room
+        fix = f"pass --context {min(least + 64, window)} or more"
+        if least > window:
+            fix = f"that is more than the model's {window}-position window"
+        raise ConfigError(
+            f"a {self.max_len}-position context is too small: {what} uses {need} positions "
+            f"(turn markers included) and an answer needs {self.room} more; {fix}"
+            + (", or give a shorter --system" if self.system else "")
+        )
 
     @property
     def history(self) -> list[int]:
@@ -109,7 +145,7 @@ class ChatSession:
         self, messages: list[dict], notify: Callable[[str], None]
     ) -> tuple[list[int], list[dict]] | None:
         """Ids to feed for the new turn and the conversation they end; old turns may be dropped."""
-        room = min(self.sampling.max_new_tokens, self.max_len // 4) + 1
+        room = self.room
         new = self._turn_ids(messages)
         if len(self.fed) + len(new) + room <= self.max_len:
             return new, messages
@@ -122,7 +158,12 @@ class ChatSession:
                 notify(f"[context full: dropped the {dropped} oldest turn(s), re-read the rest]")
                 self.fed, self.pending, self.cache.filled = [], [], 0
                 return ids, kept
-        notify(f"[message too long: it does not fit in the {self.max_len}-token context; not sent]")
+        alone = messages[:head] + messages[-1:]
+        need = len(encode_segments(self.tokenizer, self.template.render(alone, True))[0])
+        notify(
+            f"[message too long: with the system prompt and turn markers it takes {need} of the "
+            f"{self.max_len} context positions and an answer needs {room}; not sent]"
+        )
         return None
 
     def _feed(self, ids: list[int]) -> torch.Tensor:
@@ -198,75 +239,6 @@ def _decode_after(session: ChatSession, start: int, ids: list[int]) -> str:
         decoder.push(token)
     decoder.flush()
     return decoder.text
-
-
-def _available_bytes(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _check_cache_fits(model: nn.Module, max_len: int) -> None:
-    """Refuse a KV cache the machine cannot hold (it is allocated whole, up front).
-
-    A checkpoint's ``max_seq_len`` of 2**24 would otherwise ask for ~16 GiB
-    at dim 64 before the first prompt; ``--context`` keeps fewer positions.
-    """
-    cfg, param = model.config, next(model.parameters())
-    need = 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * max_len * param.element_size()
-    free = _available_bytes(param.device)
-    if free is not None and need > free // 2:
-        raise ConfigError(
-            f"the KV cache for {max_len} positions needs {need / 2**30:.1f} GiB, more than half "
-            f"of the {free / 2**30:.1f} GiB available; pass --context N with fewer positions"
-        )
-
-
-def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">>> ") -> int:
-    """Read user turns from ``lines`` until EOF, streaming each answer to ``out``."""
-    interactive = lines.isatty() and out.isatty()
-
-    def notify(message: str) -> None:
-        out.write(message + "\n")
-        out.flush()
-
-    while True:
-        if interactive:
-            try:
-                line = input(prompt)
-            except EOFError:
-                out.write("\n")
-                return 0
-        else:
-            line = lines.readline()
-            if not line:
-                return 0
-        text = line.rstrip("\r\n")
-        if text.strip() in ("/quit", "/exit"):
-            return 0
-        if text.strip() == "/reset":
-            session.reset()
-            notify("[conversation cleared]")
-            continue
-        if not text.strip():
-            continue
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # bytes that are not UTF-8 on a non-UTF-8 terminal or pipe
-            notify("[that line is not UTF-8 text; nothing was sent]")
-            continue
-        for piece in session.send(text, notify):
-            out.write(piece)
-            out.flush()
-        out.write("\n")
-        out.flush()
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

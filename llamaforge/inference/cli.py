@@ -4,7 +4,9 @@ Defaults match ``SamplingConfig`` (greedy), so two runs print the same text;
 pass ``--temperature 0.8 --top-p 0.95`` for the settings of Meta's example
 script. Several ``--prompt`` are completed one after the other, each streamed
 as it is generated, rather than batched: streaming interleaved sequences
-would be unreadable.
+would be unreadable. What is printed (echoed prompts too) goes through
+:class:`~llamaforge.inference.terminal.SafeOutput`: control characters are
+shown escaped and characters stdout's encoding cannot hold are replaced.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from llamaforge.inference.generate import stream
 from llamaforge.inference.loading import add_device_arguments, load_model_and_tokenizer
 from llamaforge.inference.sampling import SamplingConfig
+from llamaforge.inference.terminal import SafeOutput
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
 
@@ -82,7 +85,7 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = sampling_from_args(args)
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device, args.dtype)
-    out = sys.stdout
+    out = SafeOutput(sys.stdout)
     for i, prompt in enumerate(args.prompt):
         if i:
             out.write("\n")

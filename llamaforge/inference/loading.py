@@ -8,6 +8,8 @@ folder or tokenizer, through :func:`load_checkpoint`; ``generate`` and
 ``auto`` rules and the error messages live here once. ``auto``
 follows what users of Meta's and Hugging Face's scripts expect: CUDA when
 present, in bfloat16 where the GPU supports it, float32 otherwise.
+:func:`check_cache_fits` (used by ``chat``) refuses a KV cache the machine
+cannot hold before it is allocated.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from llamaforge.errors import CheckpointError, ConfigError
 
@@ -94,3 +97,32 @@ def load_model_and_tokenizer(
             "with into the folder"
         )
     return model, Tokenizer(tokenizer_path)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_cache_fits(model: nn.Module, max_len: int) -> None:
+    """Refuse a KV cache the machine cannot hold (it is allocated whole, up front).
+
+    A checkpoint's ``max_seq_len`` of 2**24 would otherwise ask for ~16 GiB
+    at dim 64 before the first prompt; ``--context`` keeps fewer positions.
+    """
+    cfg, param = model.config, next(model.parameters())
+    need = 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * max_len * param.element_size()
+    free = available_bytes(param.device)
+    if free is not None and need > free // 2:
+        raise ConfigError(
+            f"the KV cache for {max_len} positions needs {need / 2**30:.1f} GiB, more than half "
+            f"of the {free / 2**30:.1f} GiB available; pass --context N with fewer positions"
+        )

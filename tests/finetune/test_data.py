@@ -56,8 +56,14 @@ def test_json_array_file_and_forced_schema(tmp_path) -> None:
         read_conversations(str(path), schema="flan")
 
 
+U = {"role": "user", "content": "q"}
+A = {"role": "assistant", "content": "r"}
 BAD = [
-    ({"instruction": "x"}, "matches no schema", "unknown_schema"),
+    # an alpaca record lacking "output" says so (it used to "match no schema")
+    ({"instruction": "x"}, "missing field 'output'", "missing_field"),
+    ({"instruction": "x", "output": None}, "field 'output' is null", "bad_field"),
+    ({"messages": None}, "field 'messages' is null", "bad_field"),
+    ({"prompt": "x", "completion": "y"}, "matches no schema", "unknown_schema"),
     ({"instruction": "x", "output": "  "}, "empty response", "empty_response"),
     ({"instruction": 3, "output": "y"}, "must be a string", "bad_field"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "unknown role", "unknown_role"),
@@ -87,6 +93,14 @@ BAD = [
      "bad_messages"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
                    {"role": "user", "content": "z"}]}, "ends on a user turn", "bad_messages"),
+    # OpenAI's "weight": 0 or 1, on assistant turns only
+    *[({"messages": [U, {**A, "weight": w}]}, "'weight' must be 0", "bad_weight")
+      for w in (2, 0.5, "0", True, -1)],
+    ({"messages": [{**U, "weight": 1}, A]}, r"\(user\) has a 'weight'", "bad_weight"),
+    ({"messages": [U, {**A, "weight": 0}]}, "every assistant turn has weight 0", "no_response"),
+    ({"messages": [U, {**A, "tool_calls": [{"id": "1"}]}]}, "key 'tool_calls'", "unknown_key"),
+    ({"messages": [{**U, "role": "assistant", "content": None}]}, "'content' is null",
+     "bad_messages"),
 ]  # fmt: skip
 
 
@@ -155,3 +169,13 @@ def test_a_mistyped_file_name_is_not_sent_to_the_hub(tmp_path) -> None:
     for name in ("data/good.JSONL", "train.txt", "pairs.json.gz", "~/x.jsonl"):
         with pytest.raises(ConfigError, match="does not exist"):
             read_conversations(name)
+
+
+def test_weight_name_and_null_keys_of_messages(tmp_path) -> None:
+    record = {"id": 7, "source": "x", "messages": [
+        {**U, "name": "bob"}, {**A, "weight": 0, "name": None}, U, {**A, "weight": 1},
+        U, {**A, "weight": None, "function_call": None},
+    ]}  # fmt: skip
+    (messages,), _ = read_conversations(str(write_lines(tmp_path / "w.jsonl", [record])))
+    # weight 0 is kept (context only), 1 and null are the default; "name" and null keys go
+    assert messages == [U, {**A, "weight": 0}, U, A, U, A]

@@ -124,3 +124,17 @@ def test_the_template_survives_a_round_trip_through_hugging_face(tmp_path, chat_
         convert(hf_dir, tmp_path / "native2", dst_format="native")
     with pytest.warns(UserWarning, match="Meta folders hold none"):
         convert(hf_dir, tmp_path / "meta", dst_format="meta")
+
+
+def test_a_template_with_literal_braces_exports_the_same_text(tmp_path, chat_tokenizer) -> None:
+    path = tmp_path / "braces.toml"
+    path.write_text('system = "{{sys}} {content}\\n"\ndefault_system = "Use {{json}}."\n'
+                    'user = "{{User}} {content}\\n"\nassistant = "{{bot}}:\\n"\n', "utf-8")  # fmt: skip
+    template = load_template(str(path))
+    folder = to_hf(build_model(CFG), tmp_path / "hf", chat_tokenizer.model_path,
+                   chat_template=template)  # fmt: skip
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    for messages in (TURNS, [SYSTEM, *TURNS[:3]]):
+        text = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert text == our_text(template, chat_tokenizer, messages, True)
+        assert "{User} Name 3 animals.\n{bot}:\n" in text and "{{" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 
 import pytest
 import torch
@@ -142,6 +143,19 @@ def test_a_message_longer_than_the_context_is_refused(short_model, tokenizer):
     session = ChatSession(short_model, tokenizer, TEMPLATE, GREEDY)
     assert "".join(session.send("the cat " * 40, notices.append)) == ""
     assert "too long" in notices[0] and session.history == [] and session.messages == []
+    assert re.search(r"it takes \d+ of the 64 context positions", notices[0])
+
+
+def test_a_system_prompt_that_fills_the_context_is_refused_naming_it(model, tokenizer):
+    alpaca = load_template("alpaca")
+    with pytest.raises(ConfigError, match=r"a 64-position context is too small: the default "
+                       r"system prompt of template 'alpaca' uses \d+ positions .*--context"):  # fmt: skip
+        ChatSession(model, tokenizer, alpaca, GREEDY, context=64)
+    with pytest.raises(ConfigError, match=r"the --system message uses .* shorter --system"):
+        ChatSession(model, tokenizer, TEMPLATE, GREEDY, system="the cat " * 40, context=64)
+    notices: list[str] = []
+    session = ChatSession(model, tokenizer, alpaca, GREEDY)  # the 256-position window holds it
+    assert "".join(session.send("a", notices.append)) and not notices
 
 
 def test_loop_reset_commands_and_eof(model, tokenizer):
