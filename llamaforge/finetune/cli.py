@@ -2,8 +2,11 @@
 
 Nothing here trains: it checks that the config is a finetuning config and
 hands it to ``llamaforge.train`` (the same trainer, checkpoints, SIGTERM
-handling, metrics, torchrun layout and report as ``llamaforge train``). The
-report's samples are instruction prompts rendered in the run's template.
+handling, metrics, torchrun layout and report as ``llamaforge train``), with
+the same run-control flags (``--resume``, ``--fresh-run``,
+``--allow-config-change``, ``--restart-over-damaged``, ``--skip-memory-check``),
+which the trainer's errors name. The report's samples are instruction prompts
+rendered in the run's template.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from llamaforge.errors import ConfigError
+from llamaforge.train.cli import add_run_flags
 
 SAMPLE_INSTRUCTIONS = (
     "Give three tips for staying healthy.",
@@ -27,21 +31,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "overrides", nargs="*", default=[], metavar="section.field=value",
         help="override any field, e.g. finetune.init=runs/tiny/checkpoints/step_00000100",
     )  # fmt: skip
-    parser.add_argument("--resume", help="'auto' (default from the config), 'never' or a folder")
-    parser.add_argument("--no-report", action="store_true", help="skip report.md at the end")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_flags(parser)  # the same --resume, --fresh-run, ... as `llamaforge train`
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from llamaforge.finetune.templates import load_template
-    from llamaforge.train.cli import train_and_report
+    from llamaforge.train.cli import run_flag_overrides, train_and_report
     from llamaforge.train.config import load_train_config
 
-    overrides = list(args.overrides)
-    if args.resume:
-        overrides.append(f"checkpoint.resume={args.resume!r}")
-    cfg = load_train_config(args.config, overrides)
+    cfg = load_train_config(args.config, run_flag_overrides(args))
     if not cfg.finetune.enabled:
         raise ConfigError(
             f"{args.config}: finetune.data is not set; give the instruction data "

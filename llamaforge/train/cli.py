@@ -21,11 +21,32 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         "overrides", nargs="*", default=[], metavar="section.field=value",
         help="override any config field, e.g. optim.lr=1e-3 train.max_steps=50",
     )  # fmt: skip
+    add_run_flags(parser)
+    parser.set_defaults(run=run_train)
+
+
+# flag (argparse dest) -> the config override it stands for; see add_run_flags.
+RUN_FLAG_OVERRIDES = {
+    "allow_config_change": "checkpoint.allow_config_change=true",
+    "restart_over_damaged": "checkpoint.restart_over_damaged=true",
+    "fresh_run": "checkpoint.fresh_run=true",
+    "skip_memory_check": "train.check_memory=false",
+}
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The run-control flags of ``llamaforge train`` and ``llamaforge finetune``.
+
+    One definition for both, because the errors of the shared trainer name
+    these flags (``--fresh-run``, ``--allow-config-change``, ...) and must be
+    right whichever command printed them. :func:`run_flag_overrides` turns
+    them into config overrides.
+    """
     parser.add_argument("--resume", help="'auto' (default from the config), 'never' or a folder")
     parser.add_argument(
         "--allow-config-change", action="store_true",
-        help="resume although optim/model/data/seed/run length differ from the checkpoint's "
-        "(checkpoint.allow_config_change=true)",
+        help="resume although optim/model/data/seed/run length or finetune/LoRA settings "
+        "differ from the checkpoint's (checkpoint.allow_config_change=true)",
     )  # fmt: skip
     parser.add_argument(
         "--restart-over-damaged", action="store_true",
@@ -44,23 +65,21 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip report.md at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run_train)
+
+
+def run_flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides the flags of :func:`add_run_flags` stand for, after the user's own."""
+    overrides = list(args.overrides)
+    if args.resume or args.fresh_run:
+        overrides.append(f"checkpoint.resume={args.resume or 'never'!r}")
+    overrides += [override for name, override in RUN_FLAG_OVERRIDES.items() if getattr(args, name)]
+    return overrides
 
 
 def run_train(args: argparse.Namespace) -> int:
     from llamaforge.train.config import load_train_config
 
-    overrides = list(args.overrides)
-    if args.resume or args.fresh_run:
-        overrides.append(f"checkpoint.resume={args.resume or 'never'!r}")
-    flags = {
-        "allow_config_change": "checkpoint.allow_config_change=true",
-        "restart_over_damaged": "checkpoint.restart_over_damaged=true",
-        "fresh_run": "checkpoint.fresh_run=true",
-        "skip_memory_check": "train.check_memory=false",
-    }
-    overrides += [override for name, override in flags.items() if getattr(args, name)]
-    cfg = load_train_config(args.config, overrides)
+    cfg = load_train_config(args.config, run_flag_overrides(args))
     check_token_sources(cfg)  # before the Trainer allocates the model
     return train_and_report(cfg, args, DEFAULT_PROMPTS)
 
@@ -77,8 +96,8 @@ def train_and_report(cfg, args: argparse.Namespace, prompts) -> int:
         trainer.close()
     if not trainer.is_main:
         return 0  # rank 0 speaks for the job
-    print(
-        f"{result.stopped_by}: step {result.steps}/{cfg.max_steps}, {result.tokens:,} tokens, "
+    print(  # the trainer's step count: a finetuning run in epochs learns it from the data
+        f"{result.stopped_by}: step {result.steps}/{trainer.max_steps}, {result.tokens:,} tokens, "
         f"train loss {result.train_loss:.4f}"
         + (f", val loss {result.val_loss:.4f}" if result.val_loss is not None else "")
     )

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamaforge.errors import ConfigError
-from llamaforge.finetune.config import FinetuneSection, LoraSection
+from llamaforge.finetune.config import FinetuneSection, LoraSection, settle_run_length
 from llamaforge.model.config import PRESETS, ModelConfig, get_preset
 from llamaforge.train.config_fields import DataSource, Section, coerce, field_with_rule
 from llamaforge.train.mixture_file import use_mixture_file
@@ -157,8 +157,8 @@ class CheckpointConfig(Section):
     keep_last: int = field_with_rule(3, ">= 0")  # 0 = keep all
     # "auto" (latest valid checkpoint if any), "never", or a checkpoint path
     resume: str = field_with_rule("auto", "a non-empty string")
-    # Resuming with a changed optim.*, model.*, data.*, seed or run length is refused unless
-    # this is true (llamaforge.train.config_change lists what may change freely).
+    # Resuming with a changed optim.*, model.*, data.*, seed, run length, or finetune/LoRA
+    # setting is refused unless this is true (llamaforge.train.config_change decides per field).
     allow_config_change: bool = False
     # With resume = "auto" and every checkpoint damaged: refuse (false) or set them aside as
     # damaged-step_* and start from step 0 (true). Damaged checkpoints are never deleted.
@@ -248,6 +248,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # Finetuning from finetune.init: the model is the checkpoint's, checked when loaded.
         self.validate(skip_model=self.finetune.enabled and bool(self.finetune.init))
+        settle_run_length(self)  # finetuning: finetune.epochs or train.max_steps, one of them
 
     def validate(self, model: ModelConfig | None = None, *, skip_model: bool = False) -> None:
         """Checks that span sections (each section checks its own fields).
@@ -313,6 +314,11 @@ class TrainConfig:
 
     @property
     def max_steps(self) -> int:
+        """Steps of a pretraining run, or of a finetuning run that sets ``train.max_steps``.
+
+        A finetuning run in ``finetune.epochs`` learns its step count from
+        the data; ``Trainer.max_steps`` holds it.
+        """
         if self.train.max_steps > 0:
             return self.train.max_steps
         return math.ceil(self.train.total_tokens / self.data.batch_tokens)

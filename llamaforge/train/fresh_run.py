@@ -14,8 +14,9 @@ log. "never" means "a new run", so:
   moved, never deleted, into ``RUN/previous-<UTC timestamp>/`` under the run
   folder's lock, before the new run writes anything: its ``metrics.jsonl``,
   ``summary.json``, ``report.md``, ``loss.png``, ``tasks.png``,
-  ``tensorboard/``, and, under ``previous-*/checkpoints/``, every ``step_*``
-  and ``damaged-step_*`` folder of the checkpoint folder. A checkpoint folder
+  ``tensorboard/``, ``finetune_data.json`` (a finetuning run's data counts,
+  rewritten by every launch), and, under ``previous-*/checkpoints/``, every
+  ``step_*`` and ``damaged-step_*`` folder of the checkpoint folder. A checkpoint folder
   on another filesystem than the run folder (``checkpoint.dir`` elsewhere)
   keeps its earlier checkpoints in ``CHECKPOINT_DIR/previous-<timestamp>/``
   instead (a rename cannot cross filesystems; copying could fill the disk).
@@ -47,7 +48,10 @@ from llamaforge.train.checkpoint_files import fsync_path, list_checkpoints
 from llamaforge.train.config import TrainConfig
 from llamaforge.train.rng import CheckpointWarning
 
-RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "report.md", "loss.png", "tasks.png", "tensorboard")
+RUN_OUTPUTS = (
+    "metrics.jsonl", "summary.json", "report.md", "loss.png", "tasks.png", "tensorboard",
+    "finetune_data.json",
+)  # fmt: skip
 
 
 def _checkpoint_folders(directory: Path) -> list[Path]:

@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from llamaforge.errors import ConfigError, DataError, LlamaforgeError
+from llamaforge.errors import CheckpointError, ConfigError, DataError, LlamaforgeError
 from llamaforge.model import ModelConfig
 from llamaforge.train.config import TrainConfig
+
+DATA_REPORT = "finetune_data.json"  # in train.run_dir; written by every launch of a finetuning run
 
 
 @dataclass
@@ -50,9 +52,31 @@ def start_point(cfg: TrainConfig) -> StartPoint:
 
     if not Path(init).is_dir():
         raise ConfigError(f"finetune.init {init!r} is not a checkpoint folder")
+    _check_init_format(init)
     model, tokenizer = load_any(init, device="cpu", dtype=torch.float32)
     state = {name: t.detach() for name, t in model.state_dict().items()}
     return StartPoint(model.config, state, str(tokenizer) if tokenizer else None)
+
+
+def _check_init_format(init: str) -> None:
+    """Refuse a ``finetune.init`` folder of no format we read, saying what it must hold.
+
+    :func:`~llamaforge.formats.detect_format` ends its message with the
+    ``convert --from`` flag, which ``finetune`` has no equivalent of: the
+    format always comes from the files.
+    """
+    from llamaforge.formats import detect_format
+
+    try:
+        detect_format(init)
+    except CheckpointError:
+        found = sorted(p.name for p in Path(init).iterdir())[:10]
+        raise ConfigError(
+            f"finetune.init {init!r} is not a model folder we can read (its files: "
+            f"{found or 'none, it is empty'}); point it at a native folder (config.json with "
+            "model.safetensors, e.g. a run's checkpoints/step_* folder), a Hugging Face folder "
+            "(config.json with model_type) or a Meta folder (params.json + consolidated.NN.pth)"
+        ) from None
 
 
 def load_start_weights(model: nn.Module, state: dict[str, torch.Tensor], distributed: bool) -> None:
@@ -100,6 +124,7 @@ def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataP
     from llamaforge.finetune.templates import load_template
 
     ft = cfg.finetune
+    check_data_report_path(Path(cfg.train.run_dir))  # before the data is read
     tokenizer = tokenizer_for(cfg, start)
     check_tokenizer_fits(cfg, start, tokenizer)  # before any data is read
     conversations, read = read_conversations(
@@ -154,11 +179,17 @@ def build_data(cfg: TrainConfig, start: StartPoint, rank: int, dp: int) -> DataP
 
 def _why_none_left(counts, seq_len: int) -> str:
     """What to change when the length rule or the template left no example."""
-    if counts.get("dropped_too_long") or counts.get("dropped_no_response_left"):
+    if counts.get("dropped_too_long"):  # finetune.overlong = "drop"
         return (
             f"they are longer than data.seq_len = {seq_len} positions; raise data.seq_len (up "
-            'to the model\'s max_seq_len), set finetune.overlong = "truncate" or shorten '
-            "the prompts"
+            'to the model\'s max_seq_len), set finetune.overlong = "truncate" (keeps the '
+            "prompt and the start of the response) or shorten the examples"
+        )
+    if counts.get("dropped_no_response_left"):  # truncated, and only prompt was left
+        return (
+            f"their prompts alone fill data.seq_len = {seq_len} positions, so truncation "
+            "leaves no response to learn; raise data.seq_len (up to the model's max_seq_len) "
+            "or shorten the prompts (instruction, input, system turn)"
         )
     if counts.get("not_in_template"):
         return "the template cannot show them; choose another finetune.template"
@@ -189,12 +220,41 @@ def apply_lora_if_enabled(model: nn.Module, cfg: TrainConfig) -> bool:
     return True
 
 
+def check_data_report_path(run_dir: Path) -> None:
+    """Refuse, before anything is read or written, a folder where ``finetune_data.json`` goes.
+
+    The same rule and words as the other run files get in
+    :func:`llamaforge.train.preflight.check_output_paths`. A *file* of that
+    name is never overwritten by a new run: it is one of
+    :data:`llamaforge.train.fresh_run.RUN_OUTPUTS`, refused or moved aside
+    before step 0 like ``metrics.jsonl``.
+    """
+    path = run_dir / DATA_REPORT
+    if path.is_dir():
+        raise ConfigError(
+            f"{path} exists and is not a file, but the run writes its {DATA_REPORT} there; "
+            "move it away or choose another train.run_dir"
+        )
+
+
 def write_data_report(run_dir: Path, report: dict[str, Any]) -> None:
-    """``finetune_data.json``: records read, skipped by reason, truncated, dropped, kept."""
+    """``finetune_data.json``: records read, skipped by reason, truncated, dropped, kept.
+
+    Written through a temporary file and a rename, so a failed write leaves
+    the previous report whole; the temporary file is removed on failure.
+    """
     if not report:
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "finetune_data.json"
-    tmp = path.with_name(".finetune_data.json.tmp")
-    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    path = run_dir / DATA_REPORT
+    tmp = path.with_name(f".{DATA_REPORT}.tmp")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as error:
+        if tmp.is_file():
+            tmp.unlink()
+        raise LlamaforgeError(
+            f"{path} cannot be written ({error.strerror or error}); move what is there away "
+            "or choose another train.run_dir, then run the same command again"
+        ) from None

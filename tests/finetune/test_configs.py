@@ -61,3 +61,24 @@ def test_finetune_cli_rejects_a_pretraining_config_and_bad_data(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.jsonl:1: empty response" in err  # one line, no traceback
     assert not (tmp_path / "run").exists()  # nothing written for a run that never started
+
+
+def test_a_finetuning_runs_length_is_one_explicit_field() -> None:
+    """Epochs or steps, never both, never pretraining's token budget; neither: 3 epochs."""
+    from llamaforge.finetune.config import DEFAULT_EPOCHS
+
+    path = CONFIGS / "tiny-cpu.toml"  # max_steps = 0, epochs = 2
+    assert load_train_config(path).finetune.epochs == 2
+    cfg = load_train_config(path, ["finetune.epochs=0"])
+    assert cfg.finetune.epochs == DEFAULT_EPOCHS == 3 and cfg.train.max_steps == 0
+    assert cfg.to_dict()["finetune"]["epochs"] == 3  # checkpoints record it
+    steps = load_train_config(path, ["finetune.epochs=0", "train.max_steps=7"])
+    assert (steps.train.max_steps, steps.finetune.epochs, steps.max_steps) == (7, 0, 7)
+    with pytest.raises(ConfigError) as both:
+        load_train_config(path, ["train.max_steps=4"])
+    assert "train.max_steps = 4 and finetune.epochs = 2 both set the run length" in str(both.value)
+    assert "train.max_steps=0" in str(both.value) and "finetune.epochs=0" in str(both.value)
+    with pytest.raises(ConfigError, match=r"train\.total_tokens = 5000 does not apply"):
+        load_train_config(path, ["train.total_tokens=5000"])
+    pretraining = load_train_config(CONFIGS.parent / "tiny-1m.toml")
+    assert pretraining.finetune.epochs == 0  # nothing changes without finetune.data

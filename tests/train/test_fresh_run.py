@@ -163,3 +163,27 @@ def test_a_training_state_that_cannot_be_restored_is_one_line(finished_run, caps
     assert main(["train", str(config), "train.max_steps=6", "--allow-config-change", *ARGS]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "training state cannot be restored" in err
+
+
+@pytest.mark.parametrize("resume", ["never", "auto"])
+def test_a_finetuning_runs_data_report_is_an_output_like_the_others(tmp_path, resume) -> None:
+    """finetune_data.json: moved aside with the run it belongs to, or the user's, never overwritten."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "step_00000003").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_00000003" / "f").write_text("old")
+    (run_dir / "finetune_data.json").write_text('{"read": "the earlier run"}')
+    config = write_config(tmp_path / "c.toml", tmp_path / "tokens", run_dir)
+    overrides = [f"checkpoint.resume={resume!r}", "train.max_steps=1"]
+    if resume == "auto":  # nothing to resume: only the outputs are there
+        (run_dir / "checkpoints" / "step_00000003" / "f").unlink()
+        (run_dir / "checkpoints" / "step_00000003").rmdir()
+    else:
+        with pytest.raises(ConfigError, match="already holds"):
+            move_earlier_run(load_train_config(config, overrides))
+        overrides.append("checkpoint.fresh_run=true")
+    with pytest.warns(UserWarning, match="moved into"):
+        (previous,) = move_earlier_run(
+            load_train_config(config, overrides), outputs_only=resume == "auto"
+        )
+    assert (previous / "finetune_data.json").read_text() == '{"read": "the earlier run"}'
+    assert not (run_dir / "finetune_data.json").exists()
