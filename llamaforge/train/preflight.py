@@ -179,11 +179,16 @@ def check_output_paths(cfg: TrainConfig) -> None:
             )
 
 
-def warn_about(cfg: TrainConfig) -> None:
-    """Warn about settings that run but probably do not do what was meant."""
-    if cfg.optim.warmup_steps > cfg.max_steps:
+def warn_about(cfg: TrainConfig, steps: int | None = None) -> None:
+    """Warn about settings that run but probably do not do what was meant.
+
+    ``steps``: the run's real length where only the data knows it (a finetuning
+    run of ``finetune.epochs``); ``cfg.max_steps`` otherwise.
+    """
+    steps = cfg.max_steps if steps is None else steps
+    if cfg.optim.warmup_steps > steps:
         warnings.warn(
-            f"optim.warmup_steps ({cfg.optim.warmup_steps}) > the run's {cfg.max_steps} steps: "
+            f"optim.warmup_steps ({cfg.optim.warmup_steps}) > the run's {steps} steps: "
             f"the learning rate never reaches optim.lr ({cfg.optim.lr:g}); lower warmup_steps",
             ConfigWarning,
             stacklevel=2,
@@ -237,6 +242,7 @@ def preflight(
     is_main: bool = True,
     any_rank: Callable[[bool], bool] | None = None,
     model: ModelConfig | None = None,
+    steps: int | None = None,
 ) -> None:
     """All checks of this module, in the order a user would fix them.
 
@@ -250,4 +256,4 @@ def preflight(
     if refusal is not None:
         raise ConfigError(refusal)
     if is_main:
-        warn_about(cfg)
+        warn_about(cfg, steps)

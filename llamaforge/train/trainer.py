@@ -122,7 +122,10 @@ class Trainer:
             )
         # Everything is checked before the model is allocated (preflight) or the folder locked.
         any_rank = self.dist.any_rank if self.dist else None
-        preflight(cfg, self.device, self.world_size, self.is_main, any_rank, self.model_config)
+        preflight(
+            cfg, self.device, self.world_size, self.is_main, any_rank, self.model_config,
+            steps=self.max_steps,
+        )  # fmt: skip
         self.run_lock = RunLock([self.run_dir, cfg.checkpoint_dir], self.is_main, any_rank)
         self.run_lock.probe()
         if problem := earlier_run(cfg):  # resume = "never" over another run: refused now

@@ -145,6 +145,23 @@ def test_steps_and_warmup_come_from_epochs(base, tmp_path) -> None:
     assert cfg.optim.warmup_steps == -(-trainer.max_steps // 10)
 
 
+def test_a_warmup_longer_than_an_epochs_run_warns_with_its_real_length(base, tmp_path) -> None:
+    """The run's steps come from the data here, not from cfg.max_steps (the pretraining rule)."""
+    import warnings
+
+    from llamaforge.train.preflight import ConfigWarning
+
+    config = finetune_config(tmp_path / "ft.toml", base, base["hf"], tmp_path / "run", epochs=1.0)
+    cfg = load_train_config(config, ["train.max_steps=0", "optim.warmup_steps=2000"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = Trainer(cfg, progress=False)
+    messages = [str(w.message) for w in caught if w.category is ConfigWarning]
+    assert trainer.max_steps < 2000
+    expected = f"warmup_steps (2000) > the run's {trainer.max_steps} steps"
+    assert any(expected in m for m in messages), messages
+
+
 def test_lora_run_trains_only_the_adapters(base, tmp_path) -> None:
     pytest.importorskip("llamaforge.finetune.lora")  # lands from the LoRA branch
     config = finetune_config(tmp_path / "ft.toml", base, base["hf"], tmp_path / "run")
