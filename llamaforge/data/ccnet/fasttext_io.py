@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from llamaforge.data.ccnet.fasttext_format import check_fasttext_file
 from llamaforge.errors import ConfigError
 
 LABEL_PREFIX = "__label__"
@@ -30,15 +31,28 @@ def one_line(text: str) -> str:
 
 
 def load_fasttext(path: str | Path, field: str) -> Any:
-    """The fastText model at ``path``; a ConfigError naming ``field`` if it cannot be read."""
+    """The fastText model at ``path``; a ConfigError naming ``field`` if it cannot be read.
+
+    The file is walked by :func:`check_fasttext_file` before fastText's C++
+    loader sees it, because that loader trusts the sizes in the file: a
+    damaged header can corrupt its heap instead of raising. Errors the loader
+    still raises (a ValueError, ``std::bad_alloc`` as MemoryError, a
+    RuntimeError) become ConfigErrors too.
+    """
     import fasttext
 
     if not Path(path).is_file():
         raise ConfigError(f"{field}: fastText model {path} does not exist")
+    check_fasttext_file(path, field)
     try:
         return fasttext.load_model(str(path))
     except ValueError as error:
         raise ConfigError(f"{field}: {path} is not a fastText model ({error})") from error
+    except (MemoryError, RuntimeError) as error:
+        raise ConfigError(
+            f"{field}: fastText could not load {path} ({type(error).__name__}: {error}); "
+            "the file is damaged or not a fastText model"
+        ) from error
 
 
 def label_scores(model: Any, text: str) -> dict[str, float]:

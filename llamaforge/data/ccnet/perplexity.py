@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llamaforge.data.ccnet.kenlm_format import check_kenlm_file
 from llamaforge.data.ccnet.normalize import normalize_line
 from llamaforge.errors import ConfigError
 
@@ -116,9 +117,12 @@ def prepare_line(line: str, sp=None) -> str:
 class PerplexityScorer:
     """A KenLM model (ARPA or KenLM binary) and optional SentencePiece model, loaded once."""
 
-    def __init__(self, lm_path: str | Path, sp_model: str | Path | None = None) -> None:
+    def __init__(
+        self, lm_path: str | Path, sp_model: str | Path | None = None, field: str = "lm_model"
+    ) -> None:
         import kenlm
 
+        check_kenlm_file(lm_path, field)  # KenLM crashes on some damaged files instead of raising
         try:
             with _quiet_c_stderr():
                 self.model = kenlm.Model(str(lm_path))

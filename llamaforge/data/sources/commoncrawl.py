@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llamaforge.data.ccnet.fasttext_format import check_fasttext_file
+from llamaforge.data.ccnet.kenlm_format import check_kenlm_file
 from llamaforge.data.ccnet.langid import LanguageIdentifier, resolve_lid_model
 from llamaforge.data.ccnet.line_dedup import LineHashCounter, remove_duplicate_lines
 from llamaforge.data.ccnet.perplexity import (
@@ -134,13 +136,18 @@ class CommonCrawlConfig:
         if not self.keep_buckets or unknown:
             raise bad("keep_buckets", f"must be a non-empty subset of {list(BUCKETS)}")
         self.lid_model = str(resolve_lid_model(self.lid_model, f"[{SECTION}].lid_model"))
+        # The models' structure is checked here, once, before any worker hands them to the
+        # C++ loaders (which crash on some damaged files): one error, not one per input file.
         self._require_file("lid_model", "a fastText language-id model (lid.176.bin)")
+        check_fasttext_file(self.lid_model, f"[{SECTION}].lid_model")
         if self.perplexity_filter:
             self._require_file("lm_model", "a KenLM model (CCNet's en.arpa.bin)", "perplexity")
+            check_kenlm_file(self.lm_model, f"[{SECTION}].lm_model")
             if self.lm_sp_model:
                 self._require_file("lm_sp_model", "a SentencePiece model (CCNet's en.sp.model)")
         if self.wikiref_filter:
             self._require_file("wikiref_model", "a fastText wiki-vs-cc classifier", "wikiref")
+            check_fasttext_file(self.wikiref_model, f"[{SECTION}].wikiref_model")
 
     def _check_percentiles(self, bad) -> None:
         value = self.perplexity_percentiles
@@ -189,7 +196,9 @@ class CommonCrawlSource:
         if self._lid is None:
             self._lid = LanguageIdentifier(config.lid_model, f"[{SECTION}].lid_model")
         if config.perplexity_filter and self._lm is None:
-            self._lm = PerplexityScorer(config.lm_model, config.lm_sp_model or None)
+            self._lm = PerplexityScorer(
+                config.lm_model, config.lm_sp_model or None, field=f"[{SECTION}].lm_model"
+            )
         if config.wikiref_filter and self._wikiref is None:
             self._wikiref = WikirefClassifier(config.wikiref_model, f"[{SECTION}].wikiref_model")
 

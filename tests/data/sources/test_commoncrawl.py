@@ -1,6 +1,7 @@
 import pickle
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,15 @@ def test_perplexity_filter_false_alone_is_enough_without_a_model_or_cutoffs(samp
             CommonCrawlConfig(
                 **{**table, "perplexity_filter": False, "perplexity_cutoffs": cutoffs}
             )
+
+
+def test_damaged_models_are_refused_once_by_the_config_before_any_worker_loads_them(
+    samples, tmp_path
+):
+    """A model file cut short is one ConfigError naming the field, not a failure per input."""
+    table = sample_config(samples[0])
+    for field in ("lid_model", "lm_model"):
+        damaged = tmp_path / f"damaged-{field}"
+        damaged.write_bytes(Path(table[field]).read_bytes()[:200])
+        with pytest.raises(ConfigError, match=rf"\[sources.commoncrawl\]\.{field}: .*damaged"):
+            CommonCrawlConfig(**{**table, field: str(damaged)})
