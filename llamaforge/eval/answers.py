@@ -30,7 +30,8 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 # A number with thousands separators first (so "1,234" stays whole), else a plain one,
 # else a decimal with no leading digit (".5", "-.25": "5" and "25" would be other values).
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
+# ASCII digits only: ``\d`` would take "٧٢" (Arabic-Indic) as a number no comparison equals 72.
+_NUMBER = re.compile(r"-?(?:[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?|\.[0-9]+)")
 _ANSWER_MARKERS = (re.compile(r"####"), re.compile(r"answer is", re.IGNORECASE))
 
 
@@ -104,11 +105,12 @@ def exact_number(text: str) -> str | None:
 
 def _canonical(number: str) -> str:
     number = number.replace(",", "")
+    sign, number = ("-", number[1:]) if number.startswith("-") else ("", number)
+    whole, dot, fraction = number.partition(".")
+    number = sign + (whole.lstrip("0") or "0") + dot + fraction  # "072" -> "72", ".5" -> "0.5"
     if "." in number:
         number = number.rstrip("0").rstrip(".")
-        if number.lstrip("-").startswith("."):  # ".5" -> "0.5"
-            number = number.replace(".", "0.", 1)
-    if number in ("-0", "-", ""):
+    if number == "-0":
         number = "0"
     return number
 

@@ -17,6 +17,9 @@ run's random nonce after the program's last line *and* exited with status 0;
 ``failed`` otherwise (the program raised, exited early, was killed, or faked
 its output); ``timeout`` (wall clock or CPU time), ``memory`` (address-space
 cap) and ``refused`` (the audit hook stopped something) when those happened.
+A refusal wins even when the program caught the error; a program that ran
+to its end passes even if it printed "MemoryError" (docs/evaluation.md,
+"Verdict order").
 
 Where the boundary cannot be built (no user namespaces, no seccomp, another
 architecture), :func:`run_program` raises :class:`SandboxUnavailable` unless
@@ -283,16 +286,16 @@ def _classify(report: str, code, timed_out: bool, limits: SandboxLimits, run: _R
         tuple(line.split("\t", 1)) if "\t" in line else (line, "") for line in report.splitlines()
     ]
     refusals = [detail for status, detail in lines if status == "refused"]
-    if refusals:
+    if refusals:  # even one the program caught: trying is what the status reports
         return result("refused", refusals[0])
     if timed_out:
         return result("timeout", f"killed after the wall-clock limit of {limits.timeout_s} s")
     if code in (-signal.SIGXCPU, -signal.SIGKILL):
         return result("timeout", "killed at the CPU-time limit")
+    if ("passed", run.nonce) in lines and code == 0:  # even if it printed "MemoryError"
+        return result("passed")
     if ("memory", "MemoryError") in lines or "MemoryError" in run.stderr:
         return result("memory", f"ran out of its {limits.memory_mb} MiB address space")
-    if ("passed", run.nonce) in lines and code == 0:
-        return result("passed")
     failures = [detail for status, detail in lines if status == "failed"]
     if failures:
         return result("failed", failures[-1])

