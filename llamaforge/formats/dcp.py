@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from llamaforge.errors import CheckpointError, LlamaforgeError
 from llamaforge.formats.dcp_safe import METADATA_NAME, load_dcp, read_dcp_metadata
+from llamaforge.formats.weight_checks import match_shapes
 
 _PREFIX = "model."
 
@@ -65,19 +66,7 @@ def read_dcp_weights(
     folder = Path(directory)
     stored = _model_entries(folder)
     if expected is not None:
-        missing = sorted(set(expected) - set(stored))
-        unexpected = sorted(set(stored) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{folder}: weights do not match the config (missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}); the config and weights come from different models"
-            )
-        for name, shape in expected.items():
-            if tuple(stored[name].size) != tuple(shape):
-                raise CheckpointError(
-                    f"{folder}: {name} has shape {tuple(stored[name].size)} but the config "
-                    f"implies {tuple(shape)}; the config and weights come from different models"
-                )
+        match_shapes(expected, {name: meta.size for name, meta in stored.items()}, folder)
     weights = {
         name: torch.empty(meta.size, dtype=meta.properties.dtype) for name, meta in stored.items()
     }

@@ -96,21 +96,35 @@ def checked_meta_model(
     """
     check_sizes_before_building(cfg, shapes, source)
     model = build_model(cfg, device="meta")
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
+    match_shapes({name: t.shape for name, t in model.state_dict().items()}, shapes, source)
+    return model
+
+
+def match_shapes(
+    expected: Mapping[str, tuple[int, ...]],
+    stored: Mapping[str, tuple[int, ...]],
+    source: str | os.PathLike,
+) -> None:
+    """The same names with the same shapes, or a CheckpointError naming ``source`` and the tensor."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"{source}: weights do not match the config (missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}); the config and weights come from different models"
         )
     for name, want in expected.items():
-        if tuple(shapes[name]) != want:
+        if tuple(stored[name]) != tuple(want):
             raise CheckpointError(
-                f"{source}: {name} has shape {tuple(shapes[name])} but the config implies "
-                f"{want}; the config and weights come from different models"
+                f"{source}: {name} has shape {tuple(stored[name])} but the config implies "
+                f"{tuple(want)}; the config and weights come from different models"
             )
-    return model
 
 
-__all__ = ["WEIGHT_DTYPES", "check_sizes_before_building", "check_weights", "checked_meta_model"]
+__all__ = [
+    "WEIGHT_DTYPES",
+    "check_sizes_before_building",
+    "check_weights",
+    "checked_meta_model",
+    "match_shapes",
+]
