@@ -44,22 +44,23 @@ def decompress(packed: bytes, where: str, limit: int) -> bytes:
     opener = compression(packed)
     if opener is None:
         return packed
-    try:
-        with opener(io.BytesIO(packed)) as stream:
-            data = stream.read(limit + 1)
-    except (*STREAM_ERRORS, gzip.BadGzipFile) as error:
-        raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
-    if len(data) > limit:
-        raise BadInput("too_large", f"{where}: over {limit} bytes decompressed")
-    return data
+    return _read_bounded(lambda: opener(io.BytesIO(packed)), where, limit)
 
 
 def read_source(path: Path, where: str, limit: int) -> bytes:
     """One paper file's bytes, gunzipped if gzip, at most ``limit``."""
-    try:
+
+    def open_source() -> IO[bytes]:
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"
-        with gzip.open(path, "rb") if gzipped else open(path, "rb") as stream:
+        return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+    return _read_bounded(open_source, where, limit)
+
+
+def _read_bounded(open_stream: Callable[[], IO[bytes]], where: str, limit: int) -> bytes:
+    try:
+        with open_stream() as stream:
             data = stream.read(limit + 1)
     except (*STREAM_ERRORS, gzip.BadGzipFile) as error:
         raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
