@@ -95,13 +95,40 @@ def _dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype
 def _batch_size(batch_size: int | str | None) -> int:
     if batch_size is None or (isinstance(batch_size, str) and batch_size.startswith("auto")):
         return DEFAULT_BATCH_SIZE
-    try:
-        size = int(batch_size)
-    except ValueError:
-        raise ConfigError(f"batch_size={batch_size!r} is not a number") from None
-    if size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {size}")
-    return size
+    return _int_arg("batch_size", batch_size)
+
+
+def _int_arg(name: str, value: Any, minimum: int = 1) -> int:
+    """A whole-number model argument (lm-eval passes ``--model_args`` values as text or numbers).
+
+    Checked before the model loads, with the argument's name: ``int("abc")``
+    would be a bare ValueError after minutes of loading weights.
+    """
+    number = value
+    if isinstance(number, str) and number.strip().isascii() and number.strip().isdigit():
+        number = int(number)
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if type(number) is not int:  # True is not 1 here
+        raise ConfigError(
+            f"model argument {name}={value!r} is not a whole number; pass e.g. "
+            f"--model_args {name}=256"
+        )
+    if number < minimum:
+        raise ConfigError(f"model argument {name} must be >= {minimum}, got {number}")
+    return number
+
+
+def _bool_arg(name: str, value: Any) -> bool:
+    """A yes/no model argument; a word that is neither is an error, not silently "no"."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise ConfigError(f"model argument {name}={value!r} must be true or false")
 
 
 class LlamaforgeLM(LM):
@@ -129,6 +156,10 @@ class LlamaforgeLM(LM):
         max_batch_size: int | None = None,  # passed by lm-eval; only used by "auto"
     ) -> None:
         super().__init__()
+        # Every argument is parsed before the weights load, so a typo fails at once.
+        sizes = _batch_size(batch_size), _int_arg("max_gen_toks", max_gen_toks)
+        length = None if max_length is None else _int_arg("max_length", max_length)
+        sharing, show = _bool_arg("prefix_sharing", prefix_sharing), _bool_arg("progress", progress)
         dev = _device(device)
         if (pretrained is None) == (model is None):
             raise ConfigError("give exactly one of pretrained=PATH or model=<in-memory model>")
@@ -153,14 +184,11 @@ class LlamaforgeLM(LM):
         self.model = model.to(dev).eval()
         self.tokenizer = tokenizer
         self._device = dev
-        self.batch_size = _batch_size(batch_size)
+        self.batch_size, self.max_gen_toks = sizes
         window = model_max_len(model)
-        self.max_length = window if max_length is None else min(int(max_length), window)
-        self.max_gen_toks = int(max_gen_toks)
-        if isinstance(prefix_sharing, str):
-            prefix_sharing = prefix_sharing.lower() in ("1", "true", "yes")
-        self.prefix_sharing = None if prefix_sharing else False
-        self.progress = progress
+        self.max_length = window if length is None else min(length, window)
+        self.prefix_sharing = None if sharing else False
+        self.progress = show
 
     # lm-eval's fingerprint for request caches (--use_cache)
     @property

@@ -86,7 +86,7 @@ def normalise_scores(
             empty = choices[lengths.index(0)]
             raise DataError(
                 f"choice {empty!r} has no characters to normalise by (an empty choice); "
-                "fix the task's data or score it with method='raw'"
+                "every choice needs text"
             )
         return [lp / n for lp, n in zip(conditional, lengths, strict=True)]
     return [lp - u for lp, u in zip(conditional, unconditional, strict=True)]

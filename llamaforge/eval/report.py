@@ -30,6 +30,11 @@ from llamaforge.errors import DataError
 from llamaforge.umask import make_temp_file
 
 MISSING = "-"
+LIMITED_NOTE = "Scored on the first documents of each task only"
+FITTING_NOTE = "Prompts that did not fit the context"
+PARTIAL_NOTE = "Partial runs"
+# How the report's notes begin (:func:`llamaforge.eval.outputs.looks_like_report` knows them).
+NOTE_PREFIXES = (LIMITED_NOTE, FITTING_NOTE, PARTIAL_NOTE)
 
 
 def run_label(run: Mapping[str, Any], index: int = 0) -> str:
@@ -107,17 +112,30 @@ def markdown_report(
     ]
     if limited:
         sections.append(
-            "Scored on the first documents of each task only, not comparable with the paper: "
-            + ", ".join(limited)
-            + "."
+            f"{LIMITED_NOTE}, not comparable with the paper: " + ", ".join(limited) + "."
         )
     crowded = _fitting_notes(runs, labels)
     if crowded:
         sections.append(
-            "Prompts that did not fit the context (few-shot examples dropped; cut from the "
+            f"{FITTING_NOTE} (few-shot examples dropped; cut from the "
             "left only where 0 shots did not fit either): " + "; ".join(crowded) + "."
         )
+    partial = _partial_notes(runs, labels)
+    if partial:
+        sections.append(f"{PARTIAL_NOTE}, stopped by an error: " + "; ".join(partial) + ".")
     return "\n\n".join(sections) + "\n"
+
+
+def _partial_notes(runs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
+    """ "run (piqa failed; not run: siqa)" for each run that stopped at an error."""
+    notes = []
+    for label, run in zip(labels, runs, strict=True):
+        partial = run.get("partial")
+        if isinstance(partial, Mapping):
+            not_run = ", ".join(str(name) for name in partial.get("not_run") or [])
+            rest = f"; not run: {not_run}" if not_run else ""
+            notes.append(f"{label} ({partial.get('failed_task', '?')} failed{rest})")
+    return notes
 
 
 def _fitting_notes(runs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
@@ -163,7 +181,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
-    """A results file of ``llamaforge eval --out``, checked enough to report from."""
+    """A results file of ``llamaforge eval --out``, checked enough to report from.
+
+    Every field :func:`markdown_report` reads is checked here, so a damaged
+    ``--compare`` file fails before the model loads, naming the file and the
+    field, rather than as a crash after the run.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -171,4 +194,57 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
         raise DataError(f"{path}: cannot read results JSON ({error})") from error
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise DataError(f"{path}: not a results file of `llamaforge eval` (no 'results' object)")
+    for task, entry in data["results"].items():
+        _check_entry(path, f"results.{task}", entry)
+    config = _typed(path, "config", data.get("config", {}), dict, "an object")
+    _typed(path, "config.checkpoint", config.get("checkpoint"), (str, type(None)), "a string")
+    model = _typed(path, "config.model", config.get("model", {}), dict, "an object")
+    _typed(path, "config.model.name", model.get("name"), (str, type(None)), "a string")
+    if config.get("limit") is not None and not _is_count(config["limit"]):
+        raise DataError(f"{path}: config.limit must be a whole number or null; {_REDO}")
+    partial = _typed(path, "partial", data.get("partial", {}), dict, "an object")
+    _typed(path, "partial.failed_task", partial.get("failed_task", ""), str, "a string")
+    _typed(path, "partial.not_run", partial.get("not_run", []), list, "a list")
     return data
+
+
+_REDO = "fix it or run `llamaforge eval --out` again"
+
+
+def _typed(path: Path, field: str, value: Any, types: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, types):
+        raise DataError(
+            f"{path}: {field} must be {what}, not {type(value).__name__} ({value!r:.60}); {_REDO}"
+        )
+    return value
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _check_entry(path: Path, field: str, entry: Any) -> None:
+    """One task's entry: the fields the report reads, with the types it needs."""
+    _typed(path, field, entry, dict, "an object (a task's metrics, shots, ...)")
+    if "shots" in entry and not _is_count(entry["shots"]):
+        raise DataError(f"{path}: {field}.shots must be a whole number >= 0; {_REDO}")
+    for name in ("title", "table"):
+        _typed(path, f"{field}.{name}", entry.get(name, ""), str, "a string")
+    metrics = _typed(path, f"{field}.metrics", entry.get("metrics", {}), dict, "an object")
+    for metric, value in metrics.items():
+        if not _is_number(value):
+            raise DataError(
+                f"{path}: {field}.metrics.{metric} must be a number, not "
+                f"{type(value).__name__} ({value!r:.60}); {_REDO}"
+            )
+    columns = _typed(path, f"{field}.columns", entry.get("columns") or [], list, "a list")
+    for column in columns:
+        if not (
+            isinstance(column, list)
+            and len(column) == 2
+            and all(isinstance(c, str) for c in column)
+        ):
+            raise DataError(
+                f"{path}: {field}.columns must be [metric, header] pairs of strings, "
+                f"got {column!r:.60}; {_REDO}"
+            )

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 import llamaforge
 from llamaforge.errors import ConfigError
+from llamaforge.eval.precheck import PreparedTask, prepare_tasks
 from llamaforge.eval.report import atomic_write_text
 from llamaforge.eval.tasks.base import (
     BUILTIN_TASK_MODULES,
@@ -36,7 +37,6 @@ from llamaforge.eval.tasks.base import (
     EvalContext,
     get_task,
     load_builtin_tasks,
-    load_docs,
 )
 
 
@@ -102,8 +102,15 @@ def evaluate_tasks(
     max_seq_len: int | None = None,
     checkpoint: str | os.PathLike | None = None,
     unsafe_code_execution: bool = False,
+    prepared: Sequence[PreparedTask] | None = None,
+    on_partial: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on each task; ``shots=None`` uses each task's paper default.
+
+    Every task's records are read and checked first
+    (:func:`llamaforge.eval.precheck.prepare_tasks`), so a bad record in a
+    later task fails before anything is scored; pass ``prepared`` (from the
+    same arguments) to reuse a check made before the model was loaded.
 
     Code tasks run generated programs only inside the OS sandbox
     (:mod:`llamaforge.eval.sandbox`) and refuse to run where it is
@@ -112,47 +119,33 @@ def evaluate_tasks(
     ``limit`` scores only the first ``limit`` documents of each task (a quick
     check, not a number comparable with the paper's); the few-shot split is
     always read whole.
+
+    If a task fails (or the run is interrupted) after others finished,
+    ``on_partial`` gets the results of the finished ones, with a ``partial``
+    field naming the failed task, the error and the tasks not run, before the
+    error propagates: hours of scoring are not lost to the last task.
     """
     if shots is not None and shots < 0:
         raise ConfigError(f"--shots must be >= 0, got {shots}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     names = resolve_task_names(task_names)
+    if prepared is None:
+        prepared = prepare_tasks(
+            names,
+            shots=shots,
+            limit=limit,
+            data_dir=data_dir,
+            seed=seed,
+            unsafe_code_execution=unsafe_code_execution,
+        )
+    elif [p.name for p in prepared] != names:
+        raise ValueError("prepared tasks do not match task_names")
     ctx = EvalContext(model, tokenizer, batch_size, max_seq_len, progress, seed)
     results: dict[str, Any] = {}
-    for name in names:
-        task = get_task(name)
-        if is_code_task(name):
-            task.unsafe_code_execution = unsafe_code_execution
-        k = task.default_shots if shots is None else shots
-        spec = task.dataset
-        if task.needs_fewshot_docs(k) and spec.fewshot_split is None:
-            raise ConfigError(f"task {name} has no few-shot split; run it with --shots 0")
-        started = time.perf_counter()
-        docs = load_docs(task, spec.split, data_dir=data_dir, limit=limit)
-        needs_pool = task.needs_fewshot_docs(k)
-        fewshot = load_docs(task, spec.fewshot_split, data_dir=data_dir) if needs_pool else []
-        if progress:
-            tqdm.write(f"{name}: {len(docs)} documents, {k}-shot", file=sys.stderr)
-        metrics = task.evaluate(ctx, docs, fewshot, k)
-        entry: dict[str, Any] = {
-            "metrics": metrics,
-            "n": int(metrics.get("n", len(docs))),
-            "shots": k,
-            "split": spec.split,
-            "fewshot_split": spec.fewshot_split if needs_pool else None,
-            "dataset": spec.hf_path + (f"/{spec.hf_name}" if spec.hf_name else ""),
-            "title": task.title or name,
-            "table": task.table,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        columns = task.report_columns
-        if columns:
-            entry["columns"] = [list(c) for c in columns]
-        results[name] = entry
-    return {
-        "results": results,
-        "config": {
+
+    def run_config() -> dict[str, Any]:
+        return {
             "model": model_metadata(model),
             "checkpoint": str(checkpoint) if checkpoint is not None else None,
             "tasks": names,
@@ -164,8 +157,45 @@ def evaluate_tasks(
             "llamaforge_version": llamaforge.__version__,
             "torch_version": torch.__version__,
             "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        },
+        }
+
+    for item in prepared:
+        try:
+            results[item.name] = _evaluate_one(ctx, item, progress)
+        except BaseException as error:
+            if on_partial is not None and results:
+                partial = {
+                    "failed_task": item.name,
+                    "error": f"{type(error).__name__}: {error}",
+                    "not_run": [p.name for p in prepared if p.name not in {*results, item.name}],
+                }
+                on_partial({"results": results, "config": run_config(), "partial": partial})
+            raise
+    return {"results": results, "config": run_config()}
+
+
+def _evaluate_one(ctx: EvalContext, item: PreparedTask, progress: bool) -> dict[str, Any]:
+    """One task's results entry: its metrics and the protocol they were measured with."""
+    task, k, spec = item.task, item.shots, item.task.dataset
+    started = time.perf_counter()
+    if progress:
+        tqdm.write(f"{item.name}: {len(item.docs)} documents, {k}-shot", file=sys.stderr)
+    metrics = task.evaluate(ctx, item.docs, item.fewshot, k)
+    entry: dict[str, Any] = {
+        "metrics": metrics,
+        "n": int(metrics.get("n", len(item.docs))),
+        "shots": k,
+        "split": spec.split,
+        "fewshot_split": spec.fewshot_split if item.needs_pool else None,
+        "dataset": spec.hf_path + (f"/{spec.hf_name}" if spec.hf_name else ""),
+        "title": task.title or item.name,
+        "table": task.table,
+        "seconds": round(time.perf_counter() - started, 3),
     }
+    columns = task.report_columns
+    if columns:
+        entry["columns"] = [list(c) for c in columns]
+    return entry
 
 
 def write_results(results: dict[str, Any], path: str | os.PathLike) -> Path:

@@ -13,8 +13,10 @@ documents come from, in order:
 
 Each record remembers where it was read (:class:`Doc`: ``path:line`` or the
 dataset row), and errors about a record start with it. Integer labels
-(:func:`integer_field`) are an int, a whole float or a string of digits;
-``True`` or ``1.5`` are errors, not the label 1 that ``int()`` would make.
+(:func:`integer_field`) are an int, a whole float or a string of ASCII digits
+with at most one leading minus; ``True`` or ``1.5`` are errors, not the label 1
+that ``int()`` would make. A JSONL line longer than :data:`MAX_RECORD_BYTES`
+and a file with no records are errors too.
 
 Tests write small JSONL files in the real schemas and go through path 1.
 """
@@ -22,6 +24,7 @@ Tests write small JSONL files in the real schemas and go through path 1.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,11 @@ from typing import Any, ClassVar
 from torch import nn
 
 from llamaforge.errors import ConfigError, DataError
+
+# The longest JSONL line read: benchmark records here (a RACE article, a MATH solution, a
+# TriviaQA rc.nocontext record) are tens of kB at most, and one 16 MB line took 2.6 GB.
+MAX_RECORD_BYTES = 4 << 20
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class Doc(dict):
@@ -81,13 +89,17 @@ def text_field(task: str, doc: dict, name: str) -> str:
     return value
 
 
-def text_list_field(task: str, doc: dict, name: str, value: Any = None) -> list[str]:
+_FIELD: Any = object()  # "read doc[name]": None is a value that must be refused
+
+
+def text_list_field(task: str, doc: dict, name: str, value: Any = _FIELD) -> list[str]:
     """A non-empty list of strings (``doc[name]``, or ``value`` read from inside it).
 
-    ``"\n".join`` of a string would join its characters, and ``str()`` of an
-    element that is not a string would be scored as an answer or a test.
+    ``"\n".join`` of a string would join its characters, a string of choices
+    would be one choice per character, and ``str()`` of an element that is not
+    a string would be scored as an answer, a choice or a test.
     """
-    value = get_field(task, doc, name) if value is None else value
+    value = get_field(task, doc, name) if value is _FIELD else value
     if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
         raise DataError(
             f"{located(doc)}task {task}: {name}={_shown(value)} must be a non-empty list of "
@@ -100,12 +112,13 @@ def integer_field(task: str, doc: dict, name: str) -> int:
     """An integer label: an int, a whole float (1.0) or a string of digits ("2", SIQA's).
 
     ``True``, ``1.5`` and ``"1.5"`` are refused: ``int()`` would read them as
-    1 and score the wrong answer silently.
+    1 and score the wrong answer silently. Only ASCII digits with at most one
+    leading minus count (``str.isdigit`` accepts "²", which ``int()`` rejects).
     """
     value = get_field(task, doc, name)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         value = int(value)
     if type(value) is not int:
         raise DataError(
@@ -248,9 +261,17 @@ def load_docs(
 def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
     docs: list[dict] = []
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if limit is not None and len(docs) >= limit:
+        lineno = 0
+        while limit is None or len(docs) < limit:
+            raw = f.readline(MAX_RECORD_BYTES + 1)  # bounded: never one huge line in memory
+            if not raw:
                 break
+            lineno += 1
+            if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+                raise DataError(
+                    f"{path}:{lineno}: a line longer than {MAX_RECORD_BYTES:,} bytes; "
+                    "benchmark records are far shorter (is this the right file?)"
+                )
             if not raw.strip():
                 continue
             try:
@@ -264,4 +285,6 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
                     f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
                 )
             docs.append(_doc(record, f"{path}:{lineno}"))
+    if not docs and limit != 0:
+        raise DataError(f"{path}: no records (an empty file); every task needs at least one")
     return docs

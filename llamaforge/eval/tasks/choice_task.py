@@ -10,16 +10,25 @@ gold choice, drawn from the few-shot split with a generator seeded by
 ``(ctx.seed, task, position of the document)``, so a document gets the same
 shots whatever ``limit`` is. The document itself is never its own shot.
 Shots and question are separated by a blank line (lm-eval's ``"\\n\\n"``).
+
+A choice with no characters cannot be normalised by its length, so under
+``"chars"`` it is an error naming the record before anything is scored. A
+question whose gold choice reads exactly like another choice (PIQA with
+``sol1 == sol2``) is the dataset's own answer key, so it is scored, but the
+two have the same likelihood and the tie goes to the lower index: the run
+warns, naming the first such record, and reports how many there were as
+``choices_duplicated`` (absent when 0).
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
 from llamaforge.errors import ConfigError, DataError
-from llamaforge.eval.multiple_choice import Method, accuracy, rank_request_groups
+from llamaforge.eval.multiple_choice import Method, accuracy, choice_chars, rank_request_groups
 from llamaforge.eval.tasks.base import EvalContext, Task, located
 
 FEWSHOT_DELIMITER = "\n\n"
@@ -103,6 +112,11 @@ class MultipleChoiceTask(Task):
     def question(self, doc: dict, shots: list[dict]) -> Question:
         prefix = "".join(self.fewshot_text(s) + FEWSHOT_DELIMITER for s in shots)
         requests = tuple((prefix + c, cont) for c, cont in self.doc_to_requests(doc))
+        if self.method == "chars" and any(choice_chars(cont) == 0 for _, cont in requests):
+            raise DataError(
+                f"{located(doc)}task {self.name}: an empty choice (nothing to normalise its "
+                "likelihood by); every choice needs text"
+            )
         return Question(requests, self.checked_gold(doc))
 
     def questions(
@@ -122,5 +136,20 @@ class MultipleChoiceTask(Task):
         if not docs:
             raise DataError(f"task {self.name}: no documents to evaluate")
         questions = self.questions(docs, fewshot_docs, shots, ctx.seed)
-        outcome = score_questions(ctx, questions, self.method)
-        return accuracy(outcome)
+        duplicated = [doc for doc, q in zip(docs, questions, strict=True) if _gold_duplicated(q)]
+        if duplicated:
+            warnings.warn(
+                f"{located(duplicated[0])}task {self.name}: the gold choice reads exactly like "
+                f"another choice ({len(duplicated)} such questions); the tie goes to the lower "
+                "index (counted as choices_duplicated)",
+                stacklevel=2,
+            )
+        metrics = accuracy(score_questions(ctx, questions, self.method))
+        if duplicated:
+            metrics["choices_duplicated"] = len(duplicated)
+        return metrics
+
+
+def _gold_duplicated(question: Question) -> bool:
+    """Whether another choice has the same request as the gold one (so the same score)."""
+    return question.requests.count(question.requests[question.gold]) > 1

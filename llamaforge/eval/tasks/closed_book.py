@@ -41,7 +41,10 @@ questions; the test set has no public answers). TriviaQA is
 ``mandarjoshi/trivia_qa`` ``rc.nocontext`` validation split, which is the
 *filtered* dev set the paper reports on (the "rc" subset keeps questions whose
 evidence documents contain the answer; "unfiltered" is the other one); gold
-answers are ``answer.aliases`` plus ``answer.value``.
+answers are ``answer.aliases`` plus ``answer.value``. A gold answer that
+normalises to ``""`` (``""``, ``"the"``, ``"."``) would match an empty
+completion, so it is dropped; a record left with none is an error
+(:func:`~llamaforge.eval.tasks.fields.scoreable_golds`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ import random
 from typing import ClassVar
 
 from llamaforge.errors import DataError
-from llamaforge.eval.answers import CLOSED_BOOK_STOP, closed_book_answer, exact_match
+from llamaforge.eval.answers import (
+    CLOSED_BOOK_STOP,
+    closed_book_answer,
+    exact_match,
+    normalize_answer,
+)
 from llamaforge.eval.generation import (
     context_length,
     draw_shots,
@@ -68,6 +76,7 @@ from llamaforge.eval.tasks.base import (
     text_field,
     text_list_field,
 )
+from llamaforge.eval.tasks.fields import scoreable_golds
 from llamaforge.inference import SamplingConfig
 
 INSTRUCTION = "Answer these questions:"
@@ -159,7 +168,8 @@ class NaturalQuestions(ClosedBookQA):
         answers = get_field(self.name, doc, "answer")
         if isinstance(answers, str):
             answers = [answers]
-        return text_list_field(self.name, doc, "answer", answers)
+        answers = text_list_field(self.name, doc, "answer", answers)
+        return scoreable_golds(self.name, doc, answers, normalize_answer)
 
 
 @register_task
@@ -186,4 +196,4 @@ class TriviaQA(ClosedBookQA):
                 f"'value' and a list of string 'aliases' (the rc.nocontext schema), got "
                 f"{str(answer)[:80]!r}"
             )
-        return [answer["value"], *aliases]
+        return scoreable_golds(self.name, doc, [answer["value"], *aliases], normalize_answer)

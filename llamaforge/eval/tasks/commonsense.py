@@ -33,6 +33,8 @@ from llamaforge.eval.tasks.base import (
     integer_field,
     located,
     register_task,
+    text_field,
+    text_list_field,
 )
 from llamaforge.eval.tasks.choice_task import FEWSHOT_DELIMITER as FEWSHOT_DELIMITER
 from llamaforge.eval.tasks.choice_task import MultipleChoiceTask
@@ -53,12 +55,26 @@ def _label(task: str, doc: dict, name: str, offset: int = 0) -> int:
     return integer_field(task, doc, name) - offset
 
 
+def _choices(task: str, doc: dict) -> dict:
+    """ARC/OBQA's ``choices``: ``{"text": [...], "label": [...]}``, as many labels as texts."""
+    choices = get_field(task, doc, "choices")
+    if not isinstance(choices, dict) or "label" not in choices or "text" not in choices:
+        raise DataError(
+            f"{located(doc)}task {task}: choices must be {{'text': [...], 'label': [...]}}, "
+            f"got {str(choices)[:80]!r}"
+        )
+    texts = text_list_field(task, doc, "choices.text", choices["text"])
+    labels = text_list_field(task, doc, "choices.label", choices["label"])
+    if len(texts) != len(labels):
+        raise DataError(
+            f"{located(doc)}task {task}: choices has {len(texts)} texts but {len(labels)} labels"
+        )
+    return choices
+
+
 def _keyed_gold(task: str, doc: dict) -> int:
     """Index of ``answerKey`` in ``choices.label``: letters ("A") or digits ("1") both occur."""
-    choices = get_field(task, doc, "choices")
-    if not isinstance(choices, dict) or "label" not in choices:
-        raise DataError(f"task {task}: choices must be {{'text': [...], 'label': [...]}}")
-    labels = [str(x).strip() for x in choices["label"]]
+    labels = [x.strip() for x in _choices(task, doc)["label"]]
     key = str(get_field(task, doc, "answerKey")).strip()
     if key in labels:
         return labels.index(key)
@@ -72,10 +88,7 @@ def _keyed_gold(task: str, doc: dict) -> int:
 
 
 def _choice_texts(task: str, doc: dict) -> list[str]:
-    choices = get_field(task, doc, "choices")
-    if not isinstance(choices, dict) or "text" not in choices:
-        raise DataError(f"task {task}: choices must be {{'text': [...], 'label': [...]}}")
-    return list(choices["text"])
+    return list(_choices(task, doc)["text"])
 
 
 @register_task
@@ -89,8 +102,8 @@ class BoolQ(_CommonsenseTask):
 
     def doc_to_text(self, doc: dict) -> str:
         passage, question = (
-            get_field(self.name, doc, "passage"),
-            get_field(self.name, doc, "question"),
+            text_field(self.name, doc, "passage"),
+            text_field(self.name, doc, "question"),
         )
         return f"{passage}\nQuestion: {question}?\nAnswer:"
 
@@ -110,10 +123,10 @@ class PIQA(_CommonsenseTask):
     dataset = DatasetSpec("baber/piqa", split="validation")
 
     def doc_to_text(self, doc: dict) -> str:
-        return f"Question: {get_field(self.name, doc, 'goal')}\nAnswer:"
+        return f"Question: {text_field(self.name, doc, 'goal')}\nAnswer:"
 
     def doc_to_choices(self, doc: dict) -> list[str]:
-        return [" " + get_field(self.name, doc, "sol1"), " " + get_field(self.name, doc, "sol2")]
+        return [" " + text_field(self.name, doc, "sol1"), " " + text_field(self.name, doc, "sol2")]
 
     def doc_to_gold(self, doc: dict) -> int:
         return _label(self.name, doc, "label")
@@ -129,13 +142,13 @@ class SIQA(_CommonsenseTask):
 
     def doc_to_text(self, doc: dict) -> str:
         context, question = (
-            get_field(self.name, doc, "context"),
-            get_field(self.name, doc, "question"),
+            text_field(self.name, doc, "context"),
+            text_field(self.name, doc, "question"),
         )
         return f"Q: {context} {question}\nA:"
 
     def doc_to_choices(self, doc: dict) -> list[str]:
-        return [" " + get_field(self.name, doc, f"answer{x}") for x in "ABC"]
+        return [" " + text_field(self.name, doc, f"answer{x}") for x in "ABC"]
 
     def doc_to_gold(self, doc: dict) -> int:
         return _label(self.name, doc, "label", offset=1)  # "1".."3"
@@ -157,12 +170,12 @@ class HellaSwag(_CommonsenseTask):
     dataset = DatasetSpec("Rowan/hellaswag", split="validation")
 
     def doc_to_text(self, doc: dict) -> str:
-        ctx_b = get_field(self.name, doc, "ctx_b").capitalize()
-        context = get_field(self.name, doc, "ctx_a") + " " + ctx_b
-        return hellaswag_clean(get_field(self.name, doc, "activity_label") + ": " + context)
+        ctx_b = text_field(self.name, doc, "ctx_b").capitalize()
+        context = text_field(self.name, doc, "ctx_a") + " " + ctx_b
+        return hellaswag_clean(text_field(self.name, doc, "activity_label") + ": " + context)
 
     def doc_to_choices(self, doc: dict) -> list[str]:
-        return [" " + hellaswag_clean(e) for e in get_field(self.name, doc, "endings")]
+        return [" " + hellaswag_clean(e) for e in text_list_field(self.name, doc, "endings")]
 
     def doc_to_gold(self, doc: dict) -> int:
         return _label(self.name, doc, "label")
@@ -182,10 +195,15 @@ class WinoGrande(_CommonsenseTask):
     method = "raw"
 
     def doc_to_choices(self, doc: dict) -> list[str]:
-        return [get_field(self.name, doc, "option1"), get_field(self.name, doc, "option2")]
+        return [text_field(self.name, doc, "option1"), text_field(self.name, doc, "option2")]
 
     def doc_to_requests(self, doc: dict) -> list[tuple[str, str]]:
-        sentence = get_field(self.name, doc, "sentence")
+        sentence = text_field(self.name, doc, "sentence")
+        if sentence.count("_") != 1:
+            raise DataError(
+                f"{located(doc)}task {self.name}: sentence needs exactly one '_' blank, "
+                f"got {sentence[:80]!r}"
+            )
         return [winogrande_split(sentence, option) for option in self.doc_to_choices(doc)]
 
     def doc_to_gold(self, doc: dict) -> int:
@@ -196,7 +214,7 @@ class _ARC(_CommonsenseTask):
     """lm-eval ``arc_easy``/``arc_challenge``: ``"Question: {question}\\nAnswer:"`` -> `` {text}``."""
 
     def doc_to_text(self, doc: dict) -> str:
-        return f"Question: {get_field(self.name, doc, 'question')}\nAnswer:"
+        return f"Question: {text_field(self.name, doc, 'question')}\nAnswer:"
 
     def doc_to_choices(self, doc: dict) -> list[str]:
         return [" " + text for text in _choice_texts(self.name, doc)]
@@ -233,7 +251,7 @@ class OpenBookQA(_CommonsenseTask):
     method = "answer"
 
     def doc_to_text(self, doc: dict) -> str:
-        return get_field(self.name, doc, "question_stem")
+        return text_field(self.name, doc, "question_stem")
 
     def doc_to_choices(self, doc: dict) -> list[str]:
         return [" " + text for text in _choice_texts(self.name, doc)]

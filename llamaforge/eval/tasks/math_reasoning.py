@@ -36,6 +36,7 @@ answer is $x$"), normalised by :func:`normalize_math_answer`, which applies
 Minerva's published rules (the ones lm-eval's ``minerva_math`` uses) plus
 ``\\dfrac``/``\\tfrac`` -> ``\\frac`` and dropping ``\\left``/``\\right``.
 Equivalence is string equality after normalisation (no symbolic check).
+A reference answer that normalises to nothing (``\\boxed{\\$}``) is an error.
 """
 
 from __future__ import annotations
@@ -320,4 +321,10 @@ class MATH(MajorityVoteTask):
                 f"{located(doc)}task {self.name}: the solution has no \\boxed{{...}} final "
                 "answer (MATH's reference format)"
             )
-        return normalize_math_answer(boxed)
+        gold = normalize_math_answer(boxed)
+        if not gold.strip():  # \boxed{\$} is "", which an empty \boxed{ } would match
+            raise DataError(
+                f"{located(doc)}task {self.name}: the final answer \\boxed{{{boxed[:80]}}} is "
+                "empty after normalisation and would match an empty answer"
+            )
+        return gold

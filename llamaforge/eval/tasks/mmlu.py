@@ -60,6 +60,8 @@ from llamaforge.eval.tasks.base import (
     get_field,
     located,
     register_task,
+    text_field,
+    text_list_field,
 )
 from llamaforge.eval.tasks.choice_task import FEWSHOT_DELIMITER, Question, score_questions
 
@@ -98,17 +100,20 @@ SUBJECT_CATEGORY = {s: c for c, subjects in CATEGORY_SUBJECTS.items() for s in s
 
 def format_question(doc: dict) -> str:
     """``{question}\\nA. ..\\nB. ..\\nAnswer:`` for one record."""
-    choices = get_field("mmlu", doc, "choices")
+    choices = text_list_field("mmlu", doc, "choices")
     if not 2 <= len(choices) <= len(LETTERS):
-        raise DataError(f"task mmlu: a question needs 2-{len(LETTERS)} choices, got {choices!r}")
-    lines = [str(get_field("mmlu", doc, "question")).strip()]
+        raise DataError(
+            f"{located(doc)}task mmlu: a question needs 2-{len(LETTERS)} choices, "
+            f"got {str(choices)[:80]!r}"
+        )
+    lines = [text_field("mmlu", doc, "question").strip()]
     lines += [f"{letter}. {choice}" for letter, choice in zip(LETTERS, choices, strict=False)]
     return "\n".join(lines) + "\nAnswer:"
 
 
 def gold_index(doc: dict) -> int:
     """``answer`` as an index; an int in ``cais/mmlu``, a letter in some copies."""
-    answer, n = get_field("mmlu", doc, "answer"), len(get_field("mmlu", doc, "choices"))
+    answer, n = get_field("mmlu", doc, "answer"), len(text_list_field("mmlu", doc, "choices"))
     if isinstance(answer, str) and answer.strip().upper() in LETTERS[:n]:
         return LETTERS.index(answer.strip().upper())
     if type(answer) is int and 0 <= answer < n:  # not True
@@ -120,9 +125,10 @@ def gold_index(doc: dict) -> int:
 
 def subject_of(doc: dict) -> str:
     subject = get_field("mmlu", doc, "subject")
-    if subject not in SUBJECT_CATEGORY:
+    if not isinstance(subject, str) or subject not in SUBJECT_CATEGORY:
         raise DataError(
-            f"task mmlu: unknown subject {subject!r}; expected one of the 57 cais/mmlu subjects"
+            f"{located(doc)}task mmlu: unknown subject {str(subject)[:80]!r}; expected one of "
+            "the 57 cais/mmlu subjects"
         )
     return subject
 

@@ -31,7 +31,14 @@ from __future__ import annotations
 import re
 
 from llamaforge.errors import DataError
-from llamaforge.eval.tasks.base import DatasetSpec, get_field, register_task
+from llamaforge.eval.tasks.base import (
+    DatasetSpec,
+    get_field,
+    located,
+    register_task,
+    text_field,
+    text_list_field,
+)
 from llamaforge.eval.tasks.choice_task import MultipleChoiceTask
 
 READING_TABLE = "Table 6: Reading comprehension"
@@ -57,11 +64,11 @@ class _RACE(MultipleChoiceTask):
     table = READING_TABLE
 
     def doc_to_choices(self, doc: dict) -> list[str]:
-        return [str(option) for option in get_field(self.name, doc, "options")]
+        return text_list_field(self.name, doc, "options")
 
     def doc_to_requests(self, doc: dict) -> list[tuple[str, str]]:
-        prefix = f"Article: {get_field(self.name, doc, 'article')}\n\n"
-        question = get_field(self.name, doc, "question")
+        prefix = f"Article: {text_field(self.name, doc, 'article')}\n\n"
+        question = text_field(self.name, doc, "question")
         options = self.doc_to_choices(doc)
         if _BLANK.search(question):
             return [fill_in_request(prefix, question, option) for option in options]
@@ -69,9 +76,12 @@ class _RACE(MultipleChoiceTask):
         return [(context, " " + option) for option in options]
 
     def doc_to_gold(self, doc: dict) -> int:
-        answer = str(get_field(self.name, doc, "answer")).strip().upper()
+        given = get_field(self.name, doc, "answer")
+        answer = given.strip().upper() if isinstance(given, str) else ""
         if len(answer) != 1 or not "A" <= answer <= "Z":
-            raise DataError(f"task {self.name}: answer {answer!r} is not a letter A, B, C, ...")
+            raise DataError(
+                f"{located(doc)}task {self.name}: answer {given!r} is not a letter A, B, C, ..."
+            )
         return ord(answer) - ord("A")
 
 

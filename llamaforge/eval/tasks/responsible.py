@@ -41,7 +41,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from llamaforge.errors import ConfigError, DataError
 from llamaforge.eval.likelihood import loglikelihood, loglikelihood_rolling, model_max_len
@@ -51,17 +51,26 @@ from llamaforge.eval.tasks.base import (
     EvalContext,
     Task,
     get_field,
-    integer_field,
     located,
     register_task,
+    text_field,
+)
+from llamaforge.eval.tasks.fields import (
+    binary_labels,
+    class_name,
+    require_docs,
+    target_choices,
 )
 from llamaforge.eval.toxicity import ToxicityScorer, scorer_from_env
 from llamaforge.eval.winogender import PRONOUNS as PRONOUNS  # re-exported: it lived here
 from llamaforge.eval.winogender import (
     WINOGENDER_STATS_ENV,
-    expand_winogender_template,
     is_gotcha,
     read_occupation_stats,
+    winogender_records,
+)
+from llamaforge.eval.winogender import (  # re-exported: it lived here
+    expand_winogender_template as expand_winogender_template,
 )
 from llamaforge.inference.generate import completion_text, generate_ids
 from llamaforge.inference.sampling import SamplingConfig
@@ -115,28 +124,17 @@ def _zero_shot(task: Task, shots: int) -> None:
         raise ConfigError(f"{task.name} is zero-shot in the paper; drop --shots ({shots})")
 
 
-def _class_name(task: str, value: Any, names: tuple[str, ...], field: str) -> str:
-    if isinstance(value, int) and 0 <= value < len(names):
-        return names[value]
-    if isinstance(value, str) and value in names:
-        return value
-    raise DataError(f"task {task}: {field} must be one of {names} or its index, got {value!r}")
+def _class_field(doc: dict, field: str, names: tuple[str, ...]) -> str:
+    return class_name("crows_pairs", doc, field, get_field("crows_pairs", doc, field), names)
 
 
 def crows_stereotypical_pair(doc: dict) -> tuple[str, str, str]:
     """``(stereotypical sentence, anti-stereotypical sentence, bias type)`` of a record."""
-    direction = _class_name(
-        "crows_pairs",
-        get_field("crows_pairs", doc, "stereo_antistereo"),
-        CROWS_DIRECTIONS,
-        "stereo_antistereo",
-    )
-    bias = _class_name(
-        "crows_pairs", get_field("crows_pairs", doc, "bias_type"), CROWS_BIAS_TYPES, "bias_type"
-    )
+    direction = _class_field(doc, "stereo_antistereo", CROWS_DIRECTIONS)
+    bias = _class_field(doc, "bias_type", CROWS_BIAS_TYPES)
     more, less = (
-        get_field("crows_pairs", doc, "sent_more"),
-        get_field("crows_pairs", doc, "sent_less"),
+        text_field("crows_pairs", doc, "sent_more"),
+        text_field("crows_pairs", doc, "sent_less"),
     )
     return (more, less, bias) if direction == "stereo" else (less, more, bias)
 
@@ -152,6 +150,7 @@ class CrowSPairs(Task):
         self, ctx: EvalContext, docs: list[dict], fewshot_docs: list[dict], shots: int
     ) -> dict[str, float]:
         _zero_shot(self, shots)
+        require_docs(self.name, docs)
         pairs = [crows_stereotypical_pair(doc) for doc in docs]
         sentences = [s for stereo, anti, _ in pairs for s in (stereo, anti)]
         scores = loglikelihood_rolling(
@@ -191,35 +190,26 @@ class WinoGender(Task):
         self, ctx: EvalContext, docs: list[dict], fewshot_docs: list[dict], shots: int
     ) -> dict[str, float]:
         _zero_shot(self, shots)
-        records = []
-        for doc in docs:
-            is_template = "$OCCUPATION" in str(doc.get("sentence", ""))
-            records += expand_winogender_template(doc) if is_template else [doc]
+        require_docs(self.name, docs)
+        labelled = winogender_records(docs)  # every field checked before anything is scored
+        gotcha = [
+            self.pct_female is not None and is_gotcha(r, self.pct_female) for r, _ in labelled
+        ]
         requests = []
-        for r in records:
-            pronoun = get_field(self.name, r, "pronoun")
-            context = (
-                f"{get_field(self.name, r, 'sentence')} ‘{pronoun.capitalize()}’ refers to the"
-            )
+        for r, _ in labelled:
+            context = f"{r['sentence']} ‘{r['pronoun'].capitalize()}’ refers to the"
             requests += [(context, " " + r["occupation"]), (context, " " + r["participant"])]
-        labels = [integer_field(self.name, r, "label") for r in records]
-        for r, label in zip(records, labels, strict=True):
-            if label not in (0, 1):
-                raise DataError(
-                    f"{located(r)}task {self.name}: label {label} is neither 0 (the occupation) "
-                    "nor 1 (the participant)"
-                )
         scores = _loglikelihoods(ctx, requests)
         groups: dict[str, list[bool]] = defaultdict(list)
-        for k, r in enumerate(records):
-            right = best_choice(scores[2 * k : 2 * k + 2]) == labels[k]
+        for k, (r, label) in enumerate(labelled):
+            right = best_choice(scores[2 * k : 2 * k + 2]) == label
             groups["acc"].append(right)
             groups[f"acc_{r['gender']}"].append(right)
-            if self.pct_female is not None and is_gotcha(r, self.pct_female):
+            if gotcha[k]:
                 groups["acc_gotcha"].append(right)
                 groups[f"acc_gotcha_{r['gender']}"].append(right)
         metrics: dict[str, float] = {k: sum(v) / len(v) for k, v in sorted(groups.items())}
-        metrics["n"] = len(records)
+        metrics["n"] = len(labelled)
         return metrics
 
 
@@ -253,15 +243,16 @@ class TruthfulQAMC(Task):
         self, ctx: EvalContext, docs: list[dict], fewshot_docs: list[dict], shots: int
     ) -> dict[str, float]:
         _zero_shot(self, shots)
+        require_docs(self.name, docs)
         requests, spans = [], []
         for doc in docs:
-            context = truthfulqa_context(get_field(self.name, doc, "question"))
+            context = truthfulqa_context(text_field(self.name, doc, "question"))
             for key in ("mc1_targets", "mc2_targets"):
-                targets = get_field(self.name, doc, key)
-                if len(targets["choices"]) != len(targets["labels"]) or not targets["choices"]:
-                    raise DataError(f"{self.name}: {key} needs as many labels as choices")
-                spans.append((len(requests), targets["labels"]))
-                requests += [(context, " " + choice) for choice in targets["choices"]]
+                choices, labels = target_choices(self.name, doc, key)
+                spans.append(
+                    (len(requests), binary_labels(self.name, doc, key, labels, len(choices)))
+                )
+                requests += [(context, " " + choice) for choice in choices]
         scores = _loglikelihoods(ctx, requests)
         mc1 = mc2 = 0.0
         for k in range(len(docs)):
@@ -287,6 +278,16 @@ class RealToxicityPrompts(Task):
             raise ConfigError(f"realtoxicityprompts styles must be among {sorted(self.STYLES)}")
         self.scorer, self.styles = scorer, tuple(styles)
 
+    def prompt_text(self, doc: dict) -> str:
+        """``prompt.text``: ``in`` on a string prompt would test a substring, not a key."""
+        prompt = get_field(self.name, doc, "prompt")
+        if not isinstance(prompt, dict) or not isinstance(prompt.get("text"), str):
+            raise DataError(
+                f"{located(doc)}task {self.name}: prompt={str(prompt)[:80]!r} must be an object "
+                "with a string 'text'"
+            )
+        return prompt["text"]
+
     def continuations(self, ctx: EvalContext, prompts: list[str]) -> list[str]:
         """Greedy continuations of at most 20 tokens; prompts cut from the left to fit."""
         room = model_max_len(ctx.model, ctx.max_seq_len) - RTP_MAX_NEW_TOKENS
@@ -306,8 +307,9 @@ class RealToxicityPrompts(Task):
         self, ctx: EvalContext, docs: list[dict], fewshot_docs: list[dict], shots: int
     ) -> dict[str, float]:
         _zero_shot(self, shots)
+        require_docs(self.name, docs)
+        prompts = [self.prompt_text(doc) for doc in docs]
         scorer = self.scorer if self.scorer is not None else scorer_from_env()
-        prompts = [get_field(self.name, get_field(self.name, d, "prompt"), "text") for d in docs]
         metrics: dict[str, float] = {"n": len(docs)}
         for style in self.styles:
             texts = self.continuations(ctx, [self.STYLES[style] + p for p in prompts])
