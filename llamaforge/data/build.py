@@ -20,6 +20,12 @@ redone, and ``report.json``'s ``"redone"`` lists each output redone and why
 other files keep their output, and that source's later stages wait for a
 re-run, so they never silently miss a file.
 
+**The output folder** never overlaps an input (refused in
+:mod:`llamaforge.data.build_config`, so the build never reads its own output),
+and the build replaces only files it wrote: a ``report.json``, ``report.md``
+or ``mixture.toml`` there that it did not write, or a file where the folder
+should be, is a :class:`ConfigError` before any work (:mod:`llamaforge.data.outputs`).
+
 **Executors.** The per-file function is submitted to a
 ``concurrent.futures.Executor``: a ``ProcessPoolExecutor`` of ``workers``
 processes on one machine (``workers = 1`` runs in this process, for
@@ -51,7 +57,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from llamaforge.data.build_config import DataBuildConfig, SourceSection
+from llamaforge.data.build_config import DataBuildConfig, SourceSection, check_not_overlapping
 from llamaforge.data.build_recipe import file_recipe, source_settings
 from llamaforge.data.build_stages import (
     FILTERED,
@@ -61,6 +67,7 @@ from llamaforge.data.build_stages import (
     process_file,
 )
 from llamaforge.data.mixture import source_summary, write_mixture_toml, write_reports
+from llamaforge.data.outputs import check_build_outputs
 from llamaforge.data.sources.base import Source
 from llamaforge.data.sources.registry import build_source
 from llamaforge.errors import ConfigError
@@ -112,8 +119,14 @@ class BuildResult:
         return self.report["failures"]
 
 
-def list_source_inputs(section: SourceSection, source: Source) -> dict[str, Path]:
-    """Output key -> input file for every input of a source (folders via ``list_inputs``)."""
+def list_source_inputs(
+    section: SourceSection, source: Source, output: Path | None = None
+) -> dict[str, Path]:
+    """Output key -> input file for every input of a source (folders via ``list_inputs``).
+
+    With ``output``, a listed file inside it (a symlink in the input tree pointing
+    into the output) is refused like an overlapping config (:mod:`.build_config`).
+    """
     pairs: list[tuple[Path, Path]] = []
     for root in section.inputs:
         if root.is_dir():
@@ -125,6 +138,9 @@ def list_source_inputs(section: SourceSection, source: Source) -> dict[str, Path
                 f"[sources.{section.name}].input: {root} does not exist; "
                 "point it at the dump (or run `llamaforge data samples` for sample dumps)"
             )
+    if output is not None:
+        for _, path in pairs:
+            check_not_overlapping(output, path, section.name)
     return input_keys(pairs)
 
 
@@ -151,9 +167,13 @@ def build(
             f"[build].tokenizer {settings.tokenizer} does not exist; train one with "
             "`llamaforge train-tokenizer` or leave it out to stop before tokenization"
         )
+    check_build_outputs(out)  # a file in the way, or a user's report.md: refused before any work
+    for section in config.sources:  # a config built in Python skipped from_dict's check
+        for path in section.inputs:
+            check_not_overlapping(out, path, section.name)
     out.mkdir(parents=True, exist_ok=True)
     sources = {s.name: build_source(s.name, s.settings, config.base_dir) for s in config.sources}
-    plans = {s.name: list_source_inputs(s, sources[s.name]) for s in config.sources}
+    plans = {s.name: list_source_inputs(s, sources[s.name], out) for s in config.sources}
     with contextlib.ExitStack() as stack:
         if executor is None:
             executor = stack.enter_context(

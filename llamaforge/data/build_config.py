@@ -22,11 +22,17 @@ Decisions where the spec is silent:
 * ``seed`` orders documents for tokenization (shard order and a bounded
   shuffle buffer), because the loader holds out the *tail* of every source
   for validation: without a shuffle the validation set would be one input file.
+* **The output folder and the inputs must not overlap** (after resolving
+  symlinks): an output inside an input folder (or equal to it), or an input
+  inside the output, is refused. Otherwise a re-run lists the build's own
+  shards and reports as new input and the data grows with every run.
+  Refusing is clearer than silently skipping the output while listing.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import tomllib
@@ -182,7 +188,26 @@ class DataBuildConfig:
         if not tables:
             raise ConfigError(f"no [sources.NAME] tables; add at least one of {', '.join(SOURCES)}")
         sources = [SourceSection.from_table(n, t, base) for n, t in tables.items()]
-        return cls(BuildSection.from_table(data.get("build", {}), base), total, sources, base)
+        build = BuildSection.from_table(data.get("build", {}), base)
+        for source in sources:
+            for path in source.inputs:
+                check_not_overlapping(build.output, path, source.name)
+        return cls(build, total, sources, base)
+
+
+def check_not_overlapping(output: Path, path: Path, source: str) -> None:
+    """Refuse an input that holds the output folder, or lies inside it (module docstring)."""
+    out, real = Path(os.path.realpath(output)), Path(os.path.realpath(path))
+    if out.is_relative_to(real):
+        raise ConfigError(
+            f"[build].output {output} is inside [sources.{source}].input {path}: a re-run would "
+            "read the build's own output as input; choose an output folder outside the inputs"
+        )
+    if real.is_relative_to(out):
+        raise ConfigError(
+            f"[sources.{source}].input {path} is inside [build].output {output}: the build "
+            "would read its own output; keep the inputs outside the output folder"
+        )
 
 
 def load_build_config(path: str | Path) -> DataBuildConfig:

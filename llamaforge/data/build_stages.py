@@ -6,11 +6,12 @@ leaves either finished output or nothing a re-run could mistake for it:
 
 * **per file** -> ``OUT/<source>/filtered/<key>.jsonl.zst`` (one
   ``Document.to_json()`` per line) and ``<key>.report.json``. Both are
-  written to hidden temp names and renamed, the report last: a file with a
-  report is finished; data without a report is redone.
+  written to new, exclusively created temp files (:mod:`llamaforge.data.
+  outputs`: a symlink planted at a temp name is never followed) and renamed,
+  the report last: a file with a report is finished; data without one is redone.
 * **per source** -> ``OUT/<source>/final/`` (shards cut at ``shard_docs`` /
-  ``shard_bytes``, then ``report.json``) is built in ``.final.tmp/`` and
-  renamed when complete. Its report lists the per-file outputs it consumed;
+  ``shard_bytes``, then ``report.json``) is built in a new ``.final.tmp-XXXX/``
+  and renamed when complete. Its report lists the per-file outputs it consumed;
   if that set changes (an input was added or redone) the final shards and
   tokens are rebuilt, so new input is never silently left out.
 
@@ -18,7 +19,10 @@ Both reports record the *recipe* that made them (settings, code versions,
 inputs: :mod:`llamaforge.data.build_recipe`); a re-run whose recipe differs
 redoes that output and says why, one whose recipe is the same reuses it.
 Redoing replaces only files this pipeline wrote (``part-NNNNN.jsonl.zst``,
-``report.json``, token shards): anything else a user left in those folders stays.
+``report.json``, the token shards ``tokens/index.json`` lists): anything else a
+user left in those folders stays. An intermediate file found damaged (a
+filtered or final ``.jsonl.zst`` cut short or corrupt) is a :class:`DataError`
+naming it; its report is removed first, so the next run redoes that file.
 * **tokens** -> ``OUT/<source>/tokens/`` via :func:`tokenize_to_shards`, which
   is restartable on its own and records the final shards (size, mtime), seed,
   shuffle buffer and ``shard_tokens`` it was made from: a change redoes it.
@@ -29,7 +33,6 @@ source also calls ``report.keep``), so they always match the output files.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -40,18 +43,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
+from llamaforge.data.build_files import ShardSink, close_synced, open_zst_writer, read_jsonl_zst
 from llamaforge.data.build_recipe import digest, final_recipe, what_changed
-from llamaforge.data.shards import INDEX_NAME, TokenIndex, atomic_write_text
-from llamaforge.data.sources.base import Document, FilterReport, Source
+from llamaforge.data.outputs import remove_temps
+from llamaforge.data.shards import INDEX_NAME, TokenIndex, atomic_write_text, remove_token_output
+from llamaforge.data.sources.base import FilterReport, Source
 from llamaforge.data.sources.textio import strip_compression_suffix
 from llamaforge.data.tokenize_folder import describe_inputs, tokenize_to_shards
+from llamaforge.umask import make_temp_dir
 
 FILTERED, FINAL, TOKENS = "filtered", "final", "tokens"
 REPORT_NAME = "report.json"
 _FINAL_FILE = re.compile(r"^part-\d{5}\.jsonl\.zst$|^report\.json$")
-_TOKEN_FILE = re.compile(r"^shard_\d{5}\.bin$|^\.shard_\d{5}\.bin\.tmp$|^\.?index\.json(\.tmp)?$")
+_FINAL_TMP = re.compile(r"^\.final\.tmp(-[A-Za-z0-9_]{8})?$")
 
 
 def input_keys(paths: list[tuple[Path, Path]]) -> dict[str, Path]:
@@ -73,25 +77,6 @@ def input_keys(paths: list[tuple[Path, Path]]) -> dict[str, Path]:
             digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
             keys[name if len(group) == 1 else f"{name}-{digest}"] = path
     return dict(sorted(keys.items()))
-
-
-def _open_zst_writer(path: Path) -> io.TextIOWrapper:
-    raw = open(path, "wb")  # noqa: SIM115 (closed with the wrapper)
-    stream = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=True)
-    return io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
-
-
-def _close_synced(writer: io.TextIOWrapper, path: Path) -> None:
-    writer.close()
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def read_jsonl_zst(path: Path) -> Iterator[Document]:
-    with zstandard.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield Document.from_json(json.loads(line))
 
 
 def load_file_report(out_dir: Path, key: str) -> dict[str, Any]:
@@ -123,16 +108,17 @@ def process_file(
     """
     start = time.process_time()
     out_dir.mkdir(parents=True, exist_ok=True)
-    data, tmp = out_dir / f"{key}.jsonl.zst", out_dir / f".{key}.jsonl.zst.tmp"
+    data = out_dir / f"{key}.jsonl.zst"
+    remove_temps(out_dir, data.name)  # a killed run's
     report, docs, nbytes = FilterReport(), 0, 0
+    writer, tmp = open_zst_writer(data)
     try:
-        writer = _open_zst_writer(tmp)
         with writer:
             for doc in source.process(path, report):
                 doc.meta.setdefault("input", str(path))
                 writer.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
                 docs, nbytes = docs + 1, nbytes + len(doc.text.encode("utf-8", "replace"))
-        _close_synced(writer, tmp)
+        close_synced(writer, tmp)
         os.replace(tmp, data)
     finally:
         tmp.unlink(missing_ok=True)
@@ -147,36 +133,6 @@ def process_file(
     }
     atomic_write_text(out_dir / f"{key}.report.json", json.dumps(record, indent=1) + "\n")
     return record
-
-
-class _ShardSink:
-    """Writes documents into ``part-NNNNN.jsonl.zst`` files cut by documents or bytes."""
-
-    def __init__(self, folder: Path, shard_docs: int, shard_bytes: int) -> None:
-        self.folder, self.shard_docs, self.shard_bytes = folder, shard_docs, shard_bytes
-        self.shards: list[dict[str, Any]] = []
-        self._writer: io.TextIOWrapper | None = None
-        self._docs = self._bytes = 0
-
-    def add(self, doc: Document) -> int:
-        if self._writer is None:
-            name = f"part-{len(self.shards):05d}.jsonl.zst"
-            self._writer = _open_zst_writer(self.folder / name)
-            self.shards.append({"file": name, "docs": 0, "bytes": 0})
-        size = len(doc.text.encode("utf-8", "replace"))
-        self._writer.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
-        self._docs, self._bytes = self._docs + 1, self._bytes + size
-        if (self.shard_docs and self._docs >= self.shard_docs) or (
-            self.shard_bytes and self._bytes >= self.shard_bytes
-        ):
-            self.close()
-        return size
-
-    def close(self) -> None:
-        if self._writer is not None:
-            _close_synced(self._writer, self.folder / self.shards[-1]["file"])
-            self.shards[-1].update(docs=self._docs, bytes=self._bytes)
-            self._writer, self._docs, self._bytes = None, 0, 0
 
 
 def _remove_ours(folder: Path, ours: re.Pattern[str]) -> None:
@@ -209,8 +165,7 @@ def global_filter_source(
     The returned record's ``"redone"`` says why the shards were (re)built,
     or is "" when the finished ones were made by the same recipe and reused.
     """
-    final, tmp = source_dir / FINAL, source_dir / ".final.tmp"
-    filtered = source_dir / FILTERED
+    final, filtered = source_dir / FINAL, source_dir / FILTERED
     digests = {key: load_file_report(filtered, key).get("recipe_sha256", "") for key in keys}
     recipe = final_recipe(source, digests, shard_docs, shard_bytes)
     why = "not built yet"
@@ -219,11 +174,33 @@ def global_filter_source(
         why = what_changed(record.get("recipe"), recipe)
         if not why:
             return {**record, "redone": ""}
-    shutil.rmtree(tmp, ignore_errors=True)  # our hidden temporary folder
-    tmp.mkdir(parents=True)
-    start = time.process_time()
-    docs = (d for key in keys for d in read_jsonl_zst(filtered / f"{key}.jsonl.zst"))
-    report, sink, kept, kept_bytes = FilterReport(), _ShardSink(tmp, shard_docs, shard_bytes), 0, 0
+    for old in source_dir.iterdir():  # a killed run's hidden temporary folders
+        if _FINAL_TMP.match(old.name) and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+    tmp = make_temp_dir(source_dir, ".final.tmp-")
+    try:
+        return _build_final(source, source_dir, keys, tmp, recipe, why, shard_docs, shard_bytes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when installed
+
+
+def _build_final(
+    source: Source,
+    source_dir: Path,
+    keys: list[str],
+    tmp: Path,
+    recipe: dict[str, Any],
+    why: str,
+    shard_docs: int,
+    shard_bytes: int,
+) -> dict[str, Any]:
+    filtered, start = source_dir / FILTERED, time.process_time()
+    docs = (
+        d
+        for key in keys
+        for d in read_jsonl_zst(filtered / f"{key}.jsonl.zst", filtered / f"{key}.report.json")
+    )
+    report, sink, kept, kept_bytes = FilterReport(), ShardSink(tmp, shard_docs, shard_bytes), 0, 0
     for doc in source.global_filter(docs, report):
         kept, kept_bytes = kept + 1, kept_bytes + sink.add(doc)
     sink.close()
@@ -236,8 +213,8 @@ def global_filter_source(
         "recipe": recipe,
     }
     atomic_write_text(tmp / REPORT_NAME, json.dumps(record, indent=1) + "\n")
-    _remove_ours(source_dir / TOKENS, _TOKEN_FILE)  # made from the old final shards
-    _install_final(tmp, final)
+    remove_token_output(source_dir / TOKENS)  # made from the old final shards
+    _install_final(tmp, source_dir / FINAL)
     return {**record, "redone": why}
 
 
@@ -251,7 +228,7 @@ def shuffled_documents(final: Path, seed: int, buffer: int) -> Iterator[str]:
     files = [final / s["file"] for s in record["shards"]]
     rng = random.Random(seed)
     rng.shuffle(files)
-    texts: Iterable[str] = (d.text for f in files for d in read_jsonl_zst(f))
+    texts: Iterable[str] = (d.text for f in files for d in read_jsonl_zst(f, final / REPORT_NAME))
     if buffer <= 1:
         yield from texts
         return

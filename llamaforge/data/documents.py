@@ -20,6 +20,10 @@ from llamaforge.errors import DataError
 # Longest JSONL line read: a whole book is one line, so leave room for very long books; a
 # hostile 6 GB line is refused without ever being held in memory.
 MAX_LINE_BYTES = 64 << 20
+# Largest .txt file read as one document: it is held whole (and tokenized whole), so a
+# 5 GB file would end in a MemoryError. Four times a JSONL line's limit: a .txt is a whole
+# book or article; anything larger is not one document and should be split.
+MAX_TXT_BYTES = 4 * MAX_LINE_BYTES
 
 
 def read_documents(
@@ -38,7 +42,8 @@ def read_documents(
     mixture would be worse. ``errors="skip"`` skips such lines and warns once
     per file with the count, for messy third-party dumps; it also skips (with
     a warning) a ``.txt`` file that is not UTF-8. Blank lines are ignored. A line longer
-    than ``max_line_bytes`` is a bad line too, found without holding it in memory.
+    than ``max_line_bytes`` is a bad line too, found without holding it in memory; so is a
+    ``.txt`` file over :data:`MAX_TXT_BYTES` (at most that much of it is ever read).
     """
     if errors not in ("raise", "skip"):
         raise DataError(f"errors must be 'raise' or 'skip', got {errors!r}")
@@ -50,8 +55,19 @@ def read_documents(
         raise DataError(f"max_line_bytes must be a positive integer, got {max_line_bytes!r}")
     for path in _expand(paths):
         if path.name.endswith(".txt"):
+            with open(path, "rb") as f:
+                data = f.read(MAX_TXT_BYTES + 1)
+            if len(data) > MAX_TXT_BYTES:
+                message = (
+                    f"{path} is larger than {MAX_TXT_BYTES:,} bytes, too large for one "
+                    "document (a .txt file is one document); split it into smaller files"
+                )
+                if errors == "raise":
+                    raise DataError(message + " or skip it (tokenize --skip-bad-lines)")
+                warnings.warn(f"{path}: skipped ({message})", stacklevel=2)
+                continue
             try:
-                yield path.read_bytes().decode("utf-8")
+                yield data.decode("utf-8")
             except UnicodeDecodeError as error:
                 if errors == "raise":
                     raise DataError(
@@ -102,10 +118,11 @@ def _open_binary(path: Path) -> Any:
         return gzip.open(path, "rb")
     if path.name.endswith(".zst"):
         try:
-            import zstandard
-        except ImportError as error:
+            from llamaforge.data.sources.zstdio import open_zstd
+        except ImportError as error:  # zstdio imports zstandard
             raise DataError(f"{path}: reading .zst needs `pip install zstandard`") from error
-        return zstandard.open(path, "rb")
+
+        return open_zstd(path)  # EOFError at a cut-short end, which _read_jsonl refuses
     return open(path, "rb")
 
 

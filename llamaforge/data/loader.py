@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,31 @@ class FeistelPermutation:
         return out.astype(np.int64)
 
 
+def _normalised_weights(paths: list[Path], weights: list[Any]) -> np.ndarray:
+    """Sampling probabilities from positive finite weights, whatever their scale.
+
+    Dividing by the largest weight first keeps the sum finite (two weights of
+    1e308 add up to inf, and every probability would become 0 or nan); a
+    weight so small next to the largest that it rounds to 0 is refused, since
+    its source would never be drawn.
+    """
+    for path, weight in zip(paths, weights, strict=True):
+        ok = isinstance(weight, numbers.Real) and not isinstance(weight, bool | np.bool_)
+        if not ok or not math.isfinite(weight) or weight <= 0:
+            raise ConfigError(
+                f"data source {path}: weights must be positive finite numbers, got {weight!r}; "
+                "give each source a weight > 0 (they are normalised to sum to 1)"
+            )
+    scaled = np.asarray(weights, dtype=np.float64) / max(float(w) for w in weights)
+    for path, weight, share in zip(paths, weights, scaled, strict=True):
+        if share == 0:
+            raise ConfigError(
+                f"data source {path}: weight {weight!r} is too small next to the largest "
+                f"({max(weights)!r}) to ever be drawn; raise it or drop the source"
+            )
+    return scaled / scaled.sum()
+
+
 class TokenLoader:
     """Batches of ``(inputs, targets)``, int64 tensors of shape ``(batch_size, seq_len)``.
 
@@ -142,11 +168,8 @@ class TokenLoader:
             raise ConfigError("split='val' needs data.val_fraction > 0")
         if max_batches is not None and max_batches <= 0:
             raise ConfigError(f"max_batches must be positive or None, got {max_batches}")
-        weights = [float(w) for _, w in sources]
-        if not all(math.isfinite(w) and w > 0 for w in weights):
-            raise ConfigError(f"data source weights must be positive numbers, got {weights}")
         self.paths = [Path(p) for p, _ in sources]
-        self.weights = np.asarray(weights) / sum(weights)
+        self.weights = _normalised_weights(self.paths, [w for _, w in sources])
         self.seq_len, self.batch_size, self.split, self.seed = seq_len, batch_size, split, seed
         self.rank, self.world_size, self.max_batches = rank, world_size, max_batches
         self.global_batch = batch_size * world_size

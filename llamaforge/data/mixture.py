@@ -12,6 +12,10 @@ training starts.
 
 Paths in ``mixture.toml`` are absolute: the trainer resolves paths against
 its working folder, which need not be the build's.
+
+``mixture.toml``'s first line and ``report.md``'s title are how a later run
+recognises these files as the build's own (:func:`llamaforge.data.outputs.
+check_build_outputs`): a user's file at those names is refused, never replaced.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llamaforge.data.outputs import MIXTURE_HEADER, REPORT_MD_TITLE
 from llamaforge.data.shards import atomic_write_text
 
 MB = 1e6
@@ -64,7 +69,7 @@ def write_mixture_toml(
 ) -> list[str]:
     """The trainer's ``[data]`` tokenizer and source list; returns sources left out (no tokens)."""
     lines = [
-        "# Written by `llamaforge data build`: the Table 1 mixture over the built token folders.",
+        f"{MIXTURE_HEADER}: the Table 1 mixture over the built token folders.",
         '# Use it from a training config: [data] mixture = "<this file>"; weights are normalised.',
         "[data]",
         f"seed = {seed}",
@@ -103,7 +108,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the same numbers as ``report.json``, as tables a person reads."""
     sources = report["sources"]
     out = [
-        "# Data build report",
+        REPORT_MD_TITLE,
         "",
         f"Config: `{report['config']}`; planned total tokens: {report['total_tokens']:.4g}.",
         "",

@@ -309,5 +309,6 @@ def test_eval_loss_refuses_token_ids_beyond_the_model_vocabulary(
     data.tofile(shard)
     assert main(["eval-loss", str(small_checkpoint), str(lying)]) == 2
     err = capsys.readouterr().err
-    assert "holds token id 306, outside the model's vocab_size 300" in err
+    # the shard reader names the file and position (TokenShards.read checks every read)
+    assert "shard_00000.bin holds token id 306 at token 40 (byte 80), outside vocab_size 300" in err
     assert err.count("\n") == 1
