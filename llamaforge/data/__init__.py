@@ -7,13 +7,8 @@ paper's mixture weights (Table 1).
 
 from llamaforge.data.documents import read_documents
 from llamaforge.data.loader import FeistelPermutation, TokenLoader
-from llamaforge.data.shards import (
-    ShardInfo,
-    ShardWriter,
-    TokenIndex,
-    TokenShards,
-    token_dtype,
-)
+from llamaforge.data.shard_writer import ShardWriter
+from llamaforge.data.shards import ShardInfo, TokenIndex, TokenShards, token_dtype
 from llamaforge.data.tokenize_folder import tokenize_to_shards
 
 __all__ = [

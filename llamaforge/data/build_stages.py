@@ -46,7 +46,8 @@ from typing import Any
 from llamaforge.data.build_files import ShardSink, close_synced, open_zst_writer, read_jsonl_zst
 from llamaforge.data.build_recipe import digest, final_recipe, what_changed
 from llamaforge.data.outputs import remove_temps
-from llamaforge.data.shards import INDEX_NAME, TokenIndex, atomic_write_text, remove_token_output
+from llamaforge.data.shard_writer import remove_token_output
+from llamaforge.data.shards import INDEX_NAME, TokenIndex, atomic_write_text
 from llamaforge.data.sources.base import FilterReport, Source
 from llamaforge.data.sources.textio import strip_compression_suffix
 from llamaforge.data.tokenize_folder import describe_inputs, tokenize_to_shards

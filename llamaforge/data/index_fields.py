@@ -1,6 +1,6 @@
 """Strict field checks for a token folder's ``index.json``, run by :meth:`TokenIndex.load`.
 
-Only :class:`~llamaforge.data.shards.ShardWriter` writes ``index.json``, so a
+Only :class:`~llamaforge.data.shard_writer.ShardWriter` writes ``index.json``, so a
 reader accepts what it writes and nothing looser. A hand-edited or damaged
 index otherwise fails far from its cause: a ``TypeError`` while summing the
 totals, ``slice indices must be integers`` in the middle of an evaluation, an

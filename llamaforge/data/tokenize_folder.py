@@ -11,7 +11,7 @@ the same with its list of inputs). Running again into a finished folder:
 * ``made_from`` differs (an input was edited, added, removed or renamed, or a
   setting changed): the folder is tokenized again, atomically: the previous
   output stays readable until the new ``index.json`` replaces it (see
-  :class:`~llamaforge.data.shards.ShardWriter`'s ``replacing``);
+  :class:`~llamaforge.data.shard_writer.ShardWriter`'s ``replacing``);
 * a different tokenizer (vocab size, BOS/EOS ids, or model file hash):
   refused, because a training run may be reading the folder and its token ids
   would silently change meaning; choose another output folder;
@@ -33,7 +33,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from llamaforge.data.shards import INDEX_NAME, ShardWriter, TokenIndex, TokenShards, file_sha256
+from llamaforge.data.shard_writer import ShardWriter
+from llamaforge.data.shards import INDEX_NAME, TokenIndex, TokenShards, file_sha256
 from llamaforge.errors import DataError
 
 

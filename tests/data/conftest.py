@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llamaforge.data.shards import ShardWriter
+from llamaforge.data.shard_writer import ShardWriter
 
 
 class FakeTokenizer:

@@ -9,13 +9,8 @@ import pytest
 
 from llamaforge.data import documents
 from llamaforge.data.documents import read_documents
-from llamaforge.data.shards import (
-    INDEX_NAME,
-    JOURNAL_NAME,
-    ShardWriter,
-    TokenShards,
-    remove_token_output,
-)
+from llamaforge.data.shard_writer import JOURNAL_NAME, ShardWriter, remove_token_output
+from llamaforge.data.shards import INDEX_NAME, TokenShards
 from llamaforge.data.tokenize_folder import tokenize_to_shards
 from llamaforge.errors import DataError
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from llamaforge.data.documents import read_documents
-from llamaforge.data.shards import INDEX_NAME, JOURNAL_NAME, TokenIndex, TokenShards
+from llamaforge.data.shard_writer import JOURNAL_NAME
+from llamaforge.data.shards import INDEX_NAME, TokenIndex, TokenShards
 from llamaforge.data.tokenize_folder import tokenize_to_shards
 from llamaforge.errors import DataError
 

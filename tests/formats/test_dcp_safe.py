@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from llamaforge.cli import main
-from llamaforge.data.shards import ShardWriter
+from llamaforge.data.shard_writer import ShardWriter
 from llamaforge.errors import CheckpointError
 from llamaforge.formats.dcp_safe import read_dcp_metadata
 from tests.eval.tasks.test_commonsense import BOOLQ, write_jsonl

@@ -289,7 +289,7 @@ def test_eval_loss_bad_flags_are_one_line(tmp_path, small_checkpoint, capsys, fl
 def test_eval_loss_refuses_token_ids_beyond_the_model_vocabulary(
     tmp_path, small_checkpoint, capsys
 ):
-    from llamaforge.data.shards import ShardWriter
+    from llamaforge.data.shard_writer import ShardWriter
 
     wide = tmp_path / "wide"  # tokenized for a larger vocabulary than the model's 300
     with ShardWriter(wide, vocab_size=1000, eos_id=2, bos_id=1) as writer:

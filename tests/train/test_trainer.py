@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from llamaforge.data.shards import ShardWriter
+from llamaforge.data.shard_writer import ShardWriter
 from llamaforge.model import ModelConfig, build_model
 from llamaforge.model.naming import plain_name
 from llamaforge.train.config import OptimConfig, load_train_config

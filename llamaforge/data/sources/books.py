@@ -17,8 +17,12 @@ not yielded, so which book each duplicated is logged and kept in
 :attr:`BooksSource.near_duplicates` (id, duplicate_of, jaccard).
 
 Bad input, skipping the whole book: ``empty`` (no bytes or only blanks), ``binary``,
-``utf8`` (Gutenberg's UTF-8 files only: convert legacy encodings first), ``line_too_long``
-and ``truncated`` compressed files. Line ends are normalised to ``\\n`` and a BOM removed.
+``utf8`` (Gutenberg's UTF-8 files only: convert legacy encodings first), ``line_too_long``,
+``too_large`` (over ``max_book_bytes`` decompressed, default 64 MiB: the longest books are
+a few MB, and a compressed bomb must not be held whole) and ``truncated`` compressed files.
+Line ends (``\\r\\n``, and a bare ``\\r`` in old Mac files) are normalised to ``\\n`` and a
+BOM removed. A file that starts with a UTF-16 byte-order mark is decoded as UTF-16
+(``utf16`` when that fails) rather than rejected as ``binary`` for its NUL bytes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, ClassVar
 from llamaforge.data.sources.base import Document, FilterReport
 from llamaforge.data.sources.textio import (
     COMPRESSED_SUFFIXES,
+    STREAM_ERRORS,
     BadInput,
     decode_utf8,
     iter_lines,
@@ -58,6 +63,7 @@ _END = re.compile(
 )
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _BINARY_SNIFF_BYTES = 8192
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass
@@ -68,6 +74,7 @@ class BooksConfig:
     shingle_words: int = 5
     num_perm: int = 128
     max_line_bytes: int = 1 << 20
+    max_book_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         if not isinstance(self.dedup_threshold, int | float) or not 0 < self.dedup_threshold < 1:
@@ -75,7 +82,7 @@ class BooksConfig:
                 "[sources.books].dedup_threshold must be a Jaccard similarity strictly between "
                 f"0 and 1 (the paper: 0.9), got {self.dedup_threshold!r}"
             )
-        for name in ("shingle_words", "num_perm", "max_line_bytes"):
+        for name in ("shingle_words", "num_perm", "max_line_bytes", "max_book_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(
@@ -152,18 +159,55 @@ class BooksSource:
             raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
         if not head.strip():
             raise BadInput("empty", where)
+        if head.startswith(_UTF16_BOMS):
+            try:
+                text = self._read_all(path, where).decode("utf-16")
+            except UnicodeDecodeError:
+                raise BadInput("utf16", where) from None
+            return self._finish(text, where)
         if looks_binary(head):
             raise BadInput("binary", where)
+        if b"\r" in head and b"\n" not in head:  # old Mac line ends: one "line" to iter_lines
+            text = decode_utf8(self._read_all(path, where))
+            if text is None:
+                raise BadInput("utf8", where)
+            if max(map(len, text.split("\r"))) > self.config.max_line_bytes:
+                raise BadInput("line_too_long", where)
+            return self._finish(text, where)
         lines = []
+        total = 0
         with open_binary(path) as stream:
             for number, line in enumerate(iter_lines(stream, where, self.config.max_line_bytes)):
                 if isinstance(line, BadInput):  # "truncated (EOFError)" -> "truncated"
                     raise BadInput(line.reason.split(" ")[0], line.where)
+                total += len(line) + 1
+                if total > self.config.max_book_bytes:
+                    raise BadInput("too_large", f"{where}: over {self.config.max_book_bytes} bytes")
                 decoded = decode_utf8(line)
                 if decoded is None:
                     raise BadInput("utf8", f"{where}:{number + 1}")
-                lines.append(decoded.rstrip("\r"))
-        text = "\n".join(lines).removeprefix("\ufeff")
+                lines.append(decoded)
+        return self._finish("\n".join(lines), where)
+
+    def _read_all(self, path: Path, where: str) -> bytes:
+        """The decompressed file, read in chunks so a bomb stops at ``max_book_bytes``."""
+        limit = self.config.max_book_bytes
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            with open_binary(path) as stream:
+                while chunk := stream.read(1 << 20):
+                    total += len(chunk)
+                    if total > limit:
+                        raise BadInput("too_large", f"{where}: over {limit} bytes")
+                    chunks.append(chunk)
+        except STREAM_ERRORS as error:
+            raise BadInput("truncated", f"{where}: {type(error).__name__}") from error
+        return b"".join(chunks)
+
+    @staticmethod
+    def _finish(text: str, where: str) -> str:
+        text = text.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")
         if not text.strip():
             raise BadInput("empty", where)
         return text
@@ -176,11 +220,15 @@ class BooksSource:
             self.config.dedup_threshold, self.config.num_perm, self.config.shingle_words
         )
         self.near_duplicates = []
-        seen: dict[str, int] = {}
+        used: set[str] = set()
         for doc in docs:
-            # Two files may share a name in different folders; LSH keys must be unique.
-            seen[doc.id] = seen.get(doc.id, 0) + 1
-            key = doc.id if seen[doc.id] == 1 else f"{doc.id}#{seen[doc.id]}"
+            # Two files may share a name in different folders (and a third may be named
+            # "x#2"); LSH keys must be unique, so count up until the key is free.
+            key, n = doc.id, 1
+            while key in used:
+                n += 1
+                key = f"{doc.id}#{n}"
+            used.add(key)
             duplicate = index.check_and_add(key, doc.text)
             if duplicate is not None:
                 self.near_duplicates.append(duplicate)

@@ -10,8 +10,10 @@ optionally ``binary``. Records in RedPajama's processed form (``text`` plus a
 Per record, in order (drop reason in brackets): licence not in ``licenses``
 (``github.license``); file name not in the extension whitelist
 (``github.extension``; ``extensions = []`` disables it); no content or binary
-content (``github.binary``); content that was not valid UTF-8 -- lone
-surrogates or U+FFFD replacement characters left by a lossy decode
+content (``github.binary``: a NUL anywhere -- no source file holds one, and git's 8 KB
+sniff would let a text header hide a binary tail -- or a first 8 KB of control bytes);
+content that was not valid UTF-8 -- lone surrogates or U+FFFD replacement characters left
+by a lossy decode
 (``github.non_utf8``); then the licence banner is removed (see
 :mod:`github_rules`) and a file left empty is dropped (``github.empty``);
 then RedPajama's line heuristics on what is left (RedPajama's order: banner
@@ -127,7 +129,7 @@ class GitHubSource:
             content.encode("utf-8")
         except UnicodeEncodeError:
             return None, "github.non_utf8", 0
-        if looks_binary(sample):
+        if looks_binary(sample) or "\x00" in content:
             return None, "github.binary", 0
         if "\ufffd" in content:
             return None, "github.non_utf8", 0

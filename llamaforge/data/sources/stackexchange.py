@@ -4,8 +4,9 @@ Inputs, per site: the archive.org ``<site>.7z`` (``stackoverflow.com-Posts.7z``
 for Stack Overflow, which is split by table) or an extracted folder
 ``<site>/Posts.xml``. If a site has both, the extracted folder is used. The
 7z member is decompressed by py7zr straight into an incremental XML parser
-(no temporary file); a folder's ``Posts.xml`` is read with ``iterparse``. Both
-clear every ``<row>`` after use.
+(no temporary file); a folder's ``Posts.xml`` is fed to the same parser in
+chunks. Every finished element is cleared after use (see
+:class:`~llamaforge.data.sources.stackexchange_store.RowFeeder`).
 
 Memory is bounded, whatever the site's size: answers can appear anywhere
 after their question in ``Posts.xml``, so posts (HTML-stripped) go to an
@@ -33,9 +34,15 @@ stripped by :mod:`html_text` (code blocks kept verbatim). Drop reasons:
 default: the paper does not drop unanswered questions),
 ``stackexchange.orphan_answer`` (an answer whose question is not in the
 dump), ``stackexchange.post_type`` (tag wikis and other non-Q/A posts),
-``stackexchange.empty`` (a question, or an answer, with no text). Malformed XML is counted as bad input (``xml``);
-the posts parsed before the fault still become documents (a question may then
-lack answers that came after the fault).
+``stackexchange.empty`` (a question, or an answer, with no text),
+``stackexchange.doc_too_large`` (answers beyond ``max_doc_bytes`` of text in one
+document, default 16 MiB; the lowest-scored go). Malformed XML (or an unknown
+encoding) is counted as bad input (``xml``); the posts parsed before the fault
+still become documents (a question may then lack answers that came after the fault). Also bad input: ``schema`` (a row with a
+missing, non-integer, non-positive ``Id`` or an integer beyond 64 bits),
+``too_large`` (a row over ``max_post_bytes``, default 4 MiB), ``unexpected_element``
+(anything but ``<row>`` under the root), ``too_deep``, ``encrypted`` and ``truncated``
+archives.
 
 ``sites`` (default :data:`DEFAULT_SITES`): the paper kept "the 28 largest
 websites" without listing them; this list is the 28 largest English sites by
@@ -47,7 +54,6 @@ site found, meta sites included.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +61,10 @@ from typing import ClassVar
 
 import py7zr
 import py7zr.exceptions
-from py7zr.io import Py7zIO, WriterFactory
 
 from llamaforge.data.sources.base import Document, FilterReport
 from llamaforge.data.sources.html_text import html_to_text
-from llamaforge.data.sources.stackexchange_store import PostStore
+from llamaforge.data.sources.stackexchange_store import FeederFactory, PostStore, RowFeeder
 from llamaforge.data.sources.textio import STREAM_ERRORS
 from llamaforge.errors import ConfigError
 
@@ -75,6 +80,8 @@ DEFAULT_SITES: tuple[str, ...] = (
     "diy.stackexchange.com", "rpg.stackexchange.com", "cs.stackexchange.com",
 )  # fmt: skip
 QUESTION, ANSWER = "1", "2"
+READ_BYTES = 1 << 16
+_INT64 = range(-(2**63), 2**63)  # what SQLite's INTEGER holds
 
 
 @dataclass
@@ -84,6 +91,12 @@ class StackExchangeConfig:
     sites: list[str] = field(default_factory=lambda: list(DEFAULT_SITES))
     min_answers: int = 0
     tmp_dir: str = ""
+    # A post's raw <row> over this is counted as too_large and skipped, bounding memory and
+    # time; sites cap a body at 30,000 characters, so real posts are far below it.
+    max_post_bytes: int = 4 << 20
+    # One question with all its answers (answers past it, lowest-scored first, are dropped
+    # as stackexchange.doc_too_large): the busiest real questions total a few MB.
+    max_doc_bytes: int = 16 << 20
 
     def __post_init__(self) -> None:
         if not isinstance(self.sites, list | tuple) or not all(
@@ -100,6 +113,12 @@ class StackExchangeConfig:
                 f"[sources.stackexchange].min_answers must be an integer >= 0, "
                 f"got {self.min_answers!r}"
             )
+        for name in ("max_post_bytes", "max_doc_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"[sources.stackexchange].{name} must be an integer >= 1, got {value!r}"
+                )
 
 
 def site_of(path: Path) -> str | None:
@@ -127,8 +146,11 @@ def site_selected(site: str, wanted: Iterable[str]) -> bool:
 class _Posts:
     """Questions and answers of one site, HTML-stripped, in an on-disk :class:`PostStore`."""
 
-    def __init__(self, where: str, report: FilterReport, store: PostStore) -> None:
+    def __init__(
+        self, where: str, report: FilterReport, store: PostStore, max_post_bytes: int
+    ) -> None:
         self.where = where
+        self.max_post_bytes = max_post_bytes
         self.report = report
         self.store = store
 
@@ -142,16 +164,26 @@ class _Posts:
             score = int(attrib.get("Score", "0"))
             parent = int(attrib["ParentId"]) if kind == ANSWER else 0
         except (KeyError, ValueError):
-            self.report.bad("schema", f"{self.where}:row {attrib.get('Id', '?')}")
+            post_id = score = parent = None
+        # Ids are positive in every dump (and -1 is the store's orphan marker); SQLite
+        # holds 64-bit integers only, so a larger Score would fail the whole batch.
+        if post_id is None or post_id < 1 or score not in _INT64 or parent not in _INT64:
+            self.report.bad("schema", f"{self.where}:row {attrib.get('Id', '?')[:40]}")
             return
-        body = html_to_text(attrib.get("Body", ""))
+        raw_body = attrib.get("Body", "")
+        if len(raw_body) + len(attrib.get("Title", "")) > self.max_post_bytes:
+            self.report.bad("too_large", f"{self.where}:row {post_id}")
+            return
+        body = html_to_text(raw_body)
         if kind == QUESTION:
             self.store.add_question(post_id, attrib.get("Title", "").strip(), body, score)
         else:
             self.store.add_answer(parent, score, post_id, body)
 
     def documents(self, site: str, config: StackExchangeConfig, input_name: str):
-        for qid, title, body, score, answers in self.store.grouped():
+        for qid, title, body, score, answers, left_out in self.store.grouped(config.max_doc_bytes):
+            for _ in range(left_out):
+                self.report.drop("stackexchange.doc_too_large", "")
             if qid < 0:
                 for _, _, text in answers:
                     self.report.drop("stackexchange.orphan_answer", text)
@@ -183,75 +215,6 @@ class _Posts:
             yield Document(text, "stackexchange", f"https://{site}/questions/{qid}", meta)
 
 
-class _RowFeeder:
-    """Feeds XML bytes to a pull parser and hands each finished ``<row>`` to ``_Posts``."""
-
-    def __init__(self, posts: _Posts) -> None:
-        self.posts = posts
-        self.parser = ET.XMLPullParser(events=("start", "end"))
-        self.root: ET.Element | None = None
-        self.error: ET.ParseError | None = None
-        self.bytes = 0
-
-    def _drain(self) -> None:
-        for event, element in self.parser.read_events():
-            if self.root is None:
-                self.root = element
-            elif event == "end" and element.tag == "row":
-                self.posts.add(element.attrib)
-                element.clear()
-                self.root.clear()
-
-    def feed(self, data: bytes) -> None:
-        if self.error is not None:
-            return
-        self.bytes += len(data)
-        try:
-            self.parser.feed(data)
-            self._drain()
-        except ET.ParseError as error:
-            self.error = error
-
-    def close(self) -> None:
-        if self.error is None:
-            try:
-                self.parser.close()
-                self._drain()
-            except ET.ParseError as error:
-                self.error = error
-
-
-class _FeederIO(Py7zIO):
-    """A py7zr output 'file' that parses what it is given instead of storing it."""
-
-    def __init__(self, feeder: _RowFeeder) -> None:
-        self.feeder = feeder
-
-    def write(self, s: bytes | bytearray) -> int:
-        self.feeder.feed(bytes(s))
-        return len(s)
-
-    def read(self, size: int | None = None) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def flush(self) -> None:
-        return None
-
-    def size(self) -> int:
-        return self.feeder.bytes
-
-
-class _FeederFactory(WriterFactory):
-    def __init__(self, feeder: _RowFeeder) -> None:
-        self.feeder = feeder
-
-    def create(self, filename: str) -> Py7zIO:
-        return _FeederIO(self.feeder)
-
-
 class StackExchangeSource:
     """Per-site dumps -> one document per question with its answers by score."""
 
@@ -278,45 +241,49 @@ class StackExchangeSource:
         if path.stat().st_size == 0:
             report.bad("empty", where)
             return
-        root = None
+        feeder = RowFeeder(posts.add, report, where, self.config.max_post_bytes)
         try:
-            for event, element in ET.iterparse(path, events=("start", "end")):
-                if root is None:
-                    root = element
-                elif event == "end" and element.tag == "row":
-                    posts.add(element.attrib)
-                    element.clear()
-                    root.clear()
-        except ET.ParseError as error:
-            report.bad("xml", f"{where}:{error.position[0]}")
+            with open(path, "rb") as stream:
+                while feeder.error is None and (chunk := stream.read(READ_BYTES)):
+                    feeder.feed(chunk)
         except OSError as error:
             report.bad("unreadable", f"{where} ({type(error).__name__})")
+            return
+        feeder.close()
+        if feeder.error is not None:
+            report.bad(feeder.error[0], f"{where}:{feeder.error[1]}")
 
     def _read_archive(self, path: Path, posts: _Posts, report: FilterReport) -> None:
         where = str(path)
         if path.stat().st_size == 0:
             report.bad("empty", where)
             return
-        feeder = _RowFeeder(posts)
+        feeder = RowFeeder(posts.add, report, where, self.config.max_post_bytes)
         try:
             with py7zr.SevenZipFile(path, "r") as archive:
+                if archive.needs_password():
+                    report.bad("encrypted", where)
+                    return
                 members = [n for n in archive.getnames() if n.rsplit("/", 1)[-1] == "Posts.xml"]
                 if not members:
                     report.bad("missing_posts", where)
                     return
-                archive.extract(targets=members[:1], factory=_FeederFactory(feeder))
+                archive.extract(targets=members[:1], factory=FeederFactory(feeder))
+        except py7zr.exceptions.PasswordRequired:
+            report.bad("encrypted", where)
+            return
         except (py7zr.exceptions.ArchiveError, *STREAM_ERRORS) as error:
             report.bad("truncated", f"{where} ({type(error).__name__})")
             return
         feeder.close()
         if feeder.error is not None:
-            report.bad("xml", f"{where}:Posts.xml:{feeder.error.position[0]}")
+            report.bad(feeder.error[0], f"{where}:Posts.xml:{feeder.error[1]}")
 
     def process(self, path: Path, report: FilterReport) -> Iterator[Document]:
         path = Path(path)
         site = site_of(path) or path.stem.lower()
         with PostStore(self.config.tmp_dir or None) as store:
-            posts = _Posts(str(path), report, store)
+            posts = _Posts(str(path), report, store, self.config.max_post_bytes)
             if path.name.endswith(".7z"):
                 self._read_archive(path, posts, report)
             else:

@@ -13,6 +13,7 @@ import bz2
 import gzip
 import json
 import lzma
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,7 +222,8 @@ def iter_json_records(
     counts as ``binary``), invalid JSON (``json``: also an integer with more
     digits than Python's int-string limit, 4300 by default, which ``json``
     refuses with a plain ``ValueError``, and nesting too deep for the parser's
-    recursion), a line that is not an object, and a file with no lines at all.
+    recursion), a line that is not an object, a string holding a lone
+    surrogate escape (``utf8``), and a file with no lines at all.
     """
     where = str(path)
     try:
@@ -259,12 +261,27 @@ def iter_json_records(
             if not isinstance(record, dict):
                 report.bad("schema", f"{where}:{lineno}")
                 continue
+            if _SURROGATE_ESCAPE.search(line) and not _encodable(record):
+                report.bad("utf8", f"{where}:{lineno}: a lone surrogate escape (\\udXXX)")
+                continue
             yield lineno, record
     if not seen_any:
         report.bad("empty", where)
 
 
 _HEAD_BYTES = 64 << 10
+# JSON can spell a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text holds: every writer
+# downstream (zstd JSONL, the tokenizer) would raise on it. Only lines with such an escape
+# are checked in full.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(record: dict) -> bool:
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _Prefixed:

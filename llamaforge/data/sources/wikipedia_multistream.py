@@ -16,6 +16,7 @@ A slice is parsed as the header stream's opening (for the export namespace) + it
 from __future__ import annotations
 
 import bz2
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ _SLICE = re.compile(r"^(?P<dump>.+)@(?P<start>\d+)-(?P<end>\d+)$")
 _SITEINFO_END = re.compile(rb"</siteinfo>\s*")
 _FOOTER = re.compile(rb"</mediawiki>\s*$")
 INDEX_SUFFIX = "-index.txt.bz2"
+logger = logging.getLogger(__name__)
 
 
 def index_path(dump: Path) -> Path:
@@ -33,14 +35,38 @@ def index_path(dump: Path) -> Path:
 
 
 def stream_offsets(index: Path) -> list[int]:
-    """Sorted distinct stream offsets of an index; a line that does not parse is skipped."""
+    """Sorted distinct stream offsets of an index; a line that does not parse is skipped.
+
+    Only ASCII digits count (``"²".isdigit()`` is true, but ``int`` rejects it). An index
+    that breaks off (truncated or corrupt bz2) gives the offsets read before the fault, with
+    a warning: :func:`stream_slices` still covers the whole dump, in fewer, larger slices.
+    """
     offsets: set[int] = set()
-    with bz2.open(index, "rt", encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            head = line.split(":", 1)[0]
-            if head.isdigit():
-                offsets.add(int(head))
+    try:
+        with bz2.open(index, "rt", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                head = line.split(":", 1)[0]
+                if head.isascii() and head.isdigit():
+                    offsets.add(int(head))
+    except (EOFError, OSError, ValueError) as error:
+        logger.warning(
+            "%s: index unreadable after %d offsets (%s); slicing the dump with those",
+            index,
+            len(offsets),
+            type(error).__name__,
+        )
     return sorted(offsets)
+
+
+def first_page_stream(dump: Path) -> int:
+    """Byte offset where the header stream ends, i.e. the first page stream starts."""
+    decompressor, read = bz2.BZ2Decompressor(), 0
+    for chunk in _read_range(dump, 0, dump.stat().st_size, chunk=1 << 16):
+        read += len(chunk)
+        decompressor.decompress(chunk)
+        if decompressor.eof:
+            return read - len(decompressor.unused_data)
+    raise EOFError("the header stream of the dump is cut")
 
 
 class MultistreamSlice(PosixPath):
@@ -72,10 +98,19 @@ class MultistreamSlice(PosixPath):
 
 
 def stream_slices(dump: Path, streams_per_slice: int) -> list[MultistreamSlice]:
-    """The dump cut into runs of ``streams_per_slice`` streams, via its index."""
+    """The dump cut into runs of ``streams_per_slice`` streams, via its index.
+
+    Slices end where the next begins and the last ends at the dump's end, so missing index
+    lines only make slices larger; every page stream after the header is in one slice.
+    """
     offsets = stream_offsets(index_path(dump))
     size = dump.stat().st_size
     starts = [o for o in offsets if 0 < o < size]
+    if not starts:  # an index with no usable line: one slice, so no page is lost
+        try:
+            starts = [first_page_stream(dump)]
+        except (EOFError, OSError, ValueError):
+            starts = [0]  # the slice fails when read and is counted there as bad input
     slices = []
     for i in range(0, len(starts), streams_per_slice):
         start = starts[i]

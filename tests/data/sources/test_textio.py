@@ -186,3 +186,19 @@ def test_json_that_python_refuses_is_a_counted_bad_line(tmp_path, line):
     records, bad, examples = _reasons(path)
     assert [record["text"] for _, record in records] == ["ok", "also ok"]
     assert bad == {"json": 1} and examples["json"].endswith("hostile.jsonl:2")
+
+
+def test_a_lone_surrogate_escape_is_a_counted_bad_line_and_a_pair_is_text(tmp_path):
+    """No UTF-8 text holds "\\ud800": the zstd writer and the tokenizer would raise on it."""
+    path = tmp_path / "surrogates.jsonl"
+    path.write_bytes(
+        b'{"text": "ok"}\n{"text": "a\\ud800b"}\n{"meta": {"x": ["\\udc00"]}, "text": "c"}\n'
+        b'{"text": "\\ud83d\\ude00"}\n{"text": "a \\\\ud800 spelled out"}\n'
+    )
+    records, bad, examples = _reasons(path)
+    assert [record["text"] for _, record in records] == [
+        "ok",
+        "\U0001f600",
+        "a \\ud800 spelled out",
+    ]
+    assert bad == {"utf8": 2} and "surrogates.jsonl:2" in examples["utf8"]
