@@ -59,11 +59,18 @@ _FINAL_FILE = re.compile(r"^part-\d{5}\.jsonl\.zst$|^report\.json$")
 _FINAL_TMP = re.compile(r"^\.final\.tmp(-[A-Za-z0-9_]{8})?$")
 
 
+MAX_KEY_BYTES = 180
+
+
 def input_keys(paths: list[tuple[Path, Path]]) -> dict[str, Path]:
     """Unique output names for ``(root, input)`` pairs: the path under its root, flattened.
 
     Two sites' ``Posts.xml`` must not collide, so folders become ``__``; a
     clash left after that (the same name under two roots) gets a path hash.
+    A name longer than :data:`MAX_KEY_BYTES` (deep Books3-style paths) is cut
+    and ends in a hash of the whole name: every file made from a key
+    (``.KEY.jsonl.zst.XXXXXXXX.tmp`` the longest) must fit the file system's
+    255-byte limit on one name.
     """
     import hashlib
 
@@ -71,6 +78,10 @@ def input_keys(paths: list[tuple[Path, Path]]) -> dict[str, Path]:
     for root, path in paths:
         relative = path.relative_to(root) if path != root else Path(path.name)
         name = strip_compression_suffix("__".join(relative.parts))
+        if len(name.encode()) > MAX_KEY_BYTES:
+            digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+            cut = name.encode()[: MAX_KEY_BYTES - 13].decode(errors="ignore")
+            name = f"{cut}-{digest}"
         names.setdefault(name, []).append(path)
     keys: dict[str, Path] = {}
     for name, group in names.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llamaforge.data.build_files import ShardSink, read_jsonl_zst
@@ -31,3 +33,20 @@ def test_a_cut_file_is_an_error_and_its_report_goes(tmp_path):
     with pytest.raises(DataError, match="part-00000.jsonl.zst is damaged .*EOFError"):
         list(read_jsonl_zst(part, report))
     assert not report.exists()
+
+
+def test_input_keys_fit_one_file_name_and_stay_unique():
+    """A deep path flattens to a name over 255 bytes; every file made from its key must fit."""
+    from llamaforge.data.build_stages import MAX_KEY_BYTES, input_keys
+
+    root = Path("/in")
+    deep = [
+        root / ("d" * 40) / ("e" * 40) / ("f" * 40) / ("g" * 40) / f"{c * 203}.txt" for c in "xy"
+    ]
+    short = root / "a" / "Posts.xml"
+    keys = input_keys([(root, p) for p in [*deep, short]])
+    assert sorted(keys.values()) == sorted([*deep, short])
+    assert keys["a__Posts.xml"] == short  # short names are unchanged, so earlier builds match
+    for key in keys:
+        assert len(key.encode()) <= MAX_KEY_BYTES
+        assert len(f".{key}.jsonl.zst.XXXXXXXX.tmp".encode()) <= 255
