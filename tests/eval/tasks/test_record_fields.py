@@ -20,11 +20,10 @@ from torch import nn
 from llamaforge.errors import DataError
 from llamaforge.eval.tasks import base
 from llamaforge.eval.tasks.base import EvalContext, get_task, load_docs
-from llamaforge.eval.tasks.code import MBPP, HumanEval
 from llamaforge.eval.tasks.responsible import RealToxicityPrompts
 from llamaforge.eval.toxicity import WordListScorer
 from tests.eval.tasks.test_closed_book import NQ, TRIVIA
-from tests.eval.tasks.test_code import LIMITS, MBPP_DOC, PROBLEMS
+from tests.eval.tasks.test_code import MBPP_DOC, PROBLEMS
 from tests.eval.tasks.test_commonsense import (
     ARC_LETTERS,
     BOOLQ,
@@ -34,6 +33,7 @@ from tests.eval.tasks.test_commonsense import (
     SIQA,
     WINOGRANDE,
 )
+from tests.eval.tasks.test_gold_fields import _task as generation_task
 from tests.eval.tasks.test_math_reasoning import MATH_DOC
 from tests.eval.toy import ALPHABET, TOK, ToyModel, ToyTokenizer
 
@@ -173,15 +173,10 @@ TOKENIZER = AnyTextTokenizer()
 
 
 def _task(name):
-    if name == "math":
-        return type(get_task("math"))(samples=0)
-    if name == "humaneval":
-        return HumanEval(pass1_samples=1, samples=0, ks=(), limits=LIMITS, workers=1)
-    if name == "mbpp":
-        return MBPP(pass1_samples=1, samples=0, ks=(), limits=LIMITS, workers=1)
+    """The generation tasks as the gold-field tests make them (no sampling), RTP with a toy scorer."""
     if name == "realtoxicityprompts":
         return RealToxicityPrompts(scorer=WordListScorer(["x"]))
-    return get_task(name)
+    return generation_task(name)
 
 
 def _write(tmp_path, name, records):
