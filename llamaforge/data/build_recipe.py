@@ -51,7 +51,9 @@ def digest(value: Any) -> str:
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
-    stat = os.stat(path)
+    # path.stat(), not os.stat(path): an input may be a slice of a file (a Wikipedia
+    # multistream slice, ``dump@start-end``), whose stat answers for the dump it cuts.
+    stat = path.stat()
     return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 

@@ -41,3 +41,17 @@ def test_index_without_usable_lines_still_reads_every_page(tmp_path):
     index_path(dump).write_bytes(b"BZh9 not really bz2")
     got, slices = titles(tmp_path)
     assert got == ["Alpha", "Beta", "Gamma", "Delta", "Eps"] and len(slices) == 1
+
+
+def test_a_slice_has_a_build_recipe_of_its_own_bytes(tmp_path):
+    """The build fingerprints every input; a slice is no file on disk (os.stat failed on it)."""
+    from llamaforge.data.build_recipe import file_recipe
+
+    dump, sizes = write_multistream(tmp_path, STREAMS)
+    source = WikipediaSource(WikipediaConfig(streams_per_slice=1))
+    slices = source.list_inputs(tmp_path)
+    recipes = [file_recipe(source, piece) for piece in slices]
+    counted = [r["input"]["bytes"] for r in recipes]  # each slice's compressed bytes
+    assert counted[:-1] == sizes[1 : len(slices)]  # the last one runs on to the dump's end
+    assert sum(counted) == dump.stat().st_size - sizes[0]  # all but the header stream
+    assert len({r["input"]["path"] for r in recipes}) == len(slices)
