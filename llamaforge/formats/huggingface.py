@@ -15,7 +15,6 @@ round trip through Hugging Face gives back the same :class:`ModelConfig`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -272,7 +271,9 @@ def to_hf(
             elif chat_template is not None:
                 extra["chat_template"] = chat_template.to_jinja(tokens["bos"][1], tokens["eos"][1])
                 # our fields too, so that convert back and ``llamaforge chat`` get the template
-                extra[OUR_TEMPLATE_KEY] = dataclasses.asdict(chat_template)
+                from llamaforge.finetune.template_store import template_config
+
+                extra[OUR_TEMPLATE_KEY] = template_config(chat_template)  # with its brace syntax
             write_hf_tokenizer(Path(tokenizer_path), tmp, tokens, model.config.max_seq_len, extra)
     return Path(directory)
 
