@@ -15,6 +15,12 @@ Model output is untrusted text. Two things go wrong when it is written to
   U+001F, U+007F to U+009F) except newline and tab is shown escaped as
   ``\\xNN`` (``\\r`` too: a bare carriage return would let text overwrite
   what was shown).
+* **Bidirectional controls.** The embedding, override and isolate characters
+  (U+202A to U+202E, U+2066 to U+2069) and the marks U+200E, U+200F, U+061C
+  reorder what a terminal shows ("Trojan Source", CVE-2021-42574): a model's
+  answer could display text in another order than it was written. They are
+  shown escaped as ``\\uNNNN``, as code editors flag them. Right-to-left text
+  itself needs none of them and is shown as it is.
 
 Decision: this applies to everything the two commands write to stdout,
 terminal or pipe (redirected output is read on a terminal later, with
@@ -35,11 +41,13 @@ if TYPE_CHECKING:
     from llamaforge.inference.chat import ChatSession
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def escape_controls(text: str) -> str:
-    """``text`` with every control character but newline and tab written as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with control characters (but newline and tab) as ``\\xNN``, bidi ones ``\\uNNNN``."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class SafeOutput:

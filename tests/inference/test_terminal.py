@@ -61,3 +61,11 @@ def test_an_in_memory_stream_keeps_all_text() -> None:
     stream = io.StringIO()  # no encoding to fit: only the controls change
     SafeOutput(stream).write("漢😀\x1b")
     assert stream.getvalue() == "漢😀\\x1b"
+
+
+def test_bidirectional_controls_are_shown_escaped_and_right_to_left_text_as_it_is():
+    """An override (U+202E) would make the terminal show text in another order."""
+    from llamaforge.inference.terminal import escape_controls
+
+    shown = escape_controls("x = 1 \u202e# comment\u2066\u2069 \u05e9\u05dc\u05d5\u05dd\u200f")
+    assert shown == "x = 1 \\u202e# comment\\u2066\\u2069 \u05e9\u05dc\u05d5\u05dd\\u200f"
