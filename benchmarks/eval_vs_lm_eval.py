@@ -272,7 +272,7 @@ def main() -> None:
         "llamaforge": [sys.executable, "-m", "llamaforge", "eval", str(folder), "--tasks", "piqa",
                        "--data-dir", str(root / "data"), "--shots", "0", "--device", "cpu",
                        "--batch-size", str(args.batch_size), "--no-progress",
-                       "--out", str(out["llamaforge"])],
+                       "--out", str(out["llamaforge"]), "--overwrite"],  # each repeat: same file
         "lm-eval HFLM": [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
                          f"pretrained={folder},dtype=float32", "--tasks", "lf_piqa",
                          "--include_path", str(tasks), "--device", "cpu",
