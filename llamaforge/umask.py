@@ -56,6 +56,31 @@ def make_temp_file(parent: str | os.PathLike, prefix: str, suffix: str = "") -> 
     return fd, Path(name)
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a new temp beside it, fsynced, then one rename.
+
+    The one atomic text write of the package (checkpoint manifests aside): a
+    crash leaves the previous file or none, never a truncated one; the temp is
+    created exclusively under a unique name (``O_CREAT | O_EXCL``), so a link
+    planted at a temp name is never written through, and ``os.replace``
+    replaces a link at ``path`` itself, not its target. Missing parent
+    folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = make_temp_file(path.parent, f".{path.name}.", ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def follow_umask(path: str | os.PathLike) -> None:
     """Give a file we just wrote ``open``'s mode; for writers that create it 0600 themselves.
 

@@ -50,19 +50,6 @@ def open_temp_binary(dest: Path) -> tuple[io.BufferedWriter, Path]:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a new temp file, fsynced, then one rename."""
-    f, tmp = open_temp_binary(Path(path))
-    try:
-        with f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def remove_temps(folder: Path, name: str) -> None:
     """Delete our temps for destination ``name`` in ``folder`` left by a killed writer."""
     if not folder.is_dir():

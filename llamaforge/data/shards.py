@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from llamaforge.errors import DataError
+from llamaforge.umask import atomic_write_text  # noqa: F401 (the writers import it from here)
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -68,13 +69,6 @@ def shard_generation(index: TokenIndex) -> int:
 def token_dtype(vocab_size: int) -> np.dtype:
     """The smallest unsigned dtype holding every id: halves disk and page cache for 32k vocabs."""
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a new, exclusively created temp file and one rename (never a planted link)."""
-    from llamaforge.data.outputs import atomic_write_text as write
-
-    write(Path(path), text)
 
 
 def file_sha256(path: Path) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llamaforge.errors import DataError
-from llamaforge.umask import make_temp_file
+from llamaforge.umask import atomic_write_text  # noqa: F401 (runner and outputs import it from here)
 
 MISSING = "-"
 LIMITED_NOTE = "Scored on the first documents of each task only"
@@ -158,26 +158,6 @@ def _cell(entry: Mapping[str, Any] | None, shots: int, metric: str) -> str:
         return MISSING
     value = entry.get("metrics", {}).get(metric)
     return f"{100 * value:.1f}" if _is_number(value) else MISSING
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``.
-
-    A crash mid-write leaves the previous file (or none), never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp_file(path.parent, f".{path.name}.", ".tmp")  # umask, not 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:

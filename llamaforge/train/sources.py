@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import nn
 from llamaforge.errors import CheckpointError, ConfigError, DataError, LlamaforgeError
 from llamaforge.model import ModelConfig
 from llamaforge.train.config import TrainConfig
+from llamaforge.umask import atomic_write_text
 
 DATA_REPORT = "finetune_data.json"  # in train.run_dir; written by every launch of a finetuning run
 
@@ -240,20 +240,16 @@ def check_data_report_path(run_dir: Path) -> None:
 def write_data_report(run_dir: Path, report: dict[str, Any]) -> None:
     """``finetune_data.json``: records read, skipped by reason, truncated, dropped, kept.
 
-    Written through a temporary file and a rename, so a failed write leaves
-    the previous report whole; the temporary file is removed on failure.
+    Written through a new temporary file and a rename
+    (:func:`~llamaforge.umask.atomic_write_text`), so a failed write leaves the
+    previous report whole and a link planted at a temp name is never followed.
     """
     if not report:
         return
     path = run_dir / DATA_REPORT
-    tmp = path.with_name(f".{DATA_REPORT}.tmp")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(report, indent=2))
     except OSError as error:
-        if tmp.is_file():
-            tmp.unlink()
         raise LlamaforgeError(
             f"{path} cannot be written ({error.strerror or error}); move what is there away "
             "or choose another train.run_dir, then run the same command again"

@@ -7,8 +7,9 @@ import os
 import pytest
 
 from llamaforge.data.mixture import write_mixture_toml, write_reports
-from llamaforge.data.outputs import atomic_write_text, check_build_outputs, remove_temps
+from llamaforge.data.outputs import check_build_outputs, remove_temps
 from llamaforge.errors import ConfigError
+from llamaforge.umask import atomic_write_text
 
 
 def test_atomic_write_replaces_a_link_at_the_destination_not_its_target(tmp_path):
